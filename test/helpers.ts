@@ -1,0 +1,135 @@
+// Shared test helpers: drive the real CLI in a fresh QUEUECTL_HOME, and wait for conditions with a deadline.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+export const ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)))
+export const CLI = join(ROOT, 'dist', 'queuectl.js')
+
+export interface RunResult {
+  code: number | null
+  signal: NodeJS.Signals | null
+  stdout: string
+  stderr: string
+}
+
+export interface RunOptions {
+  input?: string
+  env?: Record<string, string>
+  cwd?: string
+  timeoutMs?: number
+}
+
+/** A fresh queue home per test; `cleanup()` stops its workers and removes it. */
+export class Home {
+  readonly dir: string
+  constructor(prefix = 'queuectl-test-') {
+    this.dir = mkdtempSync(join(tmpdir(), prefix))
+  }
+
+  get env(): Record<string, string> {
+    return { ...(process.env as Record<string, string>), QUEUECTL_HOME: this.dir }
+  }
+
+  /** Runs `queuectl ...args` to completion (async, so several can run at once). */
+  run(args: string[], opts: RunOptions = {}): Promise<RunResult> {
+    return runCli(args, { ...opts, env: { ...this.env, ...opts.env } })
+  }
+
+  /** Like run, but fails the test unless the exit code is 0; returns stdout. */
+  async ok(args: string[], opts: RunOptions = {}): Promise<string> {
+    const r = await this.run(args, opts)
+    if (r.code !== 0) {
+      throw new Error(`queuectl ${args.join(' ')} exited ${r.code} (signal ${r.signal})\nstdout: ${r.stdout}\nstderr: ${r.stderr}`)
+    }
+    return r.stdout
+  }
+
+  async json<T = any>(args: string[], opts: RunOptions = {}): Promise<T> {
+    return JSON.parse(await this.ok([...args, '--json'], opts)) as T
+  }
+
+  async job(id: string): Promise<any> {
+    return this.json(['show', id])
+  }
+
+  /** Spawns a long-running CLI process (e.g. `worker run`) without waiting for it. */
+  spawn(args: string[], opts: RunOptions = {}): ChildProcess {
+    return spawn(process.execPath, [CLI, ...args], {
+      cwd: opts.cwd ?? this.dir,
+      env: { ...this.env, ...opts.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+  }
+
+  /** Stops every worker of this home (forcefully) and removes the folder. */
+  cleanup(): void {
+    spawnSync(process.execPath, [CLI, 'worker', 'stop', '--force', '--timeout', '10'], { env: this.env, stdio: 'ignore' })
+    rmSync(this.dir, { recursive: true, force: true })
+  }
+}
+
+export function runCli(args: string[], opts: RunOptions = {}): Promise<RunResult> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(process.execPath, [CLI, ...args], {
+      cwd: opts.cwd ?? tmpdir(),
+      env: opts.env ?? (process.env as Record<string, string>),
+      stdio: ['pipe', 'pipe', 'pipe'],
+    })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.setEncoding('utf8').on('data', (d) => (stdout += d))
+    child.stderr.setEncoding('utf8').on('data', (d) => (stderr += d))
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 60_000)
+    child.on('error', reject)
+    child.on('close', (code, signal) => {
+      clearTimeout(timer)
+      resolvePromise({ code, signal, stdout, stderr })
+    })
+    child.stdin.end(opts.input ?? '')
+  })
+}
+
+/** Polls `check` until it returns a truthy value; fails with `what` after `timeoutMs`. */
+export async function waitFor<T>(what: string, check: () => T | Promise<T>, timeoutMs = 20_000, intervalMs = 50): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs
+  let last: unknown
+  for (;;) {
+    try {
+      const value = await check()
+      if (value) return value as NonNullable<T>
+      last = value
+    } catch (error) {
+      last = error
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${String(last)})`)
+    await new Promise((r) => setTimeout(r, intervalMs))
+  }
+}
+
+/** Waits until job `id` is in `state` (one of them), returns the job. */
+export function waitForState(home: Home, id: string, state: string | string[], timeoutMs = 20_000): Promise<any> {
+  const states = Array.isArray(state) ? state : [state]
+  return waitFor(`job ${id} to be ${states.join('/')}`, async () => {
+    const job = await home.job(id)
+    return states.includes(job.state) ? job : undefined
+  }, timeoutMs)
+}
+
+/** True while `pid` is a live process (a zombie counts as dead). */
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+  } catch {
+    return false
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3)
+    return state !== 'Z' && state !== 'X'
+  } catch {
+    return false
+  }
+}
