@@ -1,0 +1,2302 @@
+#!/usr/bin/env node
+/**
+ * queuectl — a durable background job queue for shell commands, in one file.
+ *
+ *   queuectl enqueue "make test"      # add a job
+ *   queuectl worker start --count 4   # detached workers run it, retry it with backoff, or move it to the DLQ
+ *
+ * Storage: SQLite (sql.js, in WASM) persisted as a snapshot plus an append-only journal, so that one
+ * transaction costs the same with 1k or 100k jobs stored:
+ *   - `queue.db` is a plain SQLite file whose `user_version` is its generation;
+ *   - `queue.db.journal` holds one framed record (length, crc32, JSON of the statements and their bound
+ *     values) per committed transaction, fsync'd before the transaction commits in memory;
+ *   - every write runs under the lockfile `queue.db.lock`, first replaying the records other processes
+ *     appended since this process last looked; readers replay without the lock and stop at a torn record;
+ *   - past QUEUECTL_JOURNAL_LIMIT bytes the writer compacts: a new snapshot with generation + 1 (tmp, fsync,
+ *     rename), then an empty journal of that generation. A journal older than the snapshot is a leftover of a
+ *     crash in between, and is reset.
+ * Only deterministic statements are journaled: rows are picked by a read and written by primary key, with every
+ * value (ids, timestamps, counters) computed here, so replay gives the same rows under any SQLite version.
+ *
+ * The queue's logic is SQL with bound values behind `Storage` (read, write transaction), the one seam a second
+ * backend would implement.
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { createHash, randomBytes } from 'node:crypto'
+import {
+  closeSync, constants as fsConstants, existsSync, fdatasyncSync, fstatSync, fsyncSync, ftruncateSync, linkSync,
+  mkdirSync, openSync, readFileSync, readSync, realpathSync, renameSync, statSync, unlinkSync, watch, writeSync,
+  type FSWatcher,
+} from 'node:fs'
+import { hostname } from 'node:os'
+import { dirname, join, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { setFlagsFromString } from 'node:v8'
+import * as zlib from 'node:zlib'
+import { defineCommand, renderUsage, runCommand, type ArgDef, type ArgsDef, type CommandDef } from 'citty'
+import { createConsola } from 'consola'
+import { colors, stripAnsi } from 'consola/utils'
+import type { Database, SqlJsStatic, Statement } from 'sql.js'
+
+// Types and defaults: what a job is, the states it moves through, and the configuration.
+
+export const JOB_STATES = ['pending', 'processing', 'completed', 'failed', 'dead'] as const
+export type JobState = (typeof JOB_STATES)[number]
+
+/** A job as every read shows it (`--json`, the API): snake_case, ISO-8601 UTC timestamps, null where unknown. */
+export interface Job {
+  id: string
+  command: string
+  cwd: string
+  state: JobState
+  attempts: number
+  max_retries: number
+  priority: number
+  run_at: string
+  timeout: number | null
+  created_at: string
+  updated_at: string
+  started_at: string | null
+  finished_at: string | null
+  exit_code: number | null
+  last_error: string | null
+  worker: string | null
+}
+
+/** One run of a job. `attempt` counts every run the job has had, also across a `dlq retry`. */
+export interface Attempt {
+  attempt: number
+  worker: string | null
+  started_at: string
+  finished_at: string | null
+  exit_code: number | null
+  signal: string | null
+  error: string | null
+  duration_ms: number | null
+}
+
+export interface JobDetail extends Job {
+  output_tail: string | null
+  history: Attempt[]
+  env?: Record<string, string>
+}
+
+/** What a caller gives to enqueue; everything but `command` has a default. */
+export interface JobSpec {
+  command: string
+  id?: string
+  cwd?: string
+  env?: Record<string, string | undefined>
+  max_retries?: number
+  priority?: number
+  run_at?: string | Date
+  delay?: string | number
+  timeout?: number
+}
+
+export interface WorkerInfo {
+  id: string
+  pid: number
+  host: string
+  job_id: string | null
+  since: string | null
+  started_at: string
+  heartbeat_at: string
+}
+
+export interface QueueStatus {
+  workers: WorkerInfo[]
+  counts: Record<JobState, number>
+}
+
+export interface QueueStats {
+  counts: Record<JobState, number>
+  success_rate: number | null
+  retries: number
+  duration_ms: { mean: number | null; p50: number | null; p95: number | null }
+  finished: { last_1m: number; last_5m: number; last_15m: number }
+  oldest_pending_wait_ms: number | null
+}
+
+/** Bad usage or bad input: exit code 2, nothing stored changes. */
+export class UsageError extends Error {}
+/** The operation failed (unknown job, lock timeout, damaged database): exit code 1. */
+export class QueueError extends Error {}
+
+interface ConfigKey {
+  default: number
+  range: string
+  parse: (text: string) => number | undefined
+}
+
+const wholeNumber = (min: number, max: number) => (text: string) => {
+  const n = Number(text)
+  return /^\s*-?\d+\s*$/.test(text) && n >= min && n <= max ? n : undefined
+}
+const decimal = (min: number, max: number) => (text: string) => {
+  const n = Number(text)
+  return text.trim() !== '' && Number.isFinite(n) && n >= min && n <= max ? n : undefined
+}
+
+export const CONFIG_KEYS: Record<string, ConfigKey> = {
+  max_retries: { default: 3, range: 'a whole number from 0 to 1000', parse: wholeNumber(0, 1000) },
+  backoff_base: { default: 2, range: 'a number of seconds from 0 to 1000 (0 = retry at once)', parse: decimal(0, 1000) },
+  backoff_max: { default: 3600, range: 'a number of seconds from 0 to 604800', parse: decimal(0, 604_800) },
+  job_timeout: { default: 0, range: 'a number of seconds from 0 to 2592000 (0 = no timeout)', parse: decimal(0, 2_592_000) },
+  retention: {
+    default: 0,
+    range: 'a duration such as 7d, 12h, 30m or seconds (0 = keep finished jobs forever)',
+    parse: (text) => {
+      try {
+        const ms = parseDuration(text)
+        return ms <= 3_650 * 86_400_000 ? ms / 1000 : undefined
+      } catch {
+        return undefined
+      }
+    },
+  },
+}
+export type Config = Record<keyof typeof CONFIG_KEYS, number>
+
+const SCHEMA_VERSION = 1
+const APPLICATION_ID = 0x51554555 // "QUEU": marks queue.db as ours, so a foreign SQLite file is never touched
+const JOURNAL_MAGIC = 'QCTLJRN1'
+const JOURNAL_FORMAT = 1
+const JOURNAL_HEADER_BYTES = 16
+const DEFAULT_JOURNAL_LIMIT = 256 * 1024
+const HEARTBEAT_MS = 5_000
+const REMOTE_LEASE_MS = 30_000 // a worker on another host is judged by its heartbeat alone
+const KILL_GRACE_MS = 2_000
+const OUTPUT_TAIL_BYTES = 2_048
+const ID_PATTERN = /^[A-Za-z0-9_:][A-Za-z0-9_.:-]{0,127}$/
+const JOB_FIELDS = ['id', 'command', 'max_retries', 'priority', 'run_at', 'delay', 'timeout', 'cwd'] as const
+
+// Pure helpers: durations, backoff, ids, time.
+
+const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 }
+
+/** `30s`, `5m`, `2h`, `1d`, `1.5s`, `250ms` or a bare number of seconds, in milliseconds. */
+export function parseDuration(text: string | number): number {
+  if (typeof text === 'number') {
+    if (Number.isFinite(text) && text >= 0) return text * 1000
+    throw new UsageError(`invalid duration ${text}: use a number of seconds ≥ 0`)
+  }
+  const match = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$/.exec(text)
+  if (!match) throw new UsageError(`invalid duration "${text}": use e.g. 30s, 5m, 2h, 1d or a number of seconds`)
+  return Number(match[1]) * DURATION_UNITS[match[2] ?? 's']
+}
+
+/** Seconds to wait after the k-th failed attempt: base^k, capped by max. */
+export function retryDelay(failedAttempts: number, base: number, max: number): number {
+  return Math.min(base ** failedAttempts, max)
+}
+
+let lastIdTime = 0
+let idCounter = 0
+/** A short, URL-safe id that sorts by creation: 8 base36 chars of milliseconds, a 3-char counter, 2 random. */
+export function generateJobId(): string {
+  const now = Date.now()
+  if (now > lastIdTime) {
+    lastIdTime = now
+    idCounter = 0
+  } else if (++idCounter >= 36 ** 3) {
+    lastIdTime += 1
+    idCounter = 0
+  }
+  const random = randomBytes(2).readUInt16BE(0) % 36 ** 2
+  return lastIdTime.toString(36).padStart(8, '0') + idCounter.toString(36).padStart(3, '0') + random.toString(36).padStart(2, '0')
+}
+
+export function isValidJobId(id: unknown): id is string {
+  return typeof id === 'string' && ID_PATTERN.test(id)
+}
+
+const iso = (ms: number | null | undefined): string | null => (ms == null ? null : new Date(ms).toISOString())
+
+function parseTime(text: string | Date, what: string): number {
+  const ms = text instanceof Date ? text.getTime() : /^\d{4}-\d\d-\d\d/.test(text) ? Date.parse(text) : NaN
+  if (!Number.isFinite(ms)) throw new UsageError(`invalid ${what} "${String(text)}": use an ISO-8601 time such as 2026-11-23T10:15:00Z`)
+  return ms
+}
+
+function percentile(sorted: number[], p: number): number | null {
+  if (sorted.length === 0) return null
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
+const sleepSync = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms)
+
+// Processes: is a pid alive, and is it still the process we recorded (pid reuse)?
+
+/** Field 22 of /proc/<pid>/stat (start time in clock ticks), or '' where /proc is absent. */
+export function processStartTime(pid: number): string {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? ''
+  } catch {
+    return ''
+  }
+}
+
+/** A zombie passes `kill(pid, 0)`, so /proc decides where it exists; a different start time means a reused pid. */
+export function isProcessAlive(pid: number, startTime?: string): boolean {
+  try {
+    process.kill(pid, 0)
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EPERM') return false
+  }
+  let stat: string
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  } catch {
+    return !existsSync('/proc/self/stat')
+  }
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  if (fields[0] === 'Z' || fields[0] === 'X') return false
+  return !startTime || fields[19] === startTime
+}
+
+// Storage, part 1: the lockfile that serialises every write across processes.
+
+/**
+ * `queue.db.lock` holds `pid starttime token`. It is created by link() from a complete temp file, so nobody
+ * ever reads a half-written lock. A lock whose holder is dead (or a zombie, or a reused pid) is removed; a live
+ * holder is waited for, never robbed, and after `timeoutMs` the caller gets an error naming it.
+ */
+export class FileLock {
+  private readonly token: string
+  private held = false
+
+  constructor(readonly path: string, private readonly timeoutMs = Number(process.env.QUEUECTL_LOCK_TIMEOUT ?? 30) * 1000) {
+    this.token = `${process.pid} ${processStartTime(process.pid)} ${randomBytes(6).toString('hex')}\n`
+  }
+
+  acquire(): void {
+    const started = Date.now()
+    let backoffMs = 0.05
+    let warned = false
+    for (;;) {
+      if (this.tryCreate()) return
+      const content = this.readLock()
+      if (content !== undefined && this.isStale(content)) {
+        this.breakStale(content)
+        continue
+      }
+      const waited = Date.now() - started
+      if (waited > this.timeoutMs) {
+        throw new QueueError(`the queue is locked by ${describeHolder(content)} for over ${Math.round(waited / 1000)} s; it is alive, so the lock was left alone (stop that process, or raise QUEUECTL_LOCK_TIMEOUT)`)
+      }
+      if (!warned && waited > 3000) {
+        warned = true
+        process.stderr.write(`queuectl: waiting for the queue lock held by ${describeHolder(content)}…\n`)
+      }
+      sleepSync(backoffMs * (0.5 + Math.random()))
+      backoffMs = Math.min(backoffMs * 2, 2)
+    }
+  }
+
+  release(): void {
+    if (!this.held) return
+    this.held = false
+    try {
+      unlinkSync(this.path)
+    } catch {
+      // already gone: someone judged us dead, which the journal's checks make harmless
+    }
+  }
+
+  private tryCreate(): boolean {
+    const tmp = `${this.path}.${process.pid}.${randomBytes(4).toString('hex')}`
+    const fd = openSync(tmp, 'wx', 0o600)
+    try {
+      writeSync(fd, this.token)
+    } finally {
+      closeSync(fd)
+    }
+    try {
+      linkSync(tmp, this.path)
+      this.held = true
+      return true
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
+      return false
+    } finally {
+      unlinkSync(tmp)
+    }
+  }
+
+  private readLock(): string | undefined {
+    try {
+      return readFileSync(this.path, 'utf8')
+    } catch {
+      return undefined
+    }
+  }
+
+  private isStale(content: string): boolean {
+    const [pid, startTime] = content.trim().split(' ')
+    if (/^\d+$/.test(pid ?? '')) return !isProcessAlive(Number(pid), startTime)
+    return ageMs(this.path) > 2000 // unreadable content is not ours to judge until it is clearly abandoned
+  }
+
+  /** Two waiters may both judge the lock stale; `.break` makes one of them remove it, and only if unchanged. */
+  private breakStale(content: string): void {
+    const breaker = `${this.path}.break`
+    try {
+      closeSync(openSync(breaker, 'wx', 0o600))
+    } catch {
+      if (ageMs(breaker) > 2000) rmQuiet(breaker)
+      sleepSync(1)
+      return
+    }
+    try {
+      if (this.readLock() === content) unlinkSync(this.path)
+    } finally {
+      rmQuiet(breaker)
+    }
+  }
+}
+
+function describeHolder(content: string | undefined): string {
+  const pid = content?.trim().split(' ')[0]
+  return pid && /^\d+$/.test(pid) ? `pid ${pid}` : 'another process'
+}
+
+function ageMs(path: string): number {
+  try {
+    return Date.now() - statSync(path).mtimeMs
+  } catch {
+    return 0
+  }
+}
+
+function rmQuiet(path: string): void {
+  try {
+    unlinkSync(path)
+  } catch {
+    // nothing to remove
+  }
+}
+
+// Storage, part 2: the seam, and its sql.js implementation (snapshot + journal).
+
+export type SqlValue = string | number | null
+export type Row = Record<string, SqlValue>
+
+/** What queue operations may do with the database. Async so that a networked backend fits the same seam. */
+export interface SqlSession {
+  all<T = Row>(sql: string, params?: SqlValue[]): Promise<T[]>
+  get<T = Row>(sql: string, params?: SqlValue[]): Promise<T | undefined>
+  run(sql: string, params?: SqlValue[]): Promise<void>
+}
+
+export interface Storage {
+  /** A consistent view of the latest committed state. */
+  read<T>(fn: (sql: SqlSession) => Promise<T>): Promise<T>
+  /** One atomic, durable transaction: when it resolves, a crash of any process loses nothing it did. */
+  write<T>(fn: (sql: SqlSession) => Promise<T>): Promise<T>
+  /** Appended to the query that picks a job to claim (a server database adds `FOR UPDATE SKIP LOCKED`). */
+  readonly claimLock: string
+  close(): void
+}
+
+const SCHEMA = `
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE config (key TEXT PRIMARY KEY, value REAL NOT NULL);
+CREATE TABLE envs (hash TEXT PRIMARY KEY, env TEXT NOT NULL);
+CREATE TABLE jobs (
+  seq INTEGER PRIMARY KEY,
+  id TEXT NOT NULL UNIQUE,
+  command TEXT NOT NULL,
+  cwd TEXT NOT NULL,
+  env_hash TEXT,
+  state TEXT NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  runs INTEGER NOT NULL DEFAULT 0,
+  max_retries INTEGER NOT NULL,
+  priority INTEGER NOT NULL DEFAULT 0,
+  run_at INTEGER NOT NULL,
+  timeout REAL,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL,
+  started_at INTEGER,
+  finished_at INTEGER,
+  exit_code INTEGER,
+  last_error TEXT,
+  worker TEXT,
+  output_tail TEXT
+);
+CREATE INDEX jobs_ready ON jobs (priority DESC, seq) WHERE state IN ('pending', 'failed');
+CREATE INDEX jobs_state ON jobs (state, seq);
+CREATE TABLE attempts (
+  job_id TEXT NOT NULL,
+  attempt INTEGER NOT NULL,
+  worker TEXT,
+  started_at INTEGER NOT NULL,
+  finished_at INTEGER,
+  exit_code INTEGER,
+  signal TEXT,
+  error TEXT,
+  duration_ms INTEGER,
+  PRIMARY KEY (job_id, attempt)
+);
+CREATE TABLE workers (
+  id TEXT PRIMARY KEY,
+  pid INTEGER NOT NULL,
+  host TEXT NOT NULL,
+  proc_start TEXT NOT NULL,
+  started_at INTEGER NOT NULL,
+  heartbeat_at INTEGER NOT NULL,
+  job_id TEXT,
+  since INTEGER
+);`
+
+let sqlJs: Promise<SqlJsStatic> | undefined
+function loadSqlJs(): Promise<SqlJsStatic> {
+  // Without tier-up, a short CLI call exits ~100 ms sooner (MEASURED §7) and workers lose nothing measurable.
+  setFlagsFromString('--liftoff-only')
+  sqlJs ??= import('sql.js').then((module) => (module.default as unknown as (config?: object) => Promise<SqlJsStatic>)())
+  return sqlJs
+}
+
+const crc32: (data: Uint8Array) => number =
+  (zlib as unknown as { crc32?: (data: Uint8Array) => number }).crc32 ??
+  (() => {
+    const table = Array.from({ length: 256 }, (_, n) => {
+      for (let k = 0; k < 8; k++) n = n & 1 ? 0xedb88320 ^ (n >>> 1) : n >>> 1
+      return n >>> 0
+    })
+    return (data: Uint8Array) => {
+      let crc = 0xffffffff
+      for (const byte of data) crc = table[(crc ^ byte) & 0xff] ^ (crc >>> 8)
+      return (crc ^ 0xffffffff) >>> 0
+    }
+  })()
+
+/** One journal record: runs of statements, each `[sql, ...paramRows]` so a bulk insert names its SQL once. */
+type JournalRecord = [string, ...SqlValue[][]][]
+
+function fsyncDirectory(dir: string): void {
+  const fd = openSync(dir, 'r')
+  try {
+    fsyncSync(fd)
+  } finally {
+    closeSync(fd)
+  }
+}
+
+function writeFileDurably(path: string, data: Uint8Array): void {
+  const tmp = `${path}.tmp`
+  const fd = openSync(tmp, 'w', 0o600)
+  try {
+    let offset = 0
+    while (offset < data.length) offset += writeSync(fd, data, offset, data.length - offset)
+    fsyncSync(fd)
+  } finally {
+    closeSync(fd)
+  }
+  renameSync(tmp, path)
+  fsyncDirectory(dirname(path))
+}
+
+function journalHeader(generation: number): Buffer {
+  const header = Buffer.alloc(JOURNAL_HEADER_BYTES)
+  header.write(JOURNAL_MAGIC, 0, 'latin1')
+  header.writeUInt32BE(JOURNAL_FORMAT, 8)
+  header.writeUInt32BE(generation, 12)
+  return header
+}
+
+/**
+ * sql.js persisted as `queue.db` (snapshot) + `queue.db.journal` (one framed record per transaction).
+ * Every process keeps the database in memory and catches up by replaying what others appended.
+ */
+export class SqlJsStorage implements Storage {
+  readonly claimLock = ''
+  private db: Database | undefined
+  private generation = 0
+  private applied = 0 // bytes of the journal already in memory
+  private readonly statements = new Map<string, Statement>()
+  private readonly lock: FileLock
+  private readonly dbPath: string
+  private readonly journalPath: string
+  private readonly journalLimit = Number(process.env.QUEUECTL_JOURNAL_LIMIT ?? DEFAULT_JOURNAL_LIMIT)
+  private exclusive: Promise<unknown> = Promise.resolve()
+
+  private constructor(private readonly SQL: SqlJsStatic, readonly home: string) {
+    this.dbPath = join(home, 'queue.db')
+    this.journalPath = `${this.dbPath}.journal`
+    this.lock = new FileLock(`${this.dbPath}.lock`)
+  }
+
+  static async open(home: string): Promise<SqlJsStorage> {
+    try {
+      mkdirSync(home, { recursive: true, mode: 0o700 })
+    } catch (error) {
+      throw new QueueError(`cannot create the queue home ${home}: ${(error as Error).message}`)
+    }
+    const storage = new SqlJsStorage(await loadSqlJs(), home)
+    if (!existsSync(storage.dbPath)) storage.withLock(() => storage.createIfMissing())
+    await storage.read(async () => undefined)
+    return storage
+  }
+
+  read<T>(fn: (sql: SqlSession) => Promise<T>): Promise<T> {
+    return this.serialised(async () => {
+      this.catchUp(false)
+      return fn(this.session(false))
+    })
+  }
+
+  write<T>(fn: (sql: SqlSession) => Promise<T>): Promise<T> {
+    return this.serialised(async () => {
+      this.lock.acquire()
+      try {
+        const fd = this.catchUp(true)
+        try {
+          return await this.transaction(fd, fn)
+        } finally {
+          closeSync(fd)
+        }
+      } finally {
+        this.lock.release()
+      }
+    })
+  }
+
+  close(): void {
+    for (const statement of this.statements.values()) statement.free()
+    this.statements.clear()
+    this.db?.close()
+    this.db = undefined
+  }
+
+  /** Reads and writes of one process run one at a time: a transaction may await, and must not interleave. */
+  private serialised<T>(fn: () => Promise<T>): Promise<T> {
+    const result = this.exclusive.then(fn)
+    this.exclusive = result.catch(() => undefined)
+    return result
+  }
+
+  private withLock<T>(fn: () => T): T {
+    this.lock.acquire()
+    try {
+      return fn()
+    } finally {
+      this.lock.release()
+    }
+  }
+
+  private createIfMissing(): void {
+    if (existsSync(this.dbPath)) return
+    const db = new this.SQL.Database()
+    db.exec(SCHEMA)
+    db.run('INSERT INTO meta (key, value) VALUES (?, ?)', ['schema_version', String(SCHEMA_VERSION)])
+    db.exec(`PRAGMA application_id = ${APPLICATION_ID}; PRAGMA user_version = 1;`)
+    const data = db.export()
+    db.close()
+    writeFileDurably(this.journalPath, journalHeader(1))
+    writeFileDurably(this.dbPath, data)
+  }
+
+  private session(writable: boolean): SqlSession {
+    const all = async <T>(sql: string, params: SqlValue[] = []): Promise<T[]> => {
+      const statement = this.prepare(sql)
+      try {
+        statement.bind(params)
+        const rows: T[] = []
+        while (statement.step()) rows.push(statement.getAsObject() as T)
+        return rows
+      } finally {
+        statement.reset()
+      }
+    }
+    return {
+      all,
+      get: async (sql, params) => (await all(sql, params))[0] as never,
+      run: async (sql, params = []) => {
+        if (!writable) throw new Error('write outside a write transaction')
+        this.prepare(sql).run(params)
+        const last = this.pending[this.pending.length - 1]
+        if (last && last[0] === sql) last.push(params)
+        else this.pending.push([sql, params])
+      },
+    }
+  }
+
+  private pending: JournalRecord = []
+
+  private prepare(sql: string): Statement {
+    let statement = this.statements.get(sql)
+    if (!statement) {
+      statement = this.database().prepare(sql)
+      this.statements.set(sql, statement)
+    }
+    return statement
+  }
+
+  private database(): Database {
+    if (!this.db) throw new QueueError(`${this.dbPath} could not be loaded`)
+    return this.db
+  }
+
+  private async transaction<T>(fd: number, fn: (sql: SqlSession) => Promise<T>): Promise<T> {
+    const db = this.database()
+    db.exec('BEGIN')
+    this.pending = []
+    let result: T
+    let appended = 0
+    try {
+      result = await fn(this.session(true))
+      if (this.pending.length > 0) appended = this.append(fd, this.pending)
+    } catch (error) {
+      db.exec('ROLLBACK')
+      throw error
+    } finally {
+      this.pending = []
+    }
+    db.exec('COMMIT')
+    this.applied += appended
+    if (this.applied > this.journalLimit) this.compact()
+    return result
+  }
+
+  /** Appends one record and makes it durable; on failure the journal is cut back so memory never leads disk. */
+  private append(fd: number, record: JournalRecord): number {
+    const payload = Buffer.from(JSON.stringify(record))
+    const frame = Buffer.alloc(8 + payload.length)
+    frame.writeUInt32BE(payload.length, 0)
+    frame.writeUInt32BE(crc32(payload), 4)
+    payload.copy(frame, 8)
+    try {
+      let written = 0
+      while (written < frame.length) written += writeSync(fd, frame, written, frame.length - written, this.applied + written)
+      fdatasyncSync(fd)
+    } catch (error) {
+      try {
+        ftruncateSync(fd, this.applied)
+      } catch {
+        // the next writer truncates the torn tail
+      }
+      throw new QueueError(`cannot write ${this.journalPath}: ${(error as Error).message}`)
+    }
+    return frame.length
+  }
+
+  /** A new snapshot of generation + 1, then an empty journal of it. A crash between the two is repaired on open. */
+  private compact(): void {
+    const db = this.database()
+    const next = this.generation + 1
+    db.exec(`PRAGMA user_version = ${next}`)
+    try {
+      writeFileDurably(this.dbPath, db.export())
+      writeFileDurably(this.journalPath, journalHeader(next))
+    } catch (error) {
+      db.exec(`PRAGMA user_version = ${this.generation}`)
+      if (this.snapshotGeneration() === next) this.generation = next // the snapshot made it; the journal resets on next write
+      process.stderr.write(`queuectl: compaction postponed: ${(error as Error).message}\n`)
+      return
+    }
+    this.generation = next
+    this.applied = JOURNAL_HEADER_BYTES
+  }
+
+  /** The snapshot's generation (user_version), checked to be a whole queuectl database; 0 if there is none. */
+  private snapshotGeneration(): number {
+    let fd: number
+    try {
+      fd = openSync(this.dbPath, 'r')
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return 0
+      throw new QueueError(`cannot read ${this.dbPath}: ${(error as Error).message}`)
+    }
+    try {
+      const header = Buffer.alloc(100)
+      const size = fstatSync(fd).size
+      readSync(fd, header, 0, 100, 0)
+      if (size < 100 || header.toString('latin1', 0, 16) !== 'SQLite format 3\0') {
+        throw new QueueError(`${this.dbPath} is not a queuectl database (damaged or foreign file); it was left untouched — move it away to start a new queue`)
+      }
+      if (header.readUInt32BE(68) !== APPLICATION_ID) {
+        throw new QueueError(`${this.dbPath} is an SQLite database of another program; it was left untouched — use another QUEUECTL_HOME`)
+      }
+      const pageSize = header.readUInt16BE(16) === 1 ? 65536 : header.readUInt16BE(16)
+      if (size !== pageSize * header.readUInt32BE(28)) {
+        throw new QueueError(`${this.dbPath} is damaged (truncated: ${size} bytes, expected ${pageSize * header.readUInt32BE(28)}); it was left untouched`)
+      }
+      return header.readUInt32BE(60)
+    } finally {
+      closeSync(fd)
+    }
+  }
+
+  private loadSnapshot(): void {
+    for (const statement of this.statements.values()) statement.free()
+    this.statements.clear()
+    this.db?.close()
+    this.db = undefined
+    let db: Database
+    try {
+      db = new this.SQL.Database(readFileSync(this.dbPath))
+      const version = Number(db.exec("SELECT value FROM meta WHERE key = 'schema_version'")[0]?.values[0]?.[0])
+      if (version > SCHEMA_VERSION) {
+        db.close()
+        throw new QueueError(`${this.dbPath} was written by a newer queuectl (schema ${version}); upgrade queuectl`)
+      }
+      this.generation = Number(db.exec('PRAGMA user_version')[0].values[0][0])
+    } catch (error) {
+      if (error instanceof QueueError) throw error
+      throw new QueueError(`${this.dbPath} is damaged (${(error as Error).message}); it was left untouched`)
+    }
+    this.db = db
+    this.applied = JOURNAL_HEADER_BYTES
+  }
+
+  /**
+   * Brings memory up to date with disk: reload the snapshot if its generation moved, then replay the journal
+   * records appended since. With the lock held it also repairs: a stale journal is reset, a torn tail cut off;
+   * it then returns the journal's fd, open for appending.
+   */
+  private catchUp(locked: true): number
+  private catchUp(locked: false): void
+  private catchUp(locked: boolean): number | void {
+    for (let tries = 0; ; tries++) {
+      const generation = this.snapshotGeneration()
+      if (generation === 0) throw new QueueError(`${this.dbPath} is missing; it was removed while queuectl was using it`)
+      if (!this.db || generation !== this.generation) this.loadSnapshot()
+      let fd: number
+      try {
+        fd = openSync(this.journalPath, locked ? 'r+' : 'r')
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw new QueueError(`cannot open ${this.journalPath}: ${(error as Error).message}`)
+        if (!locked) return
+        writeFileDurably(this.journalPath, journalHeader(this.generation))
+        continue
+      }
+      const header = Buffer.alloc(JOURNAL_HEADER_BYTES)
+      const size = fstatSync(fd).size
+      readSync(fd, header, 0, JOURNAL_HEADER_BYTES, 0)
+      const journalGeneration = header.readUInt32BE(12)
+      if (size >= JOURNAL_HEADER_BYTES && header.toString('latin1', 0, 8) !== JOURNAL_MAGIC) {
+        closeSync(fd)
+        throw new QueueError(`${this.journalPath} is not a queuectl journal (damaged or foreign file); it was left untouched`)
+      }
+      if (size < JOURNAL_HEADER_BYTES || journalGeneration < this.generation) {
+        // Left over from a crash between writing a snapshot and resetting the journal: the snapshot holds it all.
+        closeSync(fd)
+        if (!locked) return
+        writeFileDurably(this.journalPath, journalHeader(this.generation))
+        continue
+      }
+      if (journalGeneration > this.generation) {
+        closeSync(fd)
+        if (tries < 5) continue // a compaction finished between our two reads
+        throw new QueueError(`${this.journalPath} is newer than ${this.dbPath} (was queue.db replaced by an older copy?); both were left untouched`)
+      }
+      if (size < this.applied) {
+        // Cut back after a failed append that we had already read: start over from the snapshot.
+        closeSync(fd)
+        this.loadSnapshot()
+        continue
+      }
+      this.replay(fd, size, locked)
+      if (locked) return fd
+      closeSync(fd)
+      return
+    }
+  }
+
+  private replay(fd: number, size: number, locked: boolean): void {
+    if (size <= this.applied) return
+    const data = Buffer.alloc(size - this.applied)
+    readSync(fd, data, 0, data.length, this.applied)
+    const db = this.database()
+    let offset = 0
+    db.exec('BEGIN')
+    try {
+      while (offset + 8 <= data.length) {
+        const length = data.readUInt32BE(offset)
+        const end = offset + 8 + length
+        if (end > data.length || crc32(data.subarray(offset + 8, end)) !== data.readUInt32BE(offset + 4)) break
+        const record = JSON.parse(data.toString('utf8', offset + 8, end)) as JournalRecord
+        for (const [sql, ...rows] of record) for (const params of rows) this.prepare(sql).run(params)
+        offset = end
+      }
+      db.exec('COMMIT')
+    } catch (error) {
+      db.exec('ROLLBACK')
+      throw new QueueError(`${this.journalPath} could not be replayed at byte ${this.applied + offset} (${(error as Error).message}); it was left untouched`)
+    }
+    this.applied += offset
+    if (locked && this.applied < size) {
+      ftruncateSync(fd, this.applied) // a torn tail: its writer died before fsync, so nobody was told it committed
+      fdatasyncSync(fd)
+    }
+  }
+}
+
+// Queue operations: the job lifecycle as SQL with bound values, every value computed here.
+
+interface JobRow {
+  seq: number
+  id: string
+  command: string
+  cwd: string
+  env_hash: string | null
+  state: JobState
+  attempts: number
+  runs: number
+  max_retries: number
+  priority: number
+  run_at: number
+  timeout: number | null
+  created_at: number
+  updated_at: number
+  started_at: number | null
+  finished_at: number | null
+  exit_code: number | null
+  last_error: string | null
+  worker: string | null
+  output_tail: string | null
+}
+
+interface WorkerRow {
+  id: string
+  pid: number
+  host: string
+  proc_start: string
+  started_at: number
+  heartbeat_at: number
+  job_id: string | null
+  since: number | null
+}
+
+/** A job a worker has claimed: everything it needs to run one attempt. */
+export interface ClaimedJob {
+  job: Job
+  attempt: number
+  env: Record<string, string>
+  timeout: number
+}
+
+/** How one attempt ended, as the runner saw it. */
+export interface AttemptOutcome {
+  exit_code: number | null
+  signal: string | null
+  error: string | null
+  output_tail: string | null
+  finished_at: number
+  forced?: boolean
+}
+
+const HOST = hostname()
+const PICK_READY = `SELECT * FROM jobs WHERE state IN ('pending', 'failed') AND run_at <= ? ORDER BY priority DESC, seq LIMIT 1`
+const COLUMNS = 'seq, id, command, cwd, env_hash, state, attempts, runs, max_retries, priority, run_at, timeout, created_at, updated_at'
+
+function toJob(row: JobRow): Job {
+  return {
+    id: row.id,
+    command: row.command,
+    cwd: row.cwd,
+    state: row.state,
+    attempts: row.attempts,
+    max_retries: row.max_retries,
+    priority: row.priority,
+    run_at: iso(row.run_at)!,
+    timeout: row.timeout || null,
+    created_at: iso(row.created_at)!,
+    updated_at: iso(row.updated_at)!,
+    started_at: iso(row.started_at),
+    finished_at: iso(row.finished_at),
+    exit_code: row.exit_code,
+    last_error: row.last_error,
+    worker: row.worker,
+  }
+}
+
+function emptyCounts(): Record<JobState, number> {
+  return { pending: 0, processing: 0, completed: 0, failed: 0, dead: 0 }
+}
+
+export function defaultHome(): string {
+  return resolve(process.env.QUEUECTL_HOME || join(process.env.HOME || '.', '.queuectl'))
+}
+
+/** Accepts `max-retries` and `max_retries` alike; anything else is refused with the valid keys. */
+export function normalizeConfigKey(key: string): keyof Config {
+  const normalized = key.trim().toLowerCase().replace(/-/g, '_')
+  if (!(normalized in CONFIG_KEYS)) {
+    throw new UsageError(`unknown config key "${key}": valid keys are ${Object.keys(CONFIG_KEYS).join(', ')}`)
+  }
+  return normalized
+}
+
+interface NormalizedSpec {
+  id: string | undefined
+  command: string
+  cwd: string
+  env: Record<string, string>
+  max_retries: number | undefined
+  priority: number
+  run_at: number
+  timeout: number | null
+}
+
+function integerIn(value: unknown, field: string, min: number, max: number): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    throw new UsageError(`"${field}" must be a whole number from ${min} to ${max}, not ${JSON.stringify(value) ?? String(value)}`)
+  }
+  return value
+}
+
+/** Checks one job as given by a user or a program; throws UsageError naming the field at fault. */
+export function validateJobSpec(input: unknown, now = Date.now()): NormalizedSpec {
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) {
+    throw new UsageError(`a job must be a JSON object such as {"command":"echo hi"}, not ${Array.isArray(input) ? 'an array' : JSON.stringify(input)}`)
+  }
+  const spec = input as Record<string, unknown>
+  for (const key of Object.keys(spec)) {
+    if (!(JOB_FIELDS as readonly string[]).includes(key) && key !== 'env') {
+      throw new UsageError(`unknown field "${key}" in the job: valid fields are ${JOB_FIELDS.join(', ')}`)
+    }
+  }
+  const { command } = spec
+  if (typeof command !== 'string' || command.trim() === '') throw new UsageError('the job needs a "command": a non-empty string')
+  if (command.includes('\0')) throw new UsageError('the command contains a NUL character, which no shell can run')
+  if (Buffer.byteLength(command) > 1024 * 1024) throw new UsageError('the command is longer than 1 MiB')
+  if (spec.id !== undefined && !isValidJobId(spec.id)) {
+    throw new UsageError(`invalid job id ${JSON.stringify(spec.id)}: use 1–128 letters, digits, _ . : - (not starting with . or -)`)
+  }
+  if (spec.run_at != null && spec.delay != null) throw new UsageError('give either "run_at" or "delay", not both')
+  let runAt = now
+  if (spec.run_at != null) {
+    if (typeof spec.run_at !== 'string' && !(spec.run_at instanceof Date)) throw new UsageError('"run_at" must be an ISO-8601 time string')
+    runAt = parseTime(spec.run_at, 'run_at')
+  }
+  if (spec.delay != null) {
+    if (typeof spec.delay !== 'string' && typeof spec.delay !== 'number') throw new UsageError('"delay" must be a duration such as "30s" or a number of seconds')
+    const delay = parseDuration(spec.delay)
+    if (delay > 3_650 * 86_400_000) throw new UsageError('"delay" must be at most 10 years')
+    runAt = now + Math.round(delay)
+  }
+  let timeout: number | null = null
+  if (spec.timeout != null) {
+    if (typeof spec.timeout !== 'number' || !Number.isFinite(spec.timeout) || spec.timeout < 0 || spec.timeout > 2_592_000) {
+      throw new UsageError(`"timeout" must be a number of seconds from 0 to 2592000, not ${JSON.stringify(spec.timeout)}`)
+    }
+    timeout = spec.timeout || null
+  }
+  let cwd = process.cwd()
+  if (spec.cwd != null) {
+    if (typeof spec.cwd !== 'string' || spec.cwd === '') throw new UsageError('"cwd" must be a directory path')
+    cwd = resolve(spec.cwd)
+    let isDirectory = false
+    try {
+      isDirectory = statSync(cwd).isDirectory()
+    } catch {
+      // reported below
+    }
+    if (!isDirectory) throw new UsageError(`"cwd" ${cwd} is not an existing directory`)
+  }
+  const env: Record<string, string> = {}
+  const source = (spec.env ?? process.env) as Record<string, unknown>
+  if (typeof source !== 'object' || source === null) throw new UsageError('"env" must be an object of strings')
+  for (const [key, value] of Object.entries(source)) if (typeof value === 'string') env[key] = value
+  return {
+    id: spec.id as string | undefined,
+    command,
+    cwd,
+    env,
+    max_retries: spec.max_retries == null ? undefined : integerIn(spec.max_retries, 'max_retries', 0, 1000),
+    priority: spec.priority == null ? 0 : integerIn(spec.priority, 'priority', -1_000_000_000, 1_000_000_000),
+    run_at: runAt,
+    timeout,
+  }
+}
+
+/** Opens (creating on first use) the queue in `home`: the programmatic entry point. */
+export async function openQueue(home = defaultHome()): Promise<Queue> {
+  const dir = resolve(home)
+  return new Queue(await SqlJsStorage.open(dir), dir)
+}
+
+export class Queue {
+  constructor(readonly storage: Storage, readonly home: string) {}
+
+  logPath(id: string): string {
+    return join(this.home, 'logs', `${id}.log`)
+  }
+
+  close(): void {
+    this.storage.close()
+  }
+
+  /** Read-only SQL over the tables, for reports the API does not have. */
+  query<T = Row>(sql: string, params: SqlValue[] = []): Promise<T[]> {
+    return this.storage.read((db) => db.all<T>(sql, params))
+  }
+
+  async enqueue(spec: JobSpec): Promise<Job> {
+    return (await this.enqueueMany([spec]))[0]
+  }
+
+  /** All or nothing: every job is validated, and every id checked, before one is written. */
+  async enqueueMany(specs: unknown[]): Promise<Job[]> {
+    const now = Date.now()
+    const jobs = specs.map((spec, i) => {
+      try {
+        return validateJobSpec(spec, now)
+      } catch (error) {
+        if (error instanceof UsageError && specs.length > 1) error.message = `job ${i + 1}: ${error.message}`
+        throw error
+      }
+    })
+    const seen = new Set<string>()
+    for (const job of jobs) {
+      if (job.id === undefined) continue
+      if (seen.has(job.id)) throw new UsageError(`job id "${job.id}" is given twice`)
+      seen.add(job.id)
+    }
+    const envText = new Map<Record<string, string>, [string, string]>()
+    for (const job of jobs) {
+      if (envText.has(job.env)) continue
+      const text = JSON.stringify(Object.fromEntries(Object.entries(job.env).sort(([a], [b]) => (a < b ? -1 : 1))))
+      envText.set(job.env, [createHash('sha1').update(text).digest('hex'), text])
+    }
+    return this.storage.write(async (sql) => {
+      for (const id of seen) {
+        if (await sql.get('SELECT 1 FROM jobs WHERE id = ?', [id])) {
+          throw new UsageError(`a job with id "${id}" already exists: choose another id (the existing job was left as it is)`)
+        }
+      }
+      const config = await this.readConfig(sql)
+      for (const [hash, text] of new Map(envText.values())) {
+        if (!(await sql.get('SELECT 1 FROM envs WHERE hash = ?', [hash]))) await sql.run('INSERT INTO envs (hash, env) VALUES (?, ?)', [hash, text])
+      }
+      let seq = Number((await sql.get<{ seq: number | null }>('SELECT max(seq) AS seq FROM jobs'))?.seq ?? 0)
+      const created: Job[] = []
+      for (const job of jobs) {
+        const row: JobRow = {
+          seq: ++seq,
+          id: job.id ?? generateJobId(),
+          command: job.command,
+          cwd: job.cwd,
+          env_hash: envText.get(job.env)![0],
+          state: 'pending',
+          attempts: 0,
+          runs: 0,
+          max_retries: job.max_retries ?? config.max_retries,
+          priority: job.priority,
+          run_at: job.run_at,
+          timeout: job.timeout,
+          created_at: now,
+          updated_at: now,
+          started_at: null, finished_at: null, exit_code: null, last_error: null, worker: null, output_tail: null,
+        }
+        if (job.id === undefined && (await sql.get('SELECT 1 FROM jobs WHERE id = ?', [row.id]))) row.id = generateJobId()
+        await sql.run(`INSERT INTO jobs (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, [
+          row.seq, row.id, row.command, row.cwd, row.env_hash, row.state, 0, 0, row.max_retries, row.priority, row.run_at, row.timeout, now, now,
+        ])
+        created.push(toJob(row))
+      }
+      return created
+    })
+  }
+
+  async getJob(id: string, options: { env?: boolean } = {}): Promise<JobDetail | undefined> {
+    return this.storage.read(async (sql) => {
+      const row = await sql.get<JobRow>('SELECT * FROM jobs WHERE id = ?', [id])
+      if (!row) return undefined
+      const history = await sql.all<Attempt & { started_at: number; finished_at: number | null }>(
+        'SELECT attempt, worker, started_at, finished_at, exit_code, signal, error, duration_ms FROM attempts WHERE job_id = ? ORDER BY attempt', [id])
+      const detail: JobDetail = {
+        ...toJob(row),
+        output_tail: row.output_tail,
+        history: history.map((a) => ({ ...a, started_at: iso(a.started_at)!, finished_at: iso(a.finished_at) })),
+      }
+      if (options.env) {
+        const env = await sql.get<{ env: string }>('SELECT env FROM envs WHERE hash = ?', [row.env_hash])
+        detail.env = env ? JSON.parse(env.env) : {}
+      }
+      return detail
+    })
+  }
+
+  async listJobs(options: { state?: JobState; limit?: number; offset?: number; search?: string } = {}): Promise<Job[]> {
+    const [where, params] = this.filter(options)
+    const rows = await this.query<JobRow>(`SELECT * FROM jobs ${where} ORDER BY seq DESC LIMIT ? OFFSET ?`, [...params, options.limit ?? 100, options.offset ?? 0])
+    return rows.map(toJob)
+  }
+
+  async countJobs(options: { state?: JobState; search?: string } = {}): Promise<number> {
+    const [where, params] = this.filter(options)
+    return Number((await this.query<{ n: number }>(`SELECT count(*) AS n FROM jobs ${where}`, params))[0].n)
+  }
+
+  private filter(options: { state?: JobState; search?: string }): [string, SqlValue[]] {
+    const terms: string[] = []
+    const params: SqlValue[] = []
+    if (options.state) {
+      if (!JOB_STATES.includes(options.state)) throw new UsageError(`unknown state "${options.state}": use one of ${JOB_STATES.join(', ')}`)
+      terms.push('state = ?')
+      params.push(options.state)
+    }
+    if (options.search) {
+      const pattern = `%${options.search.replace(/[\\%_]/g, (c) => `\\${c}`)}%`
+      terms.push("(id LIKE ? ESCAPE '\\' OR command LIKE ? ESCAPE '\\')")
+      params.push(pattern, pattern)
+    }
+    return [terms.length ? `WHERE ${terms.join(' AND ')}` : '', params]
+  }
+
+  /** Active workers and the count of jobs in each state; a worker found dead is cleaned up first. */
+  async status(): Promise<QueueStatus> {
+    await this.recoverLostJobs()
+    return this.storage.read(async (sql) => {
+      const workers = await sql.all<WorkerRow>('SELECT * FROM workers ORDER BY started_at, id')
+      return {
+        workers: workers.map((w) => ({
+          id: w.id, pid: w.pid, host: w.host, job_id: w.job_id, since: iso(w.since),
+          started_at: iso(w.started_at)!, heartbeat_at: iso(w.heartbeat_at)!,
+        })),
+        counts: await this.counts(sql),
+      }
+    })
+  }
+
+  private async counts(sql: SqlSession): Promise<Record<JobState, number>> {
+    const counts = emptyCounts()
+    for (const row of await sql.all<{ state: JobState; n: number }>('SELECT state, count(*) AS n FROM jobs GROUP BY state')) counts[row.state] = row.n
+    return counts
+  }
+
+  async stats(): Promise<QueueStats> {
+    await this.recoverLostJobs()
+    const now = Date.now()
+    return this.storage.read(async (sql) => {
+      const counts = await this.counts(sql)
+      const durations = (await sql.all<{ d: number }>('SELECT duration_ms AS d FROM attempts WHERE duration_ms IS NOT NULL ORDER BY duration_ms')).map((r) => r.d)
+      const finishedSince = async (ms: number) =>
+        Number((await sql.get<{ n: number }>("SELECT count(*) AS n FROM jobs WHERE state IN ('completed', 'dead') AND finished_at >= ?", [now - ms]))!.n)
+      const retries = await sql.get<{ n: number | null }>('SELECT sum(runs - 1) AS n FROM jobs WHERE runs > 1')
+      const oldest = await sql.get<{ t: number | null }>("SELECT min(run_at) AS t FROM jobs WHERE state IN ('pending', 'failed') AND run_at <= ?", [now])
+      const ended = counts.completed + counts.dead
+      return {
+        counts,
+        success_rate: ended ? counts.completed / ended : null,
+        retries: Number(retries?.n ?? 0),
+        duration_ms: {
+          mean: durations.length ? Math.round(durations.reduce((a, b) => a + b, 0) / durations.length) : null,
+          p50: percentile(durations, 50),
+          p95: percentile(durations, 95),
+        },
+        finished: { last_1m: await finishedSince(60_000), last_5m: await finishedSince(300_000), last_15m: await finishedSince(900_000) },
+        oldest_pending_wait_ms: oldest?.t == null ? null : now - oldest.t,
+      }
+    })
+  }
+
+  /** Moves dead jobs back to pending with attempts reset; refuses (changing nothing) if any id is not dead. */
+  async retryDead(ids: string[] | 'all'): Promise<string[]> {
+    return this.storage.write(async (sql) => {
+      let targets: string[]
+      if (ids === 'all') {
+        targets = (await sql.all<{ id: string }>("SELECT id FROM jobs WHERE state = 'dead' ORDER BY seq")).map((r) => r.id)
+      } else {
+        targets = [...new Set(ids)]
+        for (const id of targets) {
+          const row = await sql.get<{ state: string }>('SELECT state FROM jobs WHERE id = ?', [id])
+          if (!row) throw new QueueError(`no job with id "${id}"; nothing was retried`)
+          if (row.state !== 'dead') throw new QueueError(`job "${id}" is ${row.state}, not dead: only dead jobs can be retried; nothing was retried`)
+        }
+      }
+      const now = Date.now()
+      for (const id of targets) {
+        await sql.run("UPDATE jobs SET state = 'pending', attempts = 0, run_at = ?, updated_at = ?, finished_at = NULL, worker = NULL WHERE id = ?", [now, now, id])
+      }
+      return targets
+    })
+  }
+
+  /** Deletes finished jobs (completed and dead by default) older than `olderThanMs`, with their logs. */
+  async purge(options: { states?: JobState[]; olderThanMs?: number } = {}): Promise<string[]> {
+    const states = options.states ?? ['completed', 'dead']
+    for (const state of states) {
+      if (state !== 'completed' && state !== 'dead') throw new UsageError(`purge deletes finished jobs only: --state completed or --state dead, not "${state}"`)
+    }
+    const cutoff = Date.now() - (options.olderThanMs ?? 0)
+    const candidates = `SELECT id FROM jobs WHERE state IN (${states.map(() => '?').join(', ')}) AND finished_at <= ?`
+    if (!(await this.query(`${candidates} LIMIT 1`, [...states, cutoff])).length) return []
+    const ids = await this.storage.write(async (sql) => {
+      const rows = await sql.all<{ id: string }>(candidates, [...states, cutoff])
+      for (const { id } of rows) {
+        await sql.run('DELETE FROM jobs WHERE id = ?', [id])
+        await sql.run('DELETE FROM attempts WHERE job_id = ?', [id])
+      }
+      await sql.run('DELETE FROM envs WHERE hash NOT IN (SELECT env_hash FROM jobs WHERE env_hash IS NOT NULL)')
+      return rows.map((r) => r.id)
+    })
+    for (const id of ids) rmQuiet(this.logPath(id))
+    return ids
+  }
+
+  /** The `retention` config applied: what workers run every few seconds. */
+  async applyRetention(): Promise<number> {
+    const { retention } = await this.getConfig()
+    return retention > 0 ? (await this.purge({ olderThanMs: retention * 1000 })).length : 0
+  }
+
+  async getConfig(): Promise<Config> {
+    return this.storage.read((sql) => this.readConfig(sql))
+  }
+
+  private async readConfig(sql: SqlSession): Promise<Config> {
+    const config = Object.fromEntries(Object.entries(CONFIG_KEYS).map(([key, def]) => [key, def.default])) as Config
+    for (const row of await sql.all<{ key: string; value: number }>('SELECT key, value FROM config')) {
+      if (row.key in config) config[row.key] = row.value
+    }
+    return config
+  }
+
+  /** Parses and range-checks `value` for `key`; returns the stored number. */
+  async setConfig(key: string, value: string): Promise<number> {
+    const name = normalizeConfigKey(key)
+    const parsed = CONFIG_KEYS[name].parse(String(value))
+    if (parsed === undefined) throw new UsageError(`invalid value "${value}" for ${name}: use ${CONFIG_KEYS[name].range}`)
+    await this.storage.write((sql) => sql.run('INSERT INTO config (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value', [name, parsed]))
+    return parsed
+  }
+
+  async resetConfig(): Promise<void> {
+    await this.storage.write((sql) => sql.run('DELETE FROM config'))
+  }
+
+  // The worker's side: registration, claiming, finishing, and recovering what dead workers left behind.
+
+  async registerWorker(): Promise<string> {
+    const id = `w${process.pid}-${randomBytes(2).toString('hex')}`
+    const now = Date.now()
+    await this.storage.write((sql) =>
+      sql.run('INSERT INTO workers (id, pid, host, proc_start, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?, ?)', [id, process.pid, HOST, processStartTime(process.pid), now, now]))
+    return id
+  }
+
+  async heartbeat(workerId: string): Promise<void> {
+    await this.storage.write((sql) => sql.run('UPDATE workers SET heartbeat_at = ? WHERE id = ?', [Date.now(), workerId]))
+  }
+
+  async unregisterWorker(workerId: string): Promise<void> {
+    await this.storage.write((sql) => sql.run('DELETE FROM workers WHERE id = ?', [workerId]))
+  }
+
+  /**
+   * Picks the next eligible job (pending or failed, due, highest priority, then oldest) and marks it processing
+   * for `workerId`, in one transaction under the lock: no two workers ever get the same attempt.
+   */
+  async claimNextJob(workerId: string): Promise<ClaimedJob | undefined> {
+    if (!(await this.storage.read((sql) => sql.get(PICK_READY, [Date.now()])))) return undefined // no lock taken when idle
+    return this.storage.write(async (sql) => {
+      const now = Date.now()
+      const row = await sql.get<JobRow>(PICK_READY + this.storage.claimLock, [now])
+      if (!row) return undefined
+      const attempts = row.attempts + 1
+      const attempt = row.runs + 1
+      await sql.run("UPDATE jobs SET state = 'processing', attempts = ?, runs = ?, worker = ?, started_at = ?, finished_at = NULL, updated_at = ? WHERE id = ?",
+        [attempts, attempt, workerId, now, now, row.id])
+      await sql.run('INSERT INTO attempts (job_id, attempt, worker, started_at) VALUES (?, ?, ?, ?)', [row.id, attempt, workerId, now])
+      await sql.run('UPDATE workers SET job_id = ?, since = ?, heartbeat_at = ? WHERE id = ?', [row.id, now, now, workerId])
+      const env = await sql.get<{ env: string }>('SELECT env FROM envs WHERE hash = ?', [row.env_hash])
+      const config = await this.readConfig(sql)
+      return {
+        job: toJob({ ...row, state: 'processing', attempts, runs: attempt, worker: workerId, started_at: now, finished_at: null, updated_at: now }),
+        attempt,
+        env: env ? JSON.parse(env.env) : {},
+        timeout: row.timeout || config.job_timeout,
+      }
+    })
+  }
+
+  /** Records how an attempt ended: completed, failed with its retry time, or dead once out of retries. */
+  async finishAttempt(claim: ClaimedJob, workerId: string, outcome: AttemptOutcome): Promise<Job | undefined> {
+    return this.storage.write(async (sql) => {
+      await this.closeAttempt(sql, claim.job.id, claim.attempt, outcome)
+      await sql.run('UPDATE workers SET job_id = NULL, since = NULL WHERE id = ?', [workerId])
+      const row = await sql.get<JobRow>('SELECT * FROM jobs WHERE id = ?', [claim.job.id])
+      if (!row || row.state !== 'processing' || row.worker !== workerId || row.runs !== claim.attempt) return undefined // recovered meanwhile
+      return this.endAttempt(sql, row, outcome)
+    })
+  }
+
+  /** `worker stop --force`: the job goes back to pending and the interrupted attempt does not count. */
+  async releaseJob(claim: ClaimedJob, workerId: string, outcome: AttemptOutcome): Promise<void> {
+    await this.storage.write(async (sql) => {
+      await this.closeAttempt(sql, claim.job.id, claim.attempt, { ...outcome, error: 'stopped by worker stop --force (not counted)' })
+      await sql.run('UPDATE workers SET job_id = NULL, since = NULL WHERE id = ?', [workerId])
+      const row = await sql.get<JobRow>('SELECT * FROM jobs WHERE id = ?', [claim.job.id])
+      if (!row || row.state !== 'processing' || row.worker !== workerId || row.runs !== claim.attempt) return
+      const now = outcome.finished_at
+      await sql.run("UPDATE jobs SET state = 'pending', attempts = ?, worker = NULL, run_at = ?, updated_at = ? WHERE id = ?", [row.attempts - 1, now, now, row.id])
+    })
+  }
+
+  /**
+   * Puts back the jobs of workers that are gone (killed, crashed, host lost): each is a failed attempt with
+   * `last_error` "worker lost", eligible at once. Cheap when nothing is lost: one read, no lock.
+   */
+  async recoverLostJobs(): Promise<number> {
+    const now = Date.now()
+    const gone = (w: WorkerRow) => (w.host === HOST ? !isProcessAlive(w.pid, w.proc_start || undefined) : now - w.heartbeat_at > REMOTE_LEASE_MS)
+    const [orphans, deadWorkers] = await this.storage.read(async (sql) => {
+      const workers = await sql.all<WorkerRow>('SELECT * FROM workers')
+      const alive = new Set(workers.filter((w) => !gone(w)).map((w) => w.id))
+      const processing = await sql.all<{ id: string; worker: string | null }>("SELECT id, worker FROM jobs WHERE state = 'processing'")
+      return [processing.filter((j) => !j.worker || !alive.has(j.worker)), workers.filter((w) => !alive.has(w.id))] as const
+    })
+    if (orphans.length === 0 && deadWorkers.length === 0) return 0
+    return this.storage.write(async (sql) => {
+      let recovered = 0
+      for (const w of deadWorkers) await sql.run('DELETE FROM workers WHERE id = ?', [w.id])
+      const alive = new Set((await sql.all<WorkerRow>('SELECT * FROM workers')).filter((w) => !gone(w)).map((w) => w.id))
+      for (const { id } of orphans) {
+        const row = await sql.get<JobRow>('SELECT * FROM jobs WHERE id = ?', [id])
+        if (!row || row.state !== 'processing' || (row.worker && alive.has(row.worker))) continue
+        const outcome = { exit_code: null, signal: null, error: 'worker lost', output_tail: row.output_tail, finished_at: Date.now() }
+        await this.closeAttempt(sql, row.id, row.runs, outcome)
+        await this.endAttempt(sql, row, outcome, true)
+        recovered++
+      }
+      return recovered
+    })
+  }
+
+  private async closeAttempt(sql: SqlSession, id: string, attempt: number, outcome: AttemptOutcome): Promise<void> {
+    const open = await sql.get<{ started_at: number }>('SELECT started_at FROM attempts WHERE job_id = ? AND attempt = ? AND finished_at IS NULL', [id, attempt])
+    if (!open) return
+    await sql.run('UPDATE attempts SET finished_at = ?, exit_code = ?, signal = ?, error = ?, duration_ms = ? WHERE job_id = ? AND attempt = ?',
+      [outcome.finished_at, outcome.exit_code, outcome.signal, outcome.error, outcome.finished_at - open.started_at, id, attempt])
+  }
+
+  private async endAttempt(sql: SqlSession, row: JobRow, outcome: AttemptOutcome, retryAtOnce = false): Promise<Job> {
+    const now = outcome.finished_at
+    const config = await this.readConfig(sql)
+    let state: JobState = 'completed'
+    let runAt = row.run_at
+    if (outcome.exit_code !== 0 || outcome.error) {
+      state = row.attempts > row.max_retries ? 'dead' : 'failed'
+      if (state === 'failed') runAt = now + (retryAtOnce ? 0 : Math.round(retryDelay(row.attempts, config.backoff_base, config.backoff_max) * 1000))
+    }
+    const lastError = state === 'completed' ? null : outcome.error ?? `exit code ${outcome.exit_code}`
+    await sql.run('UPDATE jobs SET state = ?, run_at = ?, finished_at = ?, updated_at = ?, exit_code = ?, last_error = ?, worker = NULL, output_tail = ? WHERE id = ?',
+      [state, runAt, now, now, outcome.exit_code, lastError, outcome.output_tail, row.id])
+    return toJob({ ...row, state, run_at: runAt, finished_at: now, updated_at: now, exit_code: outcome.exit_code, last_error: lastError, worker: null })
+  }
+
+  /** When the next not-yet-due job becomes due (ms since epoch), if any. */
+  async nextRunAt(): Promise<number | undefined> {
+    const row = (await this.query<{ t: number | null }>("SELECT min(run_at) AS t FROM jobs WHERE state IN ('pending', 'failed')"))[0]
+    return row?.t ?? undefined
+  }
+
+  /** Whether any job is still waiting to run (now or later); `worker run --drain` stops when none is. */
+  async hasWaitingJobs(): Promise<boolean> {
+    return (await this.query("SELECT 1 FROM jobs WHERE state IN ('pending', 'failed') LIMIT 1")).length > 0
+  }
+}
+
+// Running a command: /bin/sh -c in its own process group, output straight to the job's log file.
+
+export interface RunningJob {
+  pid: number | undefined
+  done: Promise<AttemptOutcome>
+  /** Stops the job's whole process group at once (`worker stop --force`). */
+  kill(): void
+}
+
+function signalGroup(pid: number, signal: NodeJS.Signals | 0): boolean {
+  try {
+    process.kill(-pid, signal)
+    return true
+  } catch {
+    return false
+  }
+}
+
+/** SIGTERM to the group, SIGKILL to whatever is left after the grace period: no process of the job survives. */
+async function terminateGroup(pid: number, graceMs = KILL_GRACE_MS): Promise<void> {
+  signalGroup(pid, 'SIGTERM')
+  const deadline = Date.now() + graceMs
+  while (Date.now() < deadline && signalGroup(pid, 0)) await sleep(25)
+  signalGroup(pid, 'SIGKILL')
+  for (let i = 0; i < 40 && signalGroup(pid, 0); i++) await sleep(25)
+}
+
+function formatSeconds(ms: number): string {
+  return `${(ms / 1000).toFixed(3)}s`
+}
+
+/**
+ * Runs one attempt. Not tinyexec: the job must get exactly the environment it was enqueued with (tinyexec merges
+ * the worker's own), its own process group, and file descriptors as stdout/stderr, so output lands on disk as it
+ * is produced whatever its size.
+ */
+export function startCommand(claim: ClaimedJob, logPath: string, workerId: string): RunningJob {
+  const { job, attempt } = claim
+  mkdirSync(dirname(logPath), { recursive: true, mode: 0o700 })
+  const fd = openSync(logPath, 'a+', 0o600)
+  const started = Date.now()
+  writeSync(fd, `=== attempt ${attempt} · started ${iso(started)} · worker ${workerId} ===\n`)
+  const outputStart = fstatSync(fd).size
+  let child: ChildProcess | undefined
+  let startError: string | undefined
+  try {
+    child = spawn('/bin/sh', ['-c', job.command], {
+      cwd: job.cwd,
+      env: { ...claim.env, QUEUECTL_JOB_ID: job.id, QUEUECTL_ATTEMPT: String(job.attempts) },
+      detached: true,
+      stdio: ['ignore', fd, fd],
+    })
+  } catch (error) {
+    startError = `cannot start: ${(error as Error).message}`
+  }
+  let timedOut = false
+  let forced = false
+  const done = new Promise<AttemptOutcome>((resolvePromise) => {
+    const finish = (exitCode: number | null, signal: string | null, error: string | null) => {
+      const finished = Date.now()
+      const outputEnd = fstatSync(fd).size
+      const tailStart = Math.max(outputStart, outputEnd - OUTPUT_TAIL_BYTES)
+      const tail = Buffer.alloc(outputEnd - tailStart)
+      readSync(fd, tail, 0, tail.length, tailStart)
+      const lastByte = Buffer.alloc(1)
+      if (outputEnd > outputStart) readSync(fd, lastByte, 0, 1, outputEnd - 1)
+      const ending = error ?? (exitCode === 0 ? 'exit code 0' : `exit code ${exitCode}`)
+      writeSync(fd, `${outputEnd > outputStart && lastByte[0] !== 10 ? '\n' : ''}=== attempt ${attempt} · ${ending} · ${formatSeconds(finished - started)} ===\n`)
+      closeSync(fd)
+      resolvePromise({ exit_code: exitCode, signal, error, output_tail: tail.length ? tail.toString('utf8') : null, finished_at: finished, forced })
+    }
+    if (!child) return finish(null, null, startError!)
+    const pid = child.pid
+    const limit = claim.timeout > 0 ? setTimeout(() => {
+      timedOut = true
+      if (pid) void terminateGroup(pid)
+    }, claim.timeout * 1000) : undefined
+    child.on('error', (error) => {
+      clearTimeout(limit)
+      finish(null, null, `cannot start: ${error.message}`)
+    })
+    child.on('exit', (code, signal) => {
+      clearTimeout(limit)
+      const settle = async () => {
+        if (timedOut && pid) await terminateGroup(pid, 0) // the shell is gone; its children must be too
+        let error: string | null = null
+        if (forced) error = 'stopped by worker stop --force'
+        else if (timedOut) error = `timed out after ${claim.timeout}s`
+        else if (signal) error = `killed by ${signal}`
+        else if (code !== 0) error = `exit code ${code}`
+        finish(signal ? null : code, signal, error)
+      }
+      void settle()
+    })
+  })
+  return {
+    pid: child?.pid,
+    done,
+    kill: () => {
+      forced = true
+      if (child?.pid) signalGroup(child.pid, 'SIGKILL')
+    },
+  }
+}
+
+// Worker: claim, run, record, repeat; woken by changes to the queue's folder, with a slow poll as a fallback.
+
+const IDLE_POLL_MS = 1_000
+const MAINTENANCE = { recoverMs: 1_000, retentionMs: 5_000 }
+
+export interface WorkerOptions {
+  /** Exit once no job is waiting (pending or failed), instead of waiting for more. */
+  drain?: boolean
+  log?: (message: string) => void
+}
+
+/**
+ * Runs jobs until stopped. SIGTERM/SIGINT/SIGHUP: finish the current job, then exit. A second one, or SIGUSR2:
+ * kill the current job's process group and put the job back without counting the attempt.
+ */
+export async function runWorker(queue: Queue, options: WorkerOptions = {}): Promise<void> {
+  const log = options.log ?? ((message: string) => process.stderr.write(`${iso(Date.now())} ${message}\n`))
+  const workerId = await queue.registerWorker()
+  log(`worker ${workerId} (pid ${process.pid}) started on ${queue.home}`)
+  let stopping: false | 'graceful' | 'force' = false
+  let running: RunningJob | undefined
+  let changed = true
+  let wake = () => {}
+  const stop = (force: boolean) => {
+    stopping = force || stopping ? 'force' : 'graceful'
+    if (stopping === 'force') running?.kill()
+    wake()
+  }
+  const forced = () => stopping === 'force'
+  const onStop = () => stop(false)
+  const onForce = () => stop(true)
+  for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(signal, onStop)
+  process.on('SIGUSR2', onForce)
+  let watcher: FSWatcher | undefined
+  try {
+    watcher = watch(queue.home, () => {
+      changed = true
+      wake()
+    })
+  } catch {
+    // no inotify here: the idle poll still finds new jobs
+  }
+  const heartbeat = setInterval(() => void queue.heartbeat(workerId).catch((error) => log(`heartbeat failed: ${error.message}`)), HEARTBEAT_MS)
+  heartbeat.unref()
+  let lastRecovery = 0
+  let lastRetention = 0
+  let failures = 0
+  try {
+    while (!stopping) {
+      try {
+        const now = Date.now()
+        if (now - lastRecovery >= MAINTENANCE.recoverMs) {
+          lastRecovery = now
+          const recovered = await queue.recoverLostJobs()
+          if (recovered) log(`recovered ${recovered} job(s) of lost workers`)
+        }
+        if (now - lastRetention >= MAINTENANCE.retentionMs) {
+          lastRetention = now
+          await queue.applyRetention()
+        }
+        changed = false
+        const claim = await queue.claimNextJob(workerId)
+        failures = 0
+        if (claim) {
+          running = startCommand(claim, queue.logPath(claim.job.id), workerId)
+          if (forced()) running.kill()
+          const outcome = await running.done
+          running = undefined
+          await recordOutcome(queue, claim, workerId, outcome, log)
+          continue
+        }
+        if (options.drain && !(await queue.hasWaitingJobs())) break
+        if (changed) continue
+        const next = await queue.nextRunAt()
+        const idleMs = Math.max(5, Math.min(next ? next - Date.now() : IDLE_POLL_MS, IDLE_POLL_MS))
+        await new Promise<void>((resolveWait) => {
+          const timer = setTimeout(() => wake(), idleMs)
+          wake = () => {
+            clearTimeout(timer)
+            wake = () => {}
+            resolveWait()
+          }
+          if (stopping || changed) wake()
+        })
+      } catch (error) {
+        if (++failures > 30) throw error
+        log(`error: ${(error as Error).message}; retrying`)
+        await sleep(Math.min(100 * failures, 2_000))
+      }
+    }
+  } finally {
+    clearInterval(heartbeat)
+    watcher?.close()
+    for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.off(signal, onStop)
+    process.off('SIGUSR2', onForce)
+    await queue.unregisterWorker(workerId).catch(() => undefined)
+    log(`worker ${workerId} stopped`)
+  }
+}
+
+/** The outcome must reach the database: while this worker lives nobody else will put its job back. */
+async function recordOutcome(queue: Queue, claim: ClaimedJob, workerId: string, outcome: AttemptOutcome, log: (m: string) => void): Promise<void> {
+  for (let tries = 1; ; tries++) {
+    try {
+      if (outcome.forced) await queue.releaseJob(claim, workerId, outcome)
+      else await queue.finishAttempt(claim, workerId, outcome)
+      return
+    } catch (error) {
+      log(`cannot record the end of job ${claim.job.id} (${(error as Error).message}); retrying`)
+      await sleep(Math.min(100 * tries, 5_000))
+    }
+  }
+}
+
+/** This script's own path, to re-invoke it as a detached worker (works under tsx and as the built bin). */
+function scriptPath(): string {
+  return typeof __filename === 'string' ? __filename : fileURLToPath(import.meta.url)
+}
+
+/** Node flags to pass on (e.g. tsx's loader), without the ones that would make a worker debug, watch or test. */
+function inheritedNodeArgs(): string[] {
+  const dropped = /^--(inspect|watch|test|eval|print|input-type)|^-[ep]$/
+  return process.execArgv.filter((arg) => !dropped.test(arg))
+}
+
+/** Starts `count` detached `worker run` processes and waits until each has registered. Returns their pids. */
+export async function startWorkers(queue: Queue, count: number, timeoutMs = 15_000): Promise<number[]> {
+  mkdirSync(join(queue.home, 'logs'), { recursive: true, mode: 0o700 })
+  const out = openSync(join(queue.home, 'logs', 'worker.log'), 'a', 0o600)
+  const children: ChildProcess[] = []
+  try {
+    for (let i = 0; i < count; i++) {
+      const child = spawn(process.execPath, [...inheritedNodeArgs(), scriptPath(), 'worker', 'run', '--home', queue.home], {
+        detached: true,
+        stdio: ['ignore', out, out],
+        cwd: process.cwd(),
+      })
+      child.unref()
+      children.push(child)
+    }
+  } finally {
+    closeSync(out)
+  }
+  const pids = children.map((c) => c.pid!).filter(Boolean)
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const registered = new Set((await queue.query<{ pid: number }>('SELECT pid FROM workers WHERE host = ?', [HOST])).map((r) => r.pid))
+    const missing = pids.filter((pid) => !registered.has(pid))
+    if (missing.length === 0) return pids
+    const exited = missing.filter((pid) => !isProcessAlive(pid))
+    if (exited.length > 0) throw new QueueError(`worker(s) ${exited.join(', ')} exited at start; see ${join(queue.home, 'logs', 'worker.log')}`)
+    if (Date.now() > deadline) throw new QueueError(`worker(s) ${missing.join(', ')} did not start within ${timeoutMs / 1000} s; see ${join(queue.home, 'logs', 'worker.log')}`)
+    await sleep(25)
+  }
+}
+
+/** Signals every live worker of this queue on this host, then waits for them to exit. Returns how many stopped. */
+export async function stopWorkers(queue: Queue, options: { force?: boolean; timeoutMs?: number; onWait?: (left: number) => void } = {}): Promise<{ stopped: number; left: number }> {
+  await queue.recoverLostJobs()
+  const workers = (await queue.query<WorkerRow>('SELECT * FROM workers WHERE host = ?', [HOST])).filter((w) => isProcessAlive(w.pid, w.proc_start || undefined))
+  for (const w of workers) {
+    try {
+      process.kill(w.pid, options.force ? 'SIGUSR2' : 'SIGTERM')
+    } catch {
+      // exited meanwhile
+    }
+  }
+  const deadline = options.timeoutMs === undefined ? Infinity : Date.now() + options.timeoutMs
+  let lastNotice = Date.now()
+  for (;;) {
+    const left = workers.filter((w) => isProcessAlive(w.pid, w.proc_start || undefined))
+    if (left.length === 0 || Date.now() > deadline) {
+      await queue.recoverLostJobs()
+      return { stopped: workers.length - left.length, left: left.length }
+    }
+    if (Date.now() - lastNotice > 3_000) {
+      lastNotice = Date.now()
+      options.onWait?.(left.length)
+    }
+    await sleep(25)
+  }
+}
+
+// CLI: citty commands over the API above. Data goes to stdout, messages and errors to stderr.
+
+const VERSION = '0.1.0'
+let cliHome: string | undefined
+const stdoutIsTTY = Boolean(process.stdout.isTTY)
+const paint = (color: keyof typeof colors, text: string) => (stdoutIsTTY ? colors[color](text) : text)
+const STATE_COLORS: Record<JobState, keyof typeof colors> = { pending: 'cyan', processing: 'yellow', completed: 'green', failed: 'magenta', dead: 'red' }
+const log = createConsola({ stdout: process.stderr, stderr: process.stderr, fancy: Boolean(process.stderr.isTTY), formatOptions: { date: false } })
+const examples = new WeakMap<object, string[]>()
+
+function print(text = ''): void {
+  process.stdout.write(`${text}\n`)
+}
+
+function printJson(value: unknown): void {
+  print(JSON.stringify(value, null, 2))
+}
+
+/** Aligned columns; the last one is cut to the terminal's width rather than wrapped. */
+function printTable(headers: string[], rows: string[][]): void {
+  const all = [headers, ...rows]
+  const widths = headers.map((_, i) => Math.max(...all.map((row) => stripAnsi(row[i] ?? '').length)))
+  const width = process.stdout.columns ?? Infinity
+  for (const [n, row] of all.entries()) {
+    let line = row.map((cell, i) => (i === row.length - 1 ? cell : cell + ' '.repeat(widths[i] - stripAnsi(cell).length))).join('  ')
+    if (stdoutIsTTY && stripAnsi(line).length > width) line = line.slice(0, width - 1) + '…'
+    print(n === 0 ? paint('bold', line) : line)
+  }
+}
+
+function ago(timestamp: string | null): string {
+  if (!timestamp) return '-'
+  const ms = Date.now() - Date.parse(timestamp)
+  const abs = Math.abs(ms)
+  const text = abs < 1000 ? `${abs}ms` : abs < 60_000 ? `${Math.round(abs / 1000)}s` : abs < 3_600_000 ? `${Math.round(abs / 60_000)}m` : abs < 86_400_000 ? `${Math.round(abs / 3_600_000)}h` : `${Math.round(abs / 86_400_000)}d`
+  return ms >= 0 ? `${text} ago` : `in ${text}`
+}
+
+const oneLine = (text: string) => text.replace(/[\r\n\t]+/g, ' ')
+const stateCell = (state: JobState) => paint(STATE_COLORS[state], state)
+
+/** Control characters would drive the terminal: on a TTY show them escaped; into a pipe, the bytes as they are. */
+function writeOutput(bytes: Buffer): void {
+  if (!stdoutIsTTY) {
+    process.stdout.write(bytes)
+    return
+  }
+  // eslint-disable-next-line no-control-regex
+  process.stdout.write(bytes.toString('utf8').replace(/[\x00-\x08\x0b-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`))
+}
+
+function wholeFlag(value: unknown, flag: string, min: number, max: number): number | undefined {
+  if (value === undefined || value === false) return undefined
+  const text = String(value)
+  if (!/^\s*-?\d+\s*$/.test(text) || Number(text) < min || Number(text) > max) throw new UsageError(`${flag} must be a whole number from ${min} to ${max}, not "${text}"`)
+  return Number(text)
+}
+
+function numberFlag(value: unknown, flag: string): number | undefined {
+  if (value === undefined || value === false) return undefined
+  const n = Number(value)
+  if (String(value).trim() === '' || !Number.isFinite(n)) throw new UsageError(`${flag} must be a number, not "${String(value)}"`)
+  return n
+}
+
+function stringFlag(value: unknown, flag: string): string | undefined {
+  if (value === undefined || value === false) return undefined
+  if (value === true || value === '') throw new UsageError(`${flag} needs a value`)
+  return String(value)
+}
+
+async function withQueue<T>(fn: (queue: Queue) => Promise<T>): Promise<T> {
+  const queue = await openQueue(cliHome ?? defaultHome())
+  try {
+    return await fn(queue)
+  } finally {
+    queue.close()
+  }
+}
+
+const jsonArg = { json: { type: 'boolean', description: 'Print JSON (one document on stdout)' } } as const
+
+function define<const T extends ArgsDef>(def: CommandDef<T> & { examples?: string[] }): CommandDef<T> {
+  if (def.examples) examples.set(def, def.examples)
+  return def
+}
+
+/** JSON lines or one JSON array; every line is checked before anything is written. */
+function parseJobFile(text: string, source: string): unknown[] {
+  const trimmed = text.trim()
+  if (trimmed.startsWith('[')) {
+    try {
+      return JSON.parse(trimmed) as unknown[]
+    } catch (error) {
+      throw new UsageError(`${source} is not valid JSON: ${(error as Error).message}`)
+    }
+  }
+  const jobs: unknown[] = []
+  for (const [i, line] of text.split('\n').entries()) {
+    if (line.trim() === '') continue
+    try {
+      jobs.push(JSON.parse(line))
+    } catch (error) {
+      throw new UsageError(`${source} line ${i + 1} is not valid JSON: ${(error as Error).message}`)
+    }
+  }
+  if (jobs.length === 0) throw new UsageError(`${source} holds no jobs`)
+  return jobs
+}
+
+const enqueueCommand = define({
+  meta: { name: 'enqueue', description: 'Add a job: a shell command, a JSON object, or a file of them' },
+  args: {
+    command: { type: 'positional', required: false, description: 'The command (run with /bin/sh -c), or a JSON job object' },
+    id: { type: 'string', description: 'Job id (default: generated)' },
+    priority: { type: 'string', description: 'Higher runs first (default 0)' },
+    'max-retries': { type: 'string', description: 'Retries after the first attempt (default: config max_retries)' },
+    timeout: { type: 'string', description: 'Seconds an attempt may run (default: config job_timeout)' },
+    'run-at': { type: 'string', description: 'Earliest start, ISO-8601 (e.g. 2026-11-23T18:00:00Z)' },
+    delay: { type: 'string', description: 'Start after a delay: 30s, 5m, 2h, 1d' },
+    cwd: { type: 'string', description: 'Directory to run in (default: the current one)' },
+    file: { type: 'string', description: 'Enqueue many: a file of JSON lines or a JSON array; - for stdin' },
+    ...jsonArg,
+  },
+  examples: [
+    'queuectl enqueue "make test"',
+    'queuectl enqueue --priority 10 --max-retries 5 -- ./deploy.sh --prod',
+    'queuectl enqueue \'{"id":"job1","command":"sleep 2"}\'',
+    'queuectl enqueue --delay 5m "curl -fsS https://example.com/ping"',
+    'queuectl enqueue --file jobs.jsonl',
+  ],
+  async run({ args, rawArgs }) {
+    const dashes = rawArgs.indexOf('--')
+    const positionals = args._.map(String)
+    const defaults: Record<string, unknown> = {
+      priority: wholeFlag(args.priority, '--priority', -1_000_000_000, 1_000_000_000),
+      max_retries: wholeFlag(args['max-retries'], '--max-retries', 0, 1000),
+      timeout: numberFlag(args.timeout, '--timeout'),
+      run_at: stringFlag(args['run-at'], '--run-at'),
+      delay: stringFlag(args.delay, '--delay'),
+      cwd: stringFlag(args.cwd, '--cwd'),
+    }
+    for (const key of Object.keys(defaults)) if (defaults[key] === undefined) delete defaults[key]
+    let specs: unknown[]
+    const file = stringFlag(args.file, '--file')
+    if (file !== undefined) {
+      if (positionals.length) throw new UsageError('give jobs either with --file or as an argument, not both')
+      if (args.id !== undefined) throw new UsageError('--id names one job; with --file, put "id" in each job')
+      let text: string
+      try {
+        text = readFileSync(file === '-' ? 0 : file, 'utf8')
+      } catch (error) {
+        throw new UsageError(`cannot read ${file}: ${(error as Error).message}`)
+      }
+      specs = parseJobFile(text, file === '-' ? 'stdin' : file).map((job) =>
+        typeof job === 'object' && job !== null && !Array.isArray(job) ? { ...defaults, ...job } : job)
+    } else if (positionals.length === 0) {
+      throw new UsageError('nothing to enqueue: give a command, e.g. queuectl enqueue "echo hi", or --file')
+    } else if (dashes === -1 && positionals.length === 1 && positionals[0].trimStart().startsWith('{')) {
+      let job: unknown
+      try {
+        job = JSON.parse(positionals[0])
+      } catch (error) {
+        throw new UsageError(`invalid JSON job: ${(error as Error).message} (to run a shell command starting with "{", put it after --)`)
+      }
+      if (typeof job !== 'object' || job === null || Array.isArray(job)) throw new UsageError('a JSON job must be an object such as {"command":"echo hi"}')
+      specs = [{ ...defaults, ...(args.id !== undefined ? { id: stringFlag(args.id, '--id') } : {}), ...job }]
+    } else {
+      specs = [{ ...defaults, id: stringFlag(args.id, '--id'), command: positionals.join(' ') }]
+    }
+    const jobs = await withQueue((queue) => queue.enqueueMany(specs))
+    if (args.json) printJson(file !== undefined ? jobs : jobs[0])
+    else print(jobs.map((job) => job.id).join('\n'))
+    if (file !== undefined) log.success(`enqueued ${jobs.length} job${jobs.length === 1 ? '' : 's'}`)
+  },
+})
+
+const workerCommand = define({
+  meta: { name: 'worker', description: 'Start, stop or run workers' },
+  subCommands: {
+    start: define({
+      meta: { name: 'start', description: 'Start detached background workers; prints their pids and returns' },
+      args: { count: { type: 'string', description: 'How many workers', default: '1' }, ...jsonArg },
+      examples: ['queuectl worker start', 'queuectl worker start --count 4'],
+      async run({ args }) {
+        const count = wholeFlag(args.count, '--count', 1, 256)!
+        const pids = await withQueue((queue) => startWorkers(queue, count))
+        if (args.json) printJson(pids)
+        else print(pids.join('\n'))
+        log.success(`started ${count} worker${count === 1 ? '' : 's'}`)
+      },
+    }),
+    stop: define({
+      meta: { name: 'stop', description: 'Stop all workers gracefully (each finishes its current job) and wait for them' },
+      args: {
+        force: { type: 'boolean', description: 'Kill running jobs at once and put them back to pending (attempt not counted)' },
+        timeout: { type: 'string', description: 'Give up waiting after this many seconds (exit 1)' },
+        ...jsonArg,
+      },
+      examples: ['queuectl worker stop', 'queuectl worker stop --force', 'queuectl worker stop --timeout 60'],
+      async run({ args }) {
+        const timeout = numberFlag(args.timeout, '--timeout')
+        const result = await withQueue((queue) => stopWorkers(queue, {
+          force: Boolean(args.force),
+          timeoutMs: timeout === undefined ? undefined : timeout * 1000,
+          onWait: (left) => log.info(`waiting for ${left} worker${left === 1 ? '' : 's'} to finish the current job…`),
+        }))
+        if (args.json) printJson(result)
+        else if (result.stopped + result.left === 0) print('No workers running.')
+        else print(`Stopped ${result.stopped} worker${result.stopped === 1 ? '' : 's'}.${result.left ? ` ${result.left} still running.` : ''}`)
+        if (result.left) process.exitCode = 1
+      },
+    }),
+    run: define({
+      meta: { name: 'run', description: 'Run one worker in the foreground (for systemd, containers, CI); SIGTERM/SIGINT stop it gracefully' },
+      args: { drain: { type: 'boolean', description: 'Exit once no job is waiting to run' } },
+      examples: ['queuectl worker run', 'queuectl worker run --drain   # run everything queued, then exit'],
+      async run({ args }) {
+        await withQueue((queue) => runWorker(queue, { drain: Boolean(args.drain) }))
+      },
+    }),
+  },
+  examples: ['queuectl worker start --count 4', 'queuectl worker stop'],
+})
+
+const statusCommand = define({
+  meta: { name: 'status', description: 'Active workers and the number of jobs in each state' },
+  args: { ...jsonArg },
+  examples: ['queuectl status', 'queuectl status --json'],
+  async run({ args }) {
+    const status = await withQueue((queue) => queue.status())
+    if (args.json) return printJson(status)
+    print(`${status.workers.length} worker${status.workers.length === 1 ? '' : 's'} active`)
+    if (status.workers.length) {
+      printTable(['  PID', 'WORKER', 'HOST', 'JOB', 'SINCE'], status.workers.map((w) => [`  ${w.pid}`, w.id, w.host, w.job_id ?? paint('gray', 'idle'), w.job_id ? ago(w.since) : ago(w.started_at)]))
+    }
+    print(`jobs: ${JOB_STATES.map((state) => `${status.counts[state]} ${stateCell(state)}`).join(' · ')}`)
+  },
+})
+
+function printJobs(jobs: Job[]): void {
+  if (jobs.length === 0) return print(paint('gray', 'no jobs'))
+  printTable(['ID', 'STATE', 'ATTEMPTS', 'PRIORITY', 'UPDATED', 'COMMAND'], jobs.map((job) => [
+    job.id, stateCell(job.state), `${job.attempts}/${job.max_retries + 1}`, String(job.priority),
+    job.state === 'pending' && Date.parse(job.run_at) > Date.now() ? `runs ${ago(job.run_at)}` : ago(job.updated_at), oneLine(job.command),
+  ]))
+}
+
+const listCommand = define({
+  meta: { name: 'list', description: 'List jobs, newest first' },
+  args: {
+    state: { type: 'string', description: `Only jobs in this state: ${JOB_STATES.join(', ')}` },
+    limit: { type: 'string', description: 'At most this many jobs', default: '100' },
+    ...jsonArg,
+  },
+  examples: ['queuectl list', 'queuectl list --state failed', 'queuectl list --state completed --limit 10 --json'],
+  async run({ args }) {
+    const state = stringFlag(args.state, '--state') as JobState | undefined
+    if (state && !JOB_STATES.includes(state)) throw new UsageError(`unknown state "${state}": use one of ${JOB_STATES.join(', ')}`)
+    const limit = wholeFlag(args.limit, '--limit', 1, 10_000_000)!
+    const [jobs, total] = await withQueue(async (queue) => [await queue.listJobs({ state, limit }), await queue.countJobs({ state })] as const)
+    if (args.json) return printJson(jobs)
+    printJobs(jobs)
+    if (total > jobs.length) log.info(`showing ${jobs.length} of ${total}; use --limit to see more`)
+  },
+})
+
+const showCommand = define({
+  meta: { name: 'show', description: 'One job: every field, its attempts, and the tail of its output' },
+  args: {
+    id: { type: 'positional', description: 'Job id' },
+    env: { type: 'boolean', description: 'Include the environment the job runs with' },
+    ...jsonArg,
+  },
+  examples: ['queuectl show job1', 'queuectl show job1 --json', 'queuectl show job1 --json --env'],
+  async run({ args }) {
+    const job = await withQueue(async (queue) => {
+      await queue.recoverLostJobs()
+      return queue.getJob(String(args.id), { env: Boolean(args.env) })
+    })
+    if (!job) throw new QueueError(`no job with id "${args.id}"`)
+    if (args.json) return printJson(job)
+    const { history, output_tail: tail, env, ...fields } = job
+    for (const [key, value] of Object.entries(fields)) {
+      print(`${paint('bold', key.padEnd(12))} ${key === 'state' ? stateCell(value as JobState) : value === null ? paint('gray', '-') : String(value)}`)
+    }
+    if (env) print(`${paint('bold', 'env'.padEnd(12))} ${Object.keys(env).length} variables`)
+    print()
+    if (history.length === 0) print(paint('gray', 'no attempts yet'))
+    else printTable(['ATTEMPT', 'WORKER', 'STARTED', 'DURATION', 'EXIT', 'ERROR'], history.map((a) => [
+      String(a.attempt), a.worker ?? '-', a.started_at, a.duration_ms == null ? 'running' : formatSeconds(a.duration_ms),
+      a.exit_code == null ? '-' : String(a.exit_code), a.error ?? '',
+    ]))
+    if (tail) {
+      print(`\n${paint('bold', 'output (tail)')}`)
+      writeOutput(Buffer.from(tail.endsWith('\n') ? tail : `${tail}\n`))
+    }
+  },
+})
+
+/** The log as attempts: each starts at its `=== attempt N · started` header. */
+function selectLog(data: Buffer, attempt: number | undefined, tail: number | undefined): Buffer {
+  let selected = data
+  if (attempt !== undefined) {
+    const text = data.toString('latin1') // byte offsets stay byte offsets
+    const start = text.search(new RegExp(`^=== attempt ${attempt} · started`, 'm'))
+    if (start === -1) throw new QueueError(`this job has no attempt ${attempt} in its log`)
+    const next = text.slice(start + 1).search(/^=== attempt \d+ · started/m)
+    selected = data.subarray(start, next === -1 ? data.length : start + 1 + next)
+  }
+  if (tail !== undefined) {
+    let end = selected.length
+    if (selected[end - 1] === 10) end--
+    let start = end
+    for (let lines = 0; start > 0; start--) if (selected[start - 1] === 10 && ++lines === tail) break
+    selected = selected.subarray(start)
+  }
+  return selected
+}
+
+const logsCommand = define({
+  meta: { name: 'logs', description: "A job's captured stdout and stderr, every attempt" },
+  args: {
+    id: { type: 'positional', description: 'Job id' },
+    follow: { type: 'boolean', alias: 'f', description: 'Keep printing while the job runs; exit 0 if it completes, 1 if it ends dead' },
+    attempt: { type: 'string', description: 'Only this attempt' },
+    tail: { type: 'string', description: 'Only the last N lines' },
+  },
+  examples: ['queuectl logs job1', 'queuectl logs job1 --follow', 'queuectl logs job1 --attempt 2 --tail 20'],
+  async run({ args }) {
+    const id = String(args.id)
+    if (!isValidJobId(id)) throw new UsageError(`invalid job id ${JSON.stringify(id)}`)
+    const attempt = wholeFlag(args.attempt, '--attempt', 1, 1_000_000)
+    const tail = wholeFlag(args.tail, '--tail', 0, 100_000_000)
+    await withQueue(async (queue) => {
+      let job = await queue.getJob(id)
+      if (!job) throw new QueueError(`no job with id "${id}"`)
+      const path = queue.logPath(id)
+      const readLog = () => (existsSync(path) ? readFileSync(path) : Buffer.alloc(0))
+      let data = readLog()
+      if (data.length === 0 && !args.follow) log.info(`job ${id} has no output yet`)
+      writeOutput(selectLog(data, attempt, tail))
+      if (!args.follow) return
+      let offset = data.length
+      for (;;) {
+        const ended = job!.state === 'completed' || job!.state === 'dead'
+        data = readLog()
+        if (data.length > offset) {
+          const chunk = data.subarray(offset)
+          writeOutput(attempt === undefined ? chunk : selectLog(chunk, attempt, undefined))
+          offset = data.length
+        }
+        if (ended) {
+          process.exitCode = job!.state === 'completed' ? 0 : 1
+          return
+        }
+        await sleep(100)
+        await queue.recoverLostJobs()
+        job = (await queue.getJob(id)) ?? job
+      }
+    })
+  },
+})
+
+const dlqCommand = define({
+  meta: { name: 'dlq', description: 'The dead letter queue: jobs that failed every attempt' },
+  subCommands: {
+    list: define({
+      meta: { name: 'list', description: 'The dead jobs, newest first' },
+      args: { limit: { type: 'string', description: 'At most this many', default: '100' }, ...jsonArg },
+      examples: ['queuectl dlq list', 'queuectl dlq list --json'],
+      async run({ args }) {
+        const limit = wholeFlag(args.limit, '--limit', 1, 10_000_000)!
+        const jobs = await withQueue((queue) => queue.listJobs({ state: 'dead', limit }))
+        if (args.json) return printJson(jobs)
+        if (jobs.length === 0) return print(paint('gray', 'the dead letter queue is empty'))
+        printTable(['ID', 'ATTEMPTS', 'LAST ERROR', 'DIED', 'COMMAND'], jobs.map((job) => [
+          job.id, String(job.attempts), job.last_error ?? '-', ago(job.finished_at), oneLine(job.command),
+        ]))
+      },
+    }),
+    retry: define({
+      meta: { name: 'retry', description: 'Move dead jobs back to pending with attempts reset to 0' },
+      args: { all: { type: 'boolean', description: 'Every dead job' }, ...jsonArg },
+      examples: ['queuectl dlq retry job1 job2', 'queuectl dlq retry --all'],
+      async run({ args }) {
+        const ids = args._.map(String)
+        if (args.all && ids.length) throw new UsageError('give job ids or --all, not both')
+        if (!args.all && ids.length === 0) throw new UsageError('name the dead jobs to retry, or use --all')
+        for (const id of ids) if (!isValidJobId(id)) throw new UsageError(`invalid job id ${JSON.stringify(id)}`)
+        const retried = await withQueue((queue) => queue.retryDead(args.all ? 'all' : ids))
+        if (args.json) return printJson(retried)
+        if (retried.length) print(retried.join('\n'))
+        log.success(`${retried.length} job${retried.length === 1 ? '' : 's'} moved back to pending`)
+      },
+    }),
+  },
+})
+
+const configCommand = define({
+  meta: { name: 'config', description: 'Settings stored with the queue' },
+  subCommands: {
+    list: define({
+      meta: { name: 'list', description: 'Every setting and its value' },
+      args: { ...jsonArg },
+      examples: ['queuectl config list'],
+      async run({ args }) {
+        const config = await withQueue((queue) => queue.getConfig())
+        if (args.json) return printJson(config)
+        printTable(['KEY', 'VALUE', 'DEFAULT', 'MEANING'], Object.entries(CONFIG_KEYS).map(([key, def]) => [key, String(config[key]), String(def.default), def.range]))
+      },
+    }),
+    get: define({
+      meta: { name: 'get', description: 'One setting' },
+      args: { key: { type: 'positional', description: 'Setting name' }, ...jsonArg },
+      examples: ['queuectl config get max-retries'],
+      async run({ args }) {
+        const key = normalizeConfigKey(String(args.key))
+        const config = await withQueue((queue) => queue.getConfig())
+        if (args.json) printJson({ [key]: config[key] })
+        else print(String(config[key]))
+      },
+    }),
+    set: define({
+      meta: { name: 'set', description: 'Change a setting' },
+      args: { key: { type: 'positional', description: 'Setting name' }, value: { type: 'positional', description: 'New value' } },
+      examples: ['queuectl config set max-retries 5', 'queuectl config set backoff_base 3', 'queuectl config set retention 7d'],
+      async run({ args }) {
+        const key = normalizeConfigKey(String(args.key))
+        const value = await withQueue((queue) => queue.setConfig(key, String(args.value)))
+        print(`${key} = ${value}`)
+      },
+    }),
+    reset: define({
+      meta: { name: 'reset', description: 'Every setting back to its default' },
+      examples: ['queuectl config reset'],
+      async run() {
+        await withQueue((queue) => queue.resetConfig())
+        log.success('configuration reset to defaults')
+      },
+    }),
+  },
+})
+
+const statsCommand = define({
+  meta: { name: 'stats', description: 'Execution metrics: states, success rate, durations, throughput' },
+  args: { ...jsonArg },
+  examples: ['queuectl stats', 'queuectl stats --json'],
+  async run({ args }) {
+    const stats = await withQueue((queue) => queue.stats())
+    if (args.json) return printJson(stats)
+    const ms = (value: number | null) => (value == null ? '-' : formatSeconds(value))
+    const { finished } = stats
+    printTable(['METRIC', 'VALUE'], [
+      ['jobs', JOB_STATES.map((state) => `${stats.counts[state]} ${state}`).join(', ')],
+      ['success rate', stats.success_rate == null ? '-' : `${(stats.success_rate * 100).toFixed(1)}% of finished jobs`],
+      ['retries', String(stats.retries)],
+      ['duration', `mean ${ms(stats.duration_ms.mean)} · p50 ${ms(stats.duration_ms.p50)} · p95 ${ms(stats.duration_ms.p95)}`],
+      ['finished', `${finished.last_1m} in 1m · ${finished.last_5m} in 5m · ${finished.last_15m} in 15m (${(finished.last_5m / 5).toFixed(1)}/min)`],
+      ['oldest waiting', stats.oldest_pending_wait_ms == null ? '-' : formatSeconds(stats.oldest_pending_wait_ms)],
+    ])
+  },
+})
+
+const purgeCommand = define({
+  meta: { name: 'purge', description: 'Delete finished jobs (completed and dead) and their logs' },
+  args: {
+    state: { type: 'string', description: 'Only completed or only dead jobs' },
+    'older-than': { type: 'string', description: 'Only jobs finished longer ago than this: 7d, 12h, 30m' },
+    ...jsonArg,
+  },
+  examples: ['queuectl purge --older-than 7d', 'queuectl purge --state completed', 'queuectl config set retention 7d   # purge automatically'],
+  async run({ args }) {
+    const state = stringFlag(args.state, '--state') as JobState | undefined
+    const olderThan = stringFlag(args['older-than'], '--older-than')
+    const ids = await withQueue((queue) => queue.purge({ states: state ? [state] : undefined, olderThanMs: olderThan === undefined ? 0 : parseDuration(olderThan) }))
+    if (args.json) return printJson(ids)
+    print(`Purged ${ids.length} job${ids.length === 1 ? '' : 's'}.`)
+  },
+})
+
+const cli = define({
+  meta: { name: 'queuectl', version: VERSION, description: 'A durable background job queue for shell commands' },
+  args: { home: { type: 'string', description: 'Queue folder (default: $QUEUECTL_HOME or ~/.queuectl)' } },
+  subCommands: {
+    enqueue: enqueueCommand,
+    worker: workerCommand,
+    status: statusCommand,
+    list: listCommand,
+    show: showCommand,
+    logs: logsCommand,
+    dlq: dlqCommand,
+    config: configCommand,
+    stats: statsCommand,
+    purge: purgeCommand,
+  },
+  examples: [
+    'queuectl enqueue "make test"',
+    'queuectl worker start --count 2',
+    'queuectl status',
+    'queuectl list --state dead',
+  ],
+})
+
+/** Walks argv to the command it names; returns that command, its parent, and its own arguments. */
+async function resolveCommand(argv: string[]): Promise<{ command: CommandDef<ArgsDef>; parent?: CommandDef<ArgsDef>; rest: string[]; path: string[] }> {
+  let command = cli as CommandDef<ArgsDef>
+  let parent: CommandDef<ArgsDef> | undefined
+  let rest = argv
+  const path: string[] = []
+  for (;;) {
+    const subCommands = command.subCommands as Record<string, CommandDef<ArgsDef>> | undefined
+    const index = rest.findIndex((arg) => !arg.startsWith('-'))
+    if (!subCommands || index === -1 || rest.slice(0, index).includes('--')) return { command, parent, rest, path }
+    const name = rest[index]
+    if (!(name in subCommands)) {
+      throw new UsageError(`unknown command "${[...path, name].join(' ')}": run queuectl ${path.join(' ')}${path.length ? ' ' : ''}--help for the list`)
+    }
+    path.push(name)
+    parent = command
+    command = subCommands[name]
+    rest = [...rest.slice(0, index), ...rest.slice(index + 1)]
+  }
+}
+
+/**
+ * citty lets unknown flags through; a typo must not be silently ignored, so check them against the command.
+ * Returns argv ready for citty: a negative number given as a positional (`config set backoff_max -1`) is moved
+ * behind `--`, where it cannot be taken for a flag.
+ */
+function checkFlags(argv: string[], argsDef: ArgsDef, path: string[]): string[] {
+  const known = new Map<string, ArgDef>()
+  for (const [name, def] of Object.entries(argsDef)) {
+    for (const alias of [name, name.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase()), ...([] as string[]).concat((def as { alias?: string | string[] }).alias ?? [])]) known.set(alias, def)
+  }
+  const options: string[] = []
+  const positionals: string[] = []
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]
+    if (arg === '--') return argv
+    if (!arg.startsWith('-') || /^-\d/.test(arg)) {
+      positionals.push(arg)
+      continue
+    }
+    options.push(arg)
+    const name = arg.replace(/^--?/, '').split('=')[0]
+    const def = known.get(name) ?? (name.startsWith('no-') && known.get(name.slice(3))?.type === 'boolean' ? known.get(name.slice(3)) : undefined)
+    if (!def) {
+      const hint = path[0] === 'enqueue' ? ' (to pass flags to the job\'s command, put the command after --)' : ''
+      throw new UsageError(`unknown flag ${arg} for queuectl ${path.join(' ')}: see queuectl ${path.join(' ')} --help${hint}`)
+    }
+    if (def.type === 'string' && !arg.includes('=')) {
+      if (i + 1 >= argv.length || argv[i + 1] === '--') throw new UsageError(`${arg} needs a value`)
+      options.push(argv[++i])
+    }
+  }
+  return positionals.some((arg) => /^-\d/.test(arg)) ? [...options, '--', ...positionals] : argv
+}
+
+/** Runs the CLI on `argv`; resolves to the exit code (0 ok, 1 failed, 2 bad usage or input). */
+export async function main(argv: string[] = process.argv.slice(2)): Promise<number> {
+  try {
+    const dashes = argv.indexOf('--')
+    const options = dashes === -1 ? argv : argv.slice(0, dashes)
+    const homeAt = options.findIndex((arg) => arg === '--home' || arg.startsWith('--home='))
+    let args = argv
+    if (homeAt !== -1) {
+      const inline = options[homeAt].startsWith('--home=')
+      cliHome = inline ? options[homeAt].slice(7) : options[homeAt + 1]
+      if (!cliHome || (!inline && homeAt + 1 === dashes)) throw new UsageError('--home needs a folder')
+      args = [...argv.slice(0, homeAt), ...argv.slice(homeAt + (inline ? 1 : 2))]
+    }
+    const before = dashes === -1 ? args : args.slice(0, args.indexOf('--'))
+    if (before.length === 1 && (before[0] === '--version' || before[0] === '-v')) {
+      print(VERSION)
+      return 0
+    }
+    const { command, parent, rest, path } = await resolveCommand(args)
+    if (before.includes('--help') || before.includes('-h') || args.length === 0) {
+      const usage = await renderUsage(command, parent)
+      print(stdoutIsTTY ? usage : stripAnsi(usage))
+      const lines = examples.get(command)
+      if (lines) print(`\n${paint('bold', 'EXAMPLES')}\n\n${lines.map((line) => `  ${line}`).join('\n')}\n`)
+      return 0
+    }
+    if (command.subCommands && !command.run) throw new UsageError(`queuectl ${path.join(' ')} needs a subcommand: ${Object.keys(command.subCommands).join(', ')} (see --help)`)
+    await runCommand(command, { rawArgs: checkFlags(rest, (command.args ?? {}) as ArgsDef, path) })
+    return Number(process.exitCode ?? 0)
+  } catch (error) {
+    const usage = error instanceof UsageError || (error as { name?: string }).name === 'CLIError'
+    const message = (error as Error).message?.split('\n')[0] || String(error)
+    log.error(usage || error instanceof QueueError ? message : `${message} (unexpected; set QUEUECTL_DEBUG=1 for details)`)
+    if (process.env.QUEUECTL_DEBUG) console.error(error)
+    return usage ? 2 : 1
+  }
+}
+
+function isMainModule(): boolean {
+  try {
+    return Boolean(process.argv[1]) && realpathSync(process.argv[1]) === realpathSync(scriptPath())
+  } catch {
+    return false
+  }
+}
+
+if (isMainModule()) {
+  void main().then((code) => process.exit(code))
+}
