@@ -37,6 +37,7 @@ import { defineCommand, renderUsage, runCommand, type ArgDef, type ArgsDef, type
 import { createConsola } from 'consola'
 import { colors, stripAnsi } from 'consola/utils'
 import type { Database, SqlJsStatic, Statement } from 'sql.js'
+import { x } from 'tinyexec'
 
 // Types and defaults: what a job is, the states it moves through, and the configuration.
 
@@ -1452,14 +1453,21 @@ function formatSeconds(ms: number): string {
  */
 export function startCommand(claim: ClaimedJob, logPath: string, workerId: string): RunningJob {
   const { job, attempt } = claim
-  mkdirSync(dirname(logPath), { recursive: true, mode: 0o700 })
-  const fd = openSync(logPath, 'a+', 0o600)
+  let fd: number
+  try {
+    mkdirSync(dirname(logPath), { recursive: true, mode: 0o700 })
+    fd = openSync(logPath, 'a+', 0o600)
+  } catch (error) {
+    const outcome = { exit_code: null, signal: null, error: `cannot open the log: ${(error as Error).message}`, output_tail: null, finished_at: Date.now() }
+    return { pid: undefined, done: Promise.resolve(outcome), kill: () => {} }
+  }
   const started = Date.now()
   writeSync(fd, `=== attempt ${attempt} · started ${iso(started)} · worker ${workerId} ===\n`)
   const outputStart = fstatSync(fd).size
   let child: ChildProcess | undefined
   let startError: string | undefined
   try {
+    if (!statSync(job.cwd, { throwIfNoEntry: false })?.isDirectory()) throw new Error(`the directory ${job.cwd} does not exist`)
     child = spawn('/bin/sh', ['-c', job.command], {
       cwd: job.cwd,
       env: { ...claim.env, QUEUECTL_JOB_ID: job.id, QUEUECTL_ATTEMPT: String(job.attempts) },
@@ -1554,7 +1562,8 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
   process.on('SIGUSR2', onForce)
   let watcher: FSWatcher | undefined
   try {
-    watcher = watch(queue.home, () => {
+    watcher = watch(queue.home, (_event, file) => {
+      if (file !== null && !String(file).startsWith('queue.db') || String(file).includes('.lock')) return
       changed = true
       wake()
     })
@@ -1651,21 +1660,21 @@ function inheritedNodeArgs(): string[] {
 export async function startWorkers(queue: Queue, count: number, timeoutMs = 15_000): Promise<number[]> {
   mkdirSync(join(queue.home, 'logs'), { recursive: true, mode: 0o700 })
   const out = openSync(join(queue.home, 'logs', 'worker.log'), 'a', 0o600)
-  const children: ChildProcess[] = []
+  const pids: number[] = []
   try {
     for (let i = 0; i < count; i++) {
-      const child = spawn(process.execPath, [...inheritedNodeArgs(), scriptPath(), 'worker', 'run', '--home', queue.home], {
-        detached: true,
-        stdio: ['ignore', out, out],
-        cwd: process.cwd(),
+      // persist = detached: a new session, so closing the terminal that ran `worker start` does not stop it
+      const worker = x(process.execPath, [...inheritedNodeArgs(), scriptPath(), 'worker', 'run', '--home', queue.home], {
+        persist: true,
+        nodePath: false,
+        nodeOptions: { stdio: ['ignore', out, out], cwd: process.cwd() },
       })
-      child.unref()
-      children.push(child)
+      worker.process?.unref()
+      if (worker.pid) pids.push(worker.pid)
     }
   } finally {
     closeSync(out)
   }
-  const pids = children.map((c) => c.pid!).filter(Boolean)
   const deadline = Date.now() + timeoutMs
   for (;;) {
     const registered = new Set((await queue.query<{ pid: number }>('SELECT pid FROM workers WHERE host = ?', [HOST])).map((r) => r.pid))
@@ -2296,7 +2305,8 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<numb
   } catch (error) {
     const usage = error instanceof UsageError || (error as { name?: string }).name === 'CLIError'
     const message = (error as Error).message?.split('\n')[0] || String(error)
-    log.error(usage || error instanceof QueueError ? message : `${message} (unexpected; set QUEUECTL_DEBUG=1 for details)`)
+    const expected = usage || error instanceof QueueError || typeof (error as NodeJS.ErrnoException).code === 'string' // a system error: disk full, permissions
+    log.error(expected ? message : `${message} (unexpected; set QUEUECTL_DEBUG=1 for details)`)
     if (process.env.QUEUECTL_DEBUG) console.error(error)
     return usage ? 2 : 1
   }
