@@ -22,12 +22,13 @@
  * backend would implement.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { createHash, randomBytes } from 'node:crypto'
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
 import {
   closeSync, constants as fsConstants, existsSync, fdatasyncSync, fstatSync, fsyncSync, ftruncateSync, linkSync,
   mkdirSync, openSync, readFileSync, readSync, realpathSync, renameSync, statSync, unlinkSync, watch, writeSync,
   type FSWatcher,
 } from 'node:fs'
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { hostname } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -1714,6 +1715,552 @@ export async function stopWorkers(queue: Queue, options: { force?: boolean; time
   }
 }
 
+// Dashboard: `queuectl dashboard` — one node:http server: an inline page, a JSON API under /api, and /metrics.
+//
+// Security model. Loopback without a token: reads are open to local processes, but every request must name a
+// loopback Host (a foreign page that rebinds its DNS name to 127.0.0.1 still sends its own Host), and a POST
+// needs `X-Queuectl: 1` (a custom header forces a CORS preflight, which we never grant) and, if the browser sent
+// an Origin, one that matches Host. With a token every request must carry it (`Authorization: Bearer`, or
+// `?token=` on a GET so the page can be opened from the printed URL); a foreign page cannot know it.
+// The page builds its DOM with textContent only, and a CSP with a per-response nonce blocks any other script.
+
+const DASHBOARD_LOG_CHUNK = 1024 * 1024 // bytes per /log response; the page asks again while there is more
+const DASHBOARD_BODY_LIMIT = 64 * 1024
+const DASHBOARD_BUCKETS = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600] // seconds
+const ENQUEUE_KEYS = ['command', 'id', 'priority', 'max_retries', 'timeout', 'delay'] as const
+
+class HttpError extends Error {
+  constructor(readonly status: number, message: string, readonly headers: Record<string, string> = {}) {
+    super(message)
+  }
+}
+
+const isLoopbackName = (host: string) =>
+  /^(localhost|.+\.localhost|127(\.\d{1,3}){3}|::1|\[::1\]|::ffff:127(\.\d{1,3}){3})$/i.test(host)
+
+// Compare hashes so neither the length nor the content of the token leaks through timing.
+const sameSecret = (a: string, b: string) =>
+  timingSafeEqual(createHash('sha256').update(a).digest(), createHash('sha256').update(b).digest())
+
+export function serveDashboard(
+  queue: Queue,
+  opts: { port: number; host: string; token?: string; allowEnqueue: boolean },
+): Promise<Server> {
+  if (!opts.token && !isLoopbackName(opts.host)) {
+    throw new UsageError(`dashboard: --host ${opts.host} is reachable from other machines, so it needs a token (--token)`)
+  }
+  const server = createServer((req, res) => {
+    handleDashboardRequest(queue, opts, req, res).catch((error: unknown) => {
+      const status = error instanceof HttpError ? error.status
+        : error instanceof UsageError ? 400
+        : error instanceof QueueError ? 409 : 500
+      const message = error instanceof Error ? error.message.split('\n')[0] : String(error)
+      if (status === 500) process.stderr.write(`queuectl dashboard: ${req.method} ${req.url}: ${message}\n`)
+      if (res.headersSent) return void res.destroy()
+      sendJson(res, status, { error: message }, error instanceof HttpError ? error.headers : {})
+    })
+  })
+  return new Promise((resolvePromise, reject) => {
+    server.once('error', reject)
+    server.listen(opts.port, opts.host, () => {
+      server.off('error', reject)
+      resolvePromise(server)
+    })
+  })
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  send(res, status, JSON.stringify(body), { 'Content-Type': 'application/json; charset=utf-8', ...headers })
+}
+
+function send(res: ServerResponse, status: number, body: string | Buffer, headers: Record<string, string>): void {
+  res.writeHead(status, {
+    'Cache-Control': 'no-store',
+    'X-Content-Type-Options': 'nosniff',
+    'Referrer-Policy': 'no-referrer', // the page URL may hold ?token=
+    'X-Frame-Options': 'DENY',
+    'Content-Length': String(Buffer.byteLength(body)),
+    ...headers,
+  })
+  res.end(body)
+}
+
+function authorize(opts: { host: string; token?: string }, req: IncomingMessage, url: URL): void {
+  if (opts.token) {
+    const bearer = /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? '')?.[1]
+    const given = bearer ?? (req.method === 'GET' ? url.searchParams.get('token') : null)
+    if (given == null || !sameSecret(given, opts.token)) {
+      throw new HttpError(401, 'a token is required: open the URL printed by `queuectl dashboard` (…/?token=…)', {
+        'WWW-Authenticate': 'Bearer realm="queuectl"',
+      })
+    }
+    return
+  }
+  const host = req.headers.host ?? ''
+  const name = host.startsWith('[') ? host.slice(0, host.indexOf(']') + 1) : host.replace(/:\d+$/, '')
+  if (!isLoopbackName(name)) throw new HttpError(403, `unexpected Host header ${JSON.stringify(host)}`)
+  if (req.method === 'POST') {
+    if (req.headers['x-queuectl'] !== '1') throw new HttpError(403, 'a POST needs the header X-Queuectl: 1')
+    const origin = req.headers.origin
+    if (origin !== undefined && origin !== `http://${host}`) throw new HttpError(403, `cross-origin POST from ${origin}`)
+    if (req.headers['sec-fetch-site'] === 'cross-site') throw new HttpError(403, 'cross-site POST')
+  }
+}
+
+function readBody(req: IncomingMessage): Promise<string> {
+  return new Promise((resolvePromise, reject) => {
+    const chunks: Buffer[] = []
+    let size = 0
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length
+      if (size > DASHBOARD_BODY_LIMIT) {
+        // Answer at once and close; the rest of the body is read and dropped, not buffered.
+        reject(new HttpError(413, `request body over ${DASHBOARD_BODY_LIMIT} bytes`, { Connection: 'close' }))
+      } else chunks.push(chunk)
+    })
+    req.on('end', () => resolvePromise(Buffer.concat(chunks).toString('utf8')))
+    req.on('error', reject)
+  })
+}
+
+function intParam(url: URL, name: string, fallback: number, min: number, max: number): number {
+  const text = url.searchParams.get(name)
+  if (text === null || text === '') return fallback
+  const n = Number(text)
+  if (!Number.isInteger(n) || n < min || n > max) throw new HttpError(400, `${name} must be a whole number from ${min} to ${max}`)
+  return n
+}
+
+function stateParam(url: URL): JobState | undefined {
+  const state = url.searchParams.get('state') || undefined
+  if (state !== undefined && !(JOB_STATES as readonly string[]).includes(state)) {
+    throw new HttpError(400, `unknown state ${JSON.stringify(state)}: one of ${JOB_STATES.join(', ')}`)
+  }
+  return state as JobState | undefined
+}
+
+// Bytes of the job's log from `offset` (or its last `tail` bytes, so a huge log opens at its end); the page
+// decodes them with a streaming TextDecoder, so a UTF-8 character split between two responses still shows right.
+function readLog(path: string, offset: number, tail?: number): { data: Buffer; size: number; start: number } {
+  let fd: number
+  try {
+    fd = openSync(path, 'r')
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { data: Buffer.alloc(0), size: 0, start: 0 }
+    throw error
+  }
+  try {
+    const size = fstatSync(fd).size
+    const start = tail === undefined ? offset : Math.max(0, size - tail)
+    const data = Buffer.alloc(Math.max(0, Math.min(DASHBOARD_LOG_CHUNK, size - start)))
+    const read = data.length ? readSync(fd, data, 0, data.length, start) : 0
+    return { data: data.subarray(0, read), size, start }
+  } finally {
+    closeSync(fd)
+  }
+}
+
+async function metricsText(queue: Queue): Promise<string> {
+  const { workers, counts } = await queue.status()
+  const stats = await queue.stats()
+  const cols = DASHBOARD_BUCKETS.map((le, i) => `sum(duration_ms <= ${le * 1000}) AS b${i}`).join(', ')
+  const [row] = await queue.query<Record<string, number | null>>(
+    `SELECT count(*) AS n, total(duration_ms) AS sum_ms, sum(exit_code = 0) AS ok, ${cols}
+       FROM attempts WHERE finished_at IS NOT NULL AND duration_ms IS NOT NULL`,
+  )
+  const n = row?.n ?? 0
+  const lines = [
+    '# HELP queuectl_jobs Jobs in the queue, by state.',
+    '# TYPE queuectl_jobs gauge',
+    ...JOB_STATES.map((s) => `queuectl_jobs{state="${s}"} ${counts[s] ?? 0}`),
+    '# HELP queuectl_workers Live workers.',
+    '# TYPE queuectl_workers gauge',
+    `queuectl_workers ${workers.length}`,
+    '# HELP queuectl_attempts_total Finished attempts of the jobs still stored (purge removes them), by outcome.',
+    '# TYPE queuectl_attempts_total counter',
+    `queuectl_attempts_total{outcome="success"} ${row?.ok ?? 0}`,
+    `queuectl_attempts_total{outcome="failure"} ${n - (row?.ok ?? 0)}`,
+    '# HELP queuectl_attempt_duration_seconds Duration of finished attempts.',
+    '# TYPE queuectl_attempt_duration_seconds histogram',
+    ...DASHBOARD_BUCKETS.map((le, i) => `queuectl_attempt_duration_seconds_bucket{le="${le}"} ${row?.[`b${i}`] ?? 0}`),
+    `queuectl_attempt_duration_seconds_bucket{le="+Inf"} ${n}`,
+    `queuectl_attempt_duration_seconds_sum ${(row?.sum_ms ?? 0) / 1000}`,
+    `queuectl_attempt_duration_seconds_count ${n}`,
+    '# HELP queuectl_oldest_pending_wait_seconds How long the oldest due pending job has waited.',
+    '# TYPE queuectl_oldest_pending_wait_seconds gauge',
+    `queuectl_oldest_pending_wait_seconds ${(stats.oldest_pending_wait_ms ?? 0) / 1000}`,
+  ]
+  return lines.join('\n') + '\n'
+}
+
+async function handleDashboardRequest(
+  queue: Queue,
+  opts: { host: string; token?: string; allowEnqueue: boolean },
+  req: IncomingMessage,
+  res: ServerResponse,
+): Promise<void> {
+  const url = new URL(req.url ?? '/', 'http://localhost')
+  authorize(opts, req, url)
+  // Split before decoding, so an encoded "/" stays inside its segment (and then fails isValidJobId).
+  const parts = url.pathname.split('/').slice(1).map((part) => {
+    try {
+      return decodeURIComponent(part)
+    } catch {
+      throw new HttpError(400, 'malformed URL')
+    }
+  })
+  const route = (method: string, ...allowed: string[]) => {
+    if (req.method !== method) throw new HttpError(405, `use ${method}`, { Allow: [method, ...allowed].join(', ') })
+  }
+  const jobId = (id: string) => {
+    if (!isValidJobId(id)) throw new HttpError(400, `invalid job id ${JSON.stringify(id)}`)
+    return id
+  }
+  const [a, b, c, d] = parts
+  if (parts.length === 1 && a === '') {
+    route('GET')
+    const nonce = randomBytes(16).toString('base64')
+    send(res, 200, DASHBOARD_PAGE.replaceAll('{{nonce}}', nonce).replace('{{enqueue}}', opts.allowEnqueue ? '1' : '0'), {
+      'Content-Type': 'text/html; charset=utf-8',
+      'Content-Security-Policy': `default-src 'none'; script-src 'nonce-${nonce}'; style-src 'nonce-${nonce}'; ` +
+        `connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'`,
+    })
+  } else if (parts.length === 1 && a === 'metrics') {
+    route('GET')
+    send(res, 200, await metricsText(queue), { 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8' })
+  } else if (a !== 'api') {
+    throw new HttpError(404, 'not found')
+  } else if (parts.length === 2 && b === 'overview') {
+    route('GET')
+    sendJson(res, 200, { ...(await queue.status()), stats: await queue.stats(), allow_enqueue: opts.allowEnqueue })
+  } else if (parts.length === 2 && b === 'status') {
+    route('GET')
+    sendJson(res, 200, await queue.status())
+  } else if (parts.length === 2 && b === 'stats') {
+    route('GET')
+    sendJson(res, 200, await queue.stats())
+  } else if (parts.length === 2 && b === 'jobs' && req.method === 'POST') {
+    if (!opts.allowEnqueue) throw new HttpError(403, 'enqueue is disabled: start the dashboard with --allow-enqueue')
+    let body: unknown
+    try {
+      body = JSON.parse(await readBody(req))
+    } catch (error) {
+      throw error instanceof HttpError ? error : new HttpError(400, 'the body must be a JSON object')
+    }
+    if (!body || typeof body !== 'object' || Array.isArray(body)) throw new HttpError(400, 'the body must be a JSON object')
+    const unknown = Object.keys(body).filter((k) => !(ENQUEUE_KEYS as readonly string[]).includes(k))
+    if (unknown.length) throw new HttpError(400, `unknown key ${unknown[0]}: allowed are ${ENQUEUE_KEYS.join(', ')}`)
+    sendJson(res, 201, await queue.enqueue(body as JobSpec))
+  } else if (parts.length === 2 && b === 'jobs') {
+    route('GET', 'POST')
+    const filter = { state: stateParam(url), search: url.searchParams.get('search')?.slice(0, 200) || undefined }
+    const limit = intParam(url, 'limit', 50, 1, 500)
+    const offset = intParam(url, 'offset', 0, 0, Number.MAX_SAFE_INTEGER)
+    sendJson(res, 200, { jobs: await queue.listJobs({ ...filter, limit, offset }), total: await queue.countJobs(filter), limit, offset })
+  } else if (parts.length === 3 && b === 'jobs') {
+    route('GET')
+    const job = await queue.getJob(jobId(c))
+    if (!job) throw new HttpError(404, `no job ${c}`)
+    sendJson(res, 200, job)
+  } else if (parts.length === 4 && b === 'jobs' && d === 'log') {
+    route('GET')
+    const id = jobId(c)
+    if (!(await queue.getJob(id))) throw new HttpError(404, `no job ${id}`)
+    const offset = intParam(url, 'offset', 0, 0, Number.MAX_SAFE_INTEGER)
+    const tail = url.searchParams.has('tail') ? intParam(url, 'tail', 0, 0, Number.MAX_SAFE_INTEGER) : undefined
+    const { data, size, start } = readLog(queue.logPath(id), offset, tail)
+    send(res, 200, data, {
+      'Content-Type': 'text/plain; charset=utf-8',
+      'X-Log-Size': String(size),
+      'X-Log-Offset': String(start),
+      'X-Next-Offset': String(start + data.length),
+    })
+  } else if (parts.length === 4 && b === 'jobs' && d === 'retry') {
+    route('POST')
+    const id = jobId(c)
+    if (!(await queue.getJob(id))) throw new HttpError(404, `no job ${id}`)
+    sendJson(res, 200, { retried: await queue.retryDead([id]) })
+  } else if (parts.length === 3 && b === 'dlq' && c === 'retry-all') {
+    route('POST')
+    sendJson(res, 200, { retried: await queue.retryDead('all') })
+  } else {
+    throw new HttpError(404, 'not found')
+  }
+}
+
+// The page: one template, no build and nothing fetched from outside. String.raw keeps the script's backslashes;
+// the script uses no template literals, so nothing in it is interpolated here.
+const DASHBOARD_PAGE = String.raw`<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<title>queuectl</title><link rel="icon" href="data:,">
+<style nonce="{{nonce}}">
+:root{--bg:#f6f7f9;--fg:#1c1e21;--muted:#687080;--card:#fff;--line:#e3e6ea;--accent:#2f6fdf;color-scheme:light dark}
+@media (prefers-color-scheme:dark){:root{--bg:#131417;--fg:#e4e6ea;--muted:#9aa1ad;--card:#1c1d21;--line:#2e3036;--accent:#6ea2ff}}
+*{box-sizing:border-box}
+body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;background:var(--bg);color:var(--fg)}
+header{display:flex;align-items:center;gap:16px;padding:10px 24px;background:var(--card);border-bottom:1px solid var(--line)}
+.brand{font-weight:700;font-size:16px;color:inherit}
+#live{margin-left:auto;font-size:12px;color:var(--muted)}#live.bad{color:#d23b3b}
+main{max-width:1200px;margin:0 auto;padding:16px 24px 48px}
+h1{font-size:18px;margin:8px 0 12px;display:flex;gap:10px;align-items:center;word-break:break-all}
+h2{font-size:14px;margin:24px 0 8px}
+a{color:var(--accent);text-decoration:none}a:hover{text-decoration:underline}
+.cards{display:grid;grid-template-columns:repeat(5,1fr);gap:12px}
+.card{font:inherit;color:inherit;text-align:left;cursor:pointer;background:var(--card);border:1px solid var(--line);border-left:4px solid var(--c);border-radius:8px;padding:10px 14px}
+.card b{display:block;font-size:26px;font-weight:650;font-variant-numeric:tabular-nums}
+.card span{color:var(--muted);font-size:12px;text-transform:uppercase;letter-spacing:.04em}
+.card.on{box-shadow:0 0 0 2px var(--accent)}
+.stats{display:grid;grid-template-columns:repeat(auto-fill,minmax(140px,1fr));gap:8px 16px;margin:12px 0 0;padding:10px 14px;background:var(--card);border:1px solid var(--line);border-radius:8px}
+.stats dt{color:var(--muted);font-size:12px}.stats dd{margin:0;font-weight:600;font-variant-numeric:tabular-nums}
+table{width:100%;border-collapse:separate;border-spacing:0;background:var(--card);border:1px solid var(--line);border-radius:8px;overflow:hidden}
+th,td{padding:6px 10px;text-align:left;border-bottom:1px solid var(--line);vertical-align:top}
+th{font-size:12px;font-weight:600;color:var(--muted);background:var(--bg)}
+tr:last-child td,tr:last-child th{border-bottom:0}
+td .btn{padding:0 8px;font-size:12px}
+h1 .mono{font-size:inherit}
+td{font-variant-numeric:tabular-nums}
+.mono,td.cmd{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12.5px}
+td.cmd{max-width:380px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
+td.err{max-width:220px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap;color:var(--muted)}
+.kv th{width:150px;background:none;vertical-align:top}.kv td{word-break:break-all;white-space:pre-wrap}
+.badge{display:inline-block;padding:1px 8px;border-radius:99px;font-size:12px;font-weight:600;color:#fff;background:var(--c)}
+.s-pending{--c:#7b8494}.s-processing{--c:#2f6fdf}.s-completed{--c:#1f9d55}.s-failed{--c:#d9822b}.s-dead{--c:#d23b3b}
+.bar{display:flex;gap:8px;align-items:center;flex-wrap:wrap;margin-bottom:8px}.bar .grow{flex:1}
+input,select,.btn{font:inherit;color:inherit;background:var(--card);border:1px solid var(--line);border-radius:6px;padding:4px 9px}
+.btn{cursor:pointer}.btn:hover{border-color:var(--accent)}.btn:disabled{opacity:.5;cursor:default}
+.btn.primary{background:var(--accent);border-color:var(--accent);color:#fff}
+input[type=search]{width:260px}
+.pager{display:flex;gap:8px;align-items:center;justify-content:flex-end;margin-top:8px;color:var(--muted)}
+.muted{color:var(--muted)}.empty{padding:14px;color:var(--muted);text-align:center}
+pre.log{background:#0e1116;color:#e6e9ee;padding:12px;border-radius:8px;max-height:60vh;overflow:auto;font-size:12.5px;white-space:pre-wrap;word-break:break-all;margin:0}
+#toast{position:fixed;right:16px;bottom:16px;padding:8px 14px;border-radius:8px;background:#23262b;color:#fff;opacity:0;transition:opacity .2s;pointer-events:none}
+#toast.show{opacity:.95}
+@media (max-width:760px){.cards{grid-template-columns:repeat(2,1fr)}td.cmd{max-width:160px}.hide-s{display:none}}
+</style></head>
+<body data-enqueue="{{enqueue}}">
+<header><a class="brand" href="#/">queuectl</a><span class="muted">dashboard</span><span id="live">connecting…</span></header>
+<main id="app"></main><div id="toast" role="status"></div>
+<script nonce="{{nonce}}">
+'use strict';
+// Everything shown is built with createElement + text nodes: job data never goes through innerHTML.
+const STATES = ['pending', 'processing', 'completed', 'failed', 'dead'];
+const token = new URLSearchParams(location.search).get('token') || '';
+const app = document.getElementById('app');
+let timer = 0, generation = 0;
+
+function h(tag, props, ...children) {
+  const el = document.createElement(tag);
+  for (const k in props || {}) {
+    const v = props[k];
+    if (v == null || v === false) continue;
+    if (k === 'class') el.className = v;
+    else if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
+    else el.setAttribute(k, v);
+  }
+  for (const c of children.flat(Infinity)) if (c != null && c !== false) el.append(c instanceof Node ? c : String(c));
+  return el;
+}
+const badge = (state) => h('span', { class: 'badge s-' + state }, state);
+const jobLink = (id) => h('a', { href: '#/jobs/' + encodeURIComponent(id), class: 'mono' }, id);
+function ago(iso) {
+  if (!iso) return '—';
+  const s = Math.round((Date.now() - Date.parse(iso)) / 1000), a = Math.abs(s);
+  const t = a < 60 ? a + 's' : a < 3600 ? Math.floor(a / 60) + 'm' : a < 86400 ? Math.floor(a / 3600) + 'h' : Math.floor(a / 86400) + 'd';
+  return s >= 0 ? t + ' ago' : 'in ' + t;
+}
+// Relative times are refreshed in place after every poll (see poll), so a row is re-rendered only when its data changes.
+const when = (iso) => iso ? h('span', { title: iso, 'data-ts': iso }, ago(iso)) : '—';
+function dur(ms) {
+  if (ms == null) return '—';
+  if (ms < 1000) return Math.round(ms) + ' ms';
+  if (ms < 60000) return (ms / 1000).toFixed(ms < 10000 ? 2 : 1) + ' s';
+  return Math.floor(ms / 60000) + 'm ' + Math.round((ms % 60000) / 1000) + 's';
+}
+function toast(text) {
+  const t = document.getElementById('toast');
+  t.textContent = text; t.className = 'show';
+  clearTimeout(toast.t); toast.t = setTimeout(() => { t.className = ''; }, 2500);
+}
+function live(ok, text) {
+  const el = document.getElementById('live');
+  el.textContent = ok ? '● live · ' + new Date().toLocaleTimeString() : '● ' + text;
+  el.className = ok ? '' : 'bad';
+}
+
+async function api(path, opts) {
+  opts = opts || {};
+  const headers = { 'X-Queuectl': '1' };
+  if (token) headers.Authorization = 'Bearer ' + token;
+  if (opts.body !== undefined) headers['Content-Type'] = 'application/json';
+  const res = await fetch(path, { method: opts.method || 'GET', headers, body: opts.body === undefined ? undefined : JSON.stringify(opts.body) });
+  if (opts.raw && res.ok) return res;
+  const data = await res.json().catch(() => ({}));
+  if (!res.ok) throw new Error(data.error || res.status + ' ' + res.statusText);
+  return data;
+}
+async function retry(ids) {
+  try {
+    const r = ids === 'all' ? await api('/api/dlq/retry-all', { method: 'POST' })
+      : await api('/api/jobs/' + encodeURIComponent(ids) + '/retry', { method: 'POST' });
+    toast(r.retried.length === 1 ? 'Retried ' + r.retried[0] : 'Retried ' + r.retried.length + ' jobs');
+  } catch (e) { toast('Retry failed: ' + e.message); }
+  refresh();
+}
+const retryButton = (id) => h('button', { class: 'btn', 'data-retry': id, onclick: () => retry(id) }, 'Retry');
+
+// A poll loop per view; a newer view (or filter) bumps generation so a late answer is dropped.
+let refresh = () => {};
+function poll(fn, ms) {
+  const gen = ++generation;
+  let busy = false, again = false;
+  const run = async () => {
+    clearTimeout(timer);
+    if (gen !== generation) return;
+    if (busy) { again = true; return; } // one request chain at a time; a click during a poll re-polls after it
+    busy = true;
+    try {
+      await fn(() => gen === generation);
+      live(true);
+      for (const el of document.querySelectorAll('[data-ts]')) el.textContent = ago(el.dataset.ts);
+    } catch (e) { if (gen === generation) live(false, e.message); }
+    busy = false;
+    if (gen !== generation) return;
+    if (again) { again = false; run(); } else timer = setTimeout(run, ms);
+  };
+  refresh = run;
+  run();
+}
+// Re-render a part only when its data changed, so rows do not flicker or lose a pending click.
+function patch(el, data, render) {
+  const key = JSON.stringify(data);
+  if (el.dataset.key === key) return;
+  el.dataset.key = key;
+  el.replaceChildren(...[render(data)].flat(Infinity).filter((c) => c != null && c !== false));
+}
+
+function overview() {
+  const view = { state: '', search: '', offset: 0, limit: 25 };
+  const cards = h('div', { class: 'cards' }), stats = h('dl', { class: 'stats' });
+  const workers = h('div'), rows = h('div'), pager = h('div', { class: 'pager' });
+  const filter = h('select', { 'aria-label': 'State', onchange: () => { view.state = filter.value; view.offset = 0; refresh(); } },
+    h('option', { value: '' }, 'All states'), STATES.map((s) => h('option', { value: s }, s)));
+  let typing = 0;
+  const search = h('input', { type: 'search', placeholder: 'Search id or command', 'aria-label': 'Search',
+    oninput: () => { clearTimeout(typing); typing = setTimeout(() => { view.search = search.value; view.offset = 0; refresh(); }, 250); } });
+  const retryAll = h('button', { class: 'btn', onclick: () => { if (confirm('Move every dead job back to pending?')) retry('all'); } });
+  const bar = h('div', { class: 'bar' }, filter, search, h('span', { class: 'grow' }), retryAll);
+  let form = null;
+  if (document.body.dataset.enqueue === '1') {
+    const cmd = h('input', { placeholder: 'Command to enqueue', 'aria-label': 'Command', class: 'mono' });
+    form = h('form', { class: 'bar', onsubmit: async (ev) => {
+      ev.preventDefault();
+      if (!cmd.value.trim()) return;
+      try { const job = await api('/api/jobs', { method: 'POST', body: { command: cmd.value } }); cmd.value = ''; toast('Enqueued ' + job.id); }
+      catch (e) { toast('Enqueue failed: ' + e.message); }
+      refresh();
+    } }, cmd, h('button', { class: 'btn primary', type: 'submit' }, 'Enqueue'));
+    cmd.style.flex = '1';
+  }
+  app.replaceChildren(cards, stats, h('h2', null, 'Workers'), workers, h('h2', null, 'Jobs'), ...(form ? [form] : []), bar, rows, pager);
+  poll(async (current) => {
+    const q = new URLSearchParams({ limit: view.limit, offset: view.offset });
+    if (view.state) q.set('state', view.state);
+    if (view.search) q.set('search', view.search);
+    const [o, list] = await Promise.all([api('/api/overview'), api('/api/jobs?' + q)]);
+    if (!current()) return;
+    patch(cards, [o.counts, view.state], () => STATES.map((s) => h('button', {
+      class: 'card s-' + s + (view.state === s ? ' on' : ''), title: 'Show ' + s + ' jobs',
+      onclick: () => { view.state = view.state === s ? '' : s; filter.value = view.state; view.offset = 0; refresh(); },
+    }, h('b', null, o.counts[s]), h('span', null, s))));
+    const st = o.stats, pct = st.success_rate == null ? '—' : (st.success_rate * 100).toFixed(1) + ' %';
+    patch(stats, st, () => [
+      ['Success rate', pct], ['Retries', st.retries], ['Mean duration', dur(st.duration_ms.mean)],
+      ['p50 / p95', dur(st.duration_ms.p50) + ' / ' + dur(st.duration_ms.p95)],
+      ['Finished 1m / 5m / 15m', st.finished.last_1m + ' / ' + st.finished.last_5m + ' / ' + st.finished.last_15m],
+      ['Oldest pending wait', dur(st.oldest_pending_wait_ms)],
+    ].map(([k, v]) => h('div', null, h('dt', null, k), h('dd', null, v))));
+    patch(workers, o.workers, () => o.workers.length === 0
+      ? h('div', { class: 'empty' }, 'No workers running. Start some with: queuectl worker start')
+      : h('table', null, h('tr', null, ['Worker', 'PID', 'Host', 'Current job', 'Since', 'Heartbeat'].map((x) => h('th', null, x))),
+        o.workers.map((w) => h('tr', null, h('td', { class: 'mono' }, w.id), h('td', null, w.pid), h('td', null, w.host),
+          h('td', null, w.job_id ? jobLink(w.job_id) : h('span', { class: 'muted' }, 'idle')),
+          h('td', null, when(w.since || w.started_at)), h('td', null, when(w.heartbeat_at))))));
+    retryAll.textContent = 'Retry all dead (' + o.counts.dead + ')';
+    retryAll.disabled = o.counts.dead === 0;
+    patch(rows, list.jobs, () => list.jobs.length === 0
+      ? h('div', { class: 'empty' }, 'No jobs' + (view.state || view.search ? ' match.' : ' yet.'))
+      : h('table', null,
+        h('tr', null, ['ID', 'State', 'Command', 'Attempts', 'Priority', 'Updated', 'Last error', ''].map((x, i) => h('th', { class: i > 3 && i < 7 ? 'hide-s' : null }, x))),
+        list.jobs.map((j) => h('tr', { 'data-id': j.id },
+          h('td', null, jobLink(j.id)), h('td', null, badge(j.state)), h('td', { class: 'cmd', title: j.command }, j.command),
+          h('td', null, j.attempts + ' / ' + (j.max_retries + 1)), h('td', { class: 'hide-s' }, j.priority),
+          h('td', { class: 'hide-s' }, when(j.updated_at)), h('td', { class: 'err hide-s', title: j.last_error || '' }, j.last_error || ''),
+          h('td', null, j.state === 'dead' ? retryButton(j.id) : null)))));
+    const first = list.total ? list.offset + 1 : 0, last = list.offset + list.jobs.length;
+    patch(pager, [first, last, list.total], () => [
+      h('button', { class: 'btn', disabled: view.offset === 0, onclick: () => { view.offset = Math.max(0, view.offset - view.limit); refresh(); } }, '‹ Prev'),
+      h('span', null, first + '–' + last + ' of ' + list.total),
+      h('button', { class: 'btn', disabled: last >= list.total, onclick: () => { view.offset += view.limit; refresh(); } }, 'Next ›'),
+    ]);
+  }, 1500);
+}
+
+function jobPage(id) {
+  const head = h('h1'), fields = h('div'), attempts = h('div'), log = h('pre', { class: 'log', id: 'log' });
+  const follow = h('span', { class: 'muted' });
+  app.replaceChildren(h('a', { href: '#/' }, '‹ Overview'), head, fields, h('h2', null, 'Attempts'), attempts,
+    h('h2', null, 'Log ', follow), log);
+  const path = '/api/jobs/' + encodeURIComponent(id);
+  let offset = -1, decoder;
+  async function readLog() {
+    for (let i = 0; i < 16; i++) {
+      // The first read takes the last MiB only: a huge log opens at its end, then is followed from there.
+      const res = await api(path + '/log?' + (offset < 0 ? 'tail=1048576' : 'offset=' + offset), { raw: true });
+      const size = Number(res.headers.get('X-Log-Size')), start = Number(res.headers.get('X-Log-Offset'));
+      if (size < offset) { offset = -1; continue; } // the log was purged or rewritten: start again
+      if (offset < 0) {
+        decoder = new TextDecoder();
+        log.replaceChildren(start > 0 ? h('span', { class: 'muted' }, '[… first ' + start + ' bytes not shown]\n') : '');
+      }
+      offset = start;
+      const bytes = await res.arrayBuffer();
+      if (bytes.byteLength === 0) return;
+      const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
+      log.append(decoder.decode(bytes, { stream: true }));
+      offset = Number(res.headers.get('X-Next-Offset'));
+      if (atBottom) log.scrollTop = log.scrollHeight;
+      if (offset >= size) return;
+    }
+  }
+  poll(async (current) => {
+    const job = await api(path);
+    if (!current()) return;
+    document.title = job.id + ' · queuectl';
+    patch(head, [job.id, job.state], () => [h('span', { class: 'mono' }, job.id), badge(job.state), job.state === 'dead' ? retryButton(job.id) : null]);
+    const shown = Object.entries(job).filter(([k]) => k !== 'history' && k !== 'output_tail');
+    patch(fields, shown, () => h('table', { class: 'kv' }, shown.map(([k, v]) => h('tr', null, h('th', null, k),
+      h('td', { class: k === 'command' || k === 'cwd' ? 'mono' : null },
+        v == null ? h('span', { class: 'muted' }, 'null') : typeof v === 'object' ? JSON.stringify(v, null, 2)
+          : /_at$/.test(k) ? [v, ' · ', when(v)] : String(v))))));
+    patch(attempts, job.history, (hist) => hist.length === 0 ? h('div', { class: 'empty' }, 'Not started yet.')
+      : h('table', null, h('tr', null, ['#', 'Worker', 'Started', 'Finished', 'Duration', 'Exit code', 'Signal', 'Error'].map((x) => h('th', null, x))),
+        hist.map((a) => h('tr', null, h('td', null, a.attempt), h('td', { class: 'mono' }, a.worker || '—'), h('td', null, when(a.started_at)),
+          h('td', null, a.finished_at ? when(a.finished_at) : 'running'), h('td', null, dur(a.duration_ms)),
+          h('td', null, a.exit_code == null ? '—' : a.exit_code), h('td', null, a.signal || '—'), h('td', null, a.error || '')))));
+    follow.textContent = job.state === 'processing' ? '· following…' : '';
+    await readLog();
+  }, 1000);
+}
+
+function route() {
+  const m = /^#\/jobs\/(.+)$/.exec(location.hash);
+  if (m) jobPage(decodeURIComponent(m[1])); else { document.title = 'queuectl'; overview(); }
+}
+window.addEventListener('hashchange', route);
+route();
+</script></body></html>
+`
+
 // CLI: citty commands over the API above. Data goes to stdout, messages and errors to stderr.
 
 const VERSION = '0.1.0'
@@ -2195,6 +2742,34 @@ const purgeCommand = define({
   },
 })
 
+const dashboardCommand = define({
+  meta: { name: 'dashboard', description: 'Serve a web page for monitoring the queue (JSON API under /api, /metrics)' },
+  args: {
+    port: { type: 'string', description: 'Port (default 7777; 0 = any free port)' },
+    host: { type: 'string', description: 'Address to bind (default 127.0.0.1; any other needs a token)' },
+    token: { type: 'string', description: 'Require this token (generated when --host is not loopback)' },
+    'allow-enqueue': { type: 'boolean', description: 'Let the page and the API add jobs' },
+  },
+  examples: ['queuectl dashboard', 'queuectl dashboard --port 8080', 'queuectl dashboard --host 0.0.0.0   # prints a URL with a token'],
+  async run({ args }) {
+    const port = wholeFlag(args.port, '--port', 0, 65535) ?? 7777
+    const host = stringFlag(args.host, '--host') ?? '127.0.0.1'
+    const token = stringFlag(args.token, '--token') ?? (isLoopbackName(host) ? undefined : randomBytes(18).toString('base64url'))
+    const queue = await openQueue(cliHome ?? defaultHome())
+    const server = await serveDashboard(queue, { port, host, token, allowEnqueue: Boolean(args['allow-enqueue']) })
+    const { port: bound } = server.address() as import('node:net').AddressInfo
+    const shown = host.includes(':') ? `[${host}]` : host === '0.0.0.0' ? hostname() : host
+    print(`Dashboard: http://${shown}:${bound}/${token ? `?token=${token}` : ''}`)
+    log.info('Ctrl-C to stop')
+    await new Promise<void>((resolveStop) => {
+      for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.once(signal, () => resolveStop())
+    })
+    server.closeAllConnections()
+    await new Promise((r) => server.close(r))
+    queue.close()
+  },
+})
+
 const cli = define({
   meta: { name: 'queuectl', version: VERSION, description: 'A durable background job queue for shell commands' },
   args: { home: { type: 'string', description: 'Queue folder (default: $QUEUECTL_HOME or ~/.queuectl)' } },
@@ -2209,6 +2784,7 @@ const cli = define({
     config: configCommand,
     stats: statsCommand,
     purge: purgeCommand,
+    dashboard: dashboardCommand,
   },
   examples: [
     'queuectl enqueue "make test"',

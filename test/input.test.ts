@@ -1,0 +1,231 @@
+// Bad input: every case exits 2, prints exactly one non-empty line on stderr (no stack trace),
+// and leaves the stored jobs and config unchanged.
+import { test, describe, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Home, runCli, type RunResult } from './helpers.ts'
+
+interface Case {
+  name: string
+  args: string[]
+  input?: string
+  /** extra checks on the case's home after the call */
+  check?: (home: string) => Promise<void>
+}
+
+const job = (o: Record<string, unknown>) => JSON.stringify(o)
+const good = (n: number) => job({ command: `echo good ${n}` })
+
+const cases: Case[] = [
+  // JSON
+  { name: 'invalid JSON', args: ['enqueue', '{"command": "echo hi"'] },
+  { name: 'invalid JSON (single quotes)', args: ['enqueue', "{'command': 'echo hi'}"] },
+  { name: 'JSON that is not an object (--file number)', args: ['enqueue', '--file', '-'], input: '42\n' },
+  { name: 'JSON that is not an object (--file string)', args: ['enqueue', '--file', '-'], input: '"echo hi"\n' },
+  { name: 'JSON array of non-objects (--file)', args: ['enqueue', '--file', '-'], input: '[1, 2]\n' },
+  { name: 'missing command', args: ['enqueue', job({ id: 'nocmd' })] },
+  { name: 'no command at all', args: ['enqueue'] },
+  { name: 'empty command (JSON)', args: ['enqueue', job({ command: '' })] },
+  { name: 'empty command (positional)', args: ['enqueue', ''] },
+  { name: 'command not a string', args: ['enqueue', job({ command: 42 })] },
+  { name: 'priority "high"', args: ['enqueue', job({ command: 'echo', priority: 'high' })] },
+  { name: 'priority 1.5', args: ['enqueue', job({ command: 'echo', priority: 1.5 })] },
+  { name: '--priority high', args: ['enqueue', '--priority', 'high', '--', 'echo', 'hi'] },
+  { name: 'max_retries -1', args: ['enqueue', job({ command: 'echo', max_retries: -1 })] },
+  { name: 'max_retries 1.5', args: ['enqueue', job({ command: 'echo', max_retries: 1.5 })] },
+  { name: 'max_retries "3"', args: ['enqueue', job({ command: 'echo', max_retries: '3' })] },
+  { name: '--max-retries abc', args: ['enqueue', '--max-retries', 'abc', '--', 'echo', 'hi'] },
+  { name: 'timeout "x"', args: ['enqueue', job({ command: 'echo', timeout: 'x' })] },
+  { name: 'timeout -1', args: ['enqueue', job({ command: 'echo', timeout: -1 })] },
+  { name: '--timeout x', args: ['enqueue', '--timeout', 'x', '--', 'echo', 'hi'] },
+  { name: 'unknown JSON key', args: ['enqueue', job({ command: 'echo', colour: 'red' })] },
+  // ids
+  {
+    name: 'duplicate id',
+    args: ['enqueue', job({ id: 'existing', command: 'echo replaced', priority: 9 })],
+    check: async (home) => {
+      const r = await runCli(['show', 'existing', '--json'], { env: envFor(home) })
+      assert.equal(r.code, 0, r.stderr)
+      const existing = JSON.parse(r.stdout)
+      assert.equal(existing.command, 'echo original')
+      assert.equal(existing.priority, 3)
+      assert.equal(existing.state, 'pending')
+    },
+  },
+  { name: 'duplicate id (--id)', args: ['enqueue', '--id', 'existing', '--', 'echo', 'replaced'] },
+  { name: 'id with a space and !', args: ['enqueue', job({ id: 'bad id!', command: 'echo' })] },
+  { name: 'id with a slash', args: ['enqueue', '--id', 'a/b', '--', 'echo', 'hi'] },
+  { name: 'id starting with .', args: ['enqueue', job({ id: '.hidden', command: 'echo' })] },
+  { name: 'id starting with -', args: ['enqueue', job({ id: '-x', command: 'echo' })] },
+  { name: 'empty id', args: ['enqueue', job({ id: '', command: 'echo' })] },
+  { name: 'non-ASCII id', args: ['enqueue', job({ id: 'jöb', command: 'echo' })] },
+  { name: 'id of 129 chars', args: ['enqueue', job({ id: 'a'.repeat(129), command: 'echo' })] },
+  // schedule
+  { name: 'both run_at and delay (JSON)', args: ['enqueue', job({ command: 'echo', run_at: '2030-01-01T00:00:00Z', delay: '5m' })] },
+  { name: 'both --run-at and --delay', args: ['enqueue', '--run-at', '2030-01-01T00:00:00Z', '--delay', '5m', '--', 'echo', 'hi'] },
+  { name: 'bad --delay 5x', args: ['enqueue', '--delay', '5x', '--', 'echo', 'hi'] },
+  { name: 'bad --delay abc', args: ['enqueue', '--delay', 'abc', '--', 'echo', 'hi'] },
+  { name: 'bad delay in JSON', args: ['enqueue', job({ command: 'echo', delay: 'soon' })] },
+  { name: 'bad --run-at', args: ['enqueue', '--run-at', 'notadate', '--', 'echo', 'hi'] },
+  { name: 'bad --run-at (month 13)', args: ['enqueue', '--run-at', '2030-13-45T00:00:00Z', '--', 'echo', 'hi'] },
+  { name: 'bad run_at in JSON', args: ['enqueue', job({ command: 'echo', run_at: 'tomorrow' })] },
+  // cwd
+  { name: '--cwd that does not exist', args: ['enqueue', '--cwd', '/nonexistent/queuectl-dir', '--', 'echo', 'hi'] },
+  { name: 'cwd that does not exist (JSON)', args: ['enqueue', job({ command: 'echo', cwd: '/nonexistent/queuectl-dir' })] },
+  // bulk
+  {
+    name: '--file with one invalid JSON line among good ones',
+    args: ['enqueue', '--file', '-'],
+    input: [good(1), good(2), '{"command": "echo broken"', good(4)].join('\n') + '\n',
+  },
+  {
+    name: '--file with one line missing its command',
+    args: ['enqueue', '--file', '-'],
+    input: [good(1), job({ id: 'nocmd' }), good(3)].join('\n') + '\n',
+  },
+  {
+    name: '--file with an id that already exists',
+    args: ['enqueue', '--file', '-'],
+    input: [job({ id: 'fresh1', command: 'echo' }), job({ id: 'existing', command: 'echo' })].join('\n') + '\n',
+  },
+  {
+    name: '--file with the same id twice',
+    args: ['enqueue', '--file', '-'],
+    input: [job({ id: 'twice', command: 'echo 1' }), job({ id: 'twice', command: 'echo 2' })].join('\n') + '\n',
+  },
+  {
+    name: '--file JSON array with one bad element',
+    args: ['enqueue', '--file', '-'],
+    input: JSON.stringify([{ command: 'echo 1' }, { command: 'echo 2', priority: 'high' }, { command: 'echo 3' }]),
+  },
+  // list / show / dlq
+  { name: 'unknown --state for list', args: ['list', '--state', 'bogus'] },
+  { name: 'list --limit abc', args: ['list', '--limit', 'abc'] },
+  { name: 'unknown flag (list --bogus)', args: ['list', '--bogus'] },
+  { name: 'unknown flag (status --frob)', args: ['status', '--frob'] },
+  { name: 'unknown command', args: ['frobnicate'] },
+  { name: 'show without an id', args: ['show'] },
+  { name: 'dlq retry without ids or --all', args: ['dlq', 'retry'] },
+  // config
+  { name: 'unknown config key (set)', args: ['config', 'set', 'colour', 'red'] },
+  { name: 'unknown config key (get)', args: ['config', 'get', 'colour'] },
+  { name: 'config max_retries -1', args: ['config', 'set', 'max_retries', '-1'] },
+  { name: 'config max_retries 1.5', args: ['config', 'set', 'max_retries', '1.5'] },
+  { name: 'config max-retries 1001', args: ['config', 'set', 'max-retries', '1001'] },
+  { name: 'config backoff_base abc', args: ['config', 'set', 'backoff_base', 'abc'] },
+  { name: 'config backoff_max 604801', args: ['config', 'set', 'backoff_max', '604801'] },
+  { name: 'config job_timeout -5', args: ['config', 'set', 'job_timeout', '-5'] },
+  { name: 'config set without a value', args: ['config', 'set', 'max_retries'] },
+]
+
+function envFor(home: string): Record<string, string> {
+  return { ...(process.env as Record<string, string>), QUEUECTL_HOME: home }
+}
+
+async function snapshot(home: string): Promise<{ jobs: unknown; config: unknown }> {
+  const [jobs, config] = await Promise.all([
+    runCli(['list', '--json', '--limit', '1000'], { env: envFor(home) }),
+    runCli(['config', 'list', '--json'], { env: envFor(home) }),
+  ])
+  assert.equal(jobs.code, 0, `list --json: ${jobs.stderr}`)
+  assert.equal(config.code, 0, `config list --json: ${config.stderr}`)
+  return { jobs: JSON.parse(jobs.stdout), config: JSON.parse(config.stdout) }
+}
+
+/** The stored data's files; identical bytes mean identical data (anything else is compared through the CLI). */
+function storedBytes(home: string): Record<string, Buffer | null> {
+  const out: Record<string, Buffer | null> = {}
+  for (const name of ['queue.db', 'queue.db.journal']) {
+    const path = join(home, name)
+    out[name] = existsSync(path) ? readFileSync(path) : null
+  }
+  return out
+}
+
+function sameBytes(a: Record<string, Buffer | null>, b: Record<string, Buffer | null>): boolean {
+  return Object.keys(a).every((k) => (a[k] === null ? b[k] === null : b[k] !== null && a[k]!.equals(b[k]!)))
+}
+
+async function assertUnchanged(home: string): Promise<void> {
+  if (sameBytes(templateBytes, storedBytes(home))) return
+  assert.deepEqual(await snapshot(home), baseline, 'stored data changed')
+}
+
+let templateBytes: Record<string, Buffer | null>
+let baseline: { jobs: unknown; config: unknown }
+
+function assertUsageError(r: RunResult): void {
+  assert.equal(r.code, 2, `exit ${r.code} (signal ${r.signal}); stdout ${JSON.stringify(r.stdout)}; stderr ${JSON.stringify(r.stderr)}`)
+  const errLines = r.stderr.split('\n').filter((l) => l.trim() !== '')
+  assert.equal(errLines.length, 1, `expected one line on stderr, got ${JSON.stringify(r.stderr)}`)
+  assert.doesNotMatch(r.stderr, /^ {4}at /m, 'stack trace on stderr')
+}
+
+describe('bad input', { concurrency: 4 }, () => {
+  let template: Home
+  const scratch = mkdtempSync(join(tmpdir(), 'queuectl-input-'))
+
+  before(async () => {
+    // one prepared queue, copied for every case
+    template = new Home()
+    await template.ok(['enqueue', job({ id: 'existing', command: 'echo original', priority: 3 })])
+    await template.ok(['config', 'set', 'max_retries', '5'])
+    baseline = await snapshot(template.dir)
+    templateBytes = storedBytes(template.dir)
+    assert.ok(templateBytes['queue.db'], 'the template has a queue.db')
+    assert.equal((baseline.jobs as unknown[]).length, 1)
+  })
+
+  after(() => {
+    template?.cleanup()
+    rmSync(scratch, { recursive: true, force: true })
+  })
+
+  cases.forEach((c, i) => {
+    test(c.name, async () => {
+      const home = join(scratch, `case-${i}`)
+      cpSync(template.dir, home, { recursive: true })
+      try {
+        const r = await runCli(c.args, { env: envFor(home), input: c.input, timeoutMs: 30_000 })
+        assertUsageError(r)
+        await assertUnchanged(home)
+        await c.check?.(home)
+      } finally {
+        rmSync(home, { recursive: true, force: true })
+      }
+    })
+  })
+
+  test('--file from a path with one bad line enqueues nothing', async () => {
+    const home = join(scratch, 'file-path')
+    cpSync(template.dir, home, { recursive: true })
+    try {
+      const file = join(scratch, 'jobs.jsonl')
+      writeFileSync(file, [good(1), good(2), job({ command: 'echo', max_retries: -1 }), good(4)].join('\n') + '\n')
+      const r = await runCli(['enqueue', '--file', file], { env: envFor(home) })
+      assertUsageError(r)
+      await assertUnchanged(home)
+    } finally {
+      rmSync(home, { recursive: true, force: true })
+    }
+  })
+
+  test('the same input minus its bad line is accepted (the cases above fail for the right reason)', async () => {
+    const home = join(scratch, 'control')
+    cpSync(template.dir, home, { recursive: true })
+    try {
+      const r = await runCli(['enqueue', '--file', '-'], { env: envFor(home), input: [good(1), good(2), good(4)].join('\n') + '\n' })
+      assert.equal(r.code, 0, r.stderr)
+      assert.equal(r.stdout.trim().split('\n').length, 3)
+      const ok = await runCli(['config', 'set', 'max_retries', '0'], { env: envFor(home) })
+      assert.equal(ok.code, 0, ok.stderr)
+      const after = await snapshot(home)
+      assert.equal((after.jobs as unknown[]).length, 4)
+      assert.notDeepEqual(after.config, baseline.config)
+    } finally {
+      rmSync(home, { recursive: true, force: true })
+    }
+  })
+})
