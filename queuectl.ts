@@ -2565,10 +2565,12 @@ const showCommand = define({
 function selectLog(data: Buffer, attempt: number | undefined, tail: number | undefined): Buffer {
   let selected = data
   if (attempt !== undefined) {
-    const text = data.toString('latin1') // byte offsets stay byte offsets
-    const start = text.search(new RegExp(`^=== attempt ${attempt} · started`, 'm'))
+    // As latin1 each byte is one character, so string offsets are byte offsets (the header's "·" is 2 bytes).
+    const text = data.toString('latin1')
+    const header = (n: string) => new RegExp(`^=== attempt ${n} ${Buffer.from('·').toString('latin1')} started`, 'm')
+    const start = text.search(header(String(attempt)))
     if (start === -1) throw new QueueError(`this job has no attempt ${attempt} in its log`)
-    const next = text.slice(start + 1).search(/^=== attempt \d+ · started/m)
+    const next = text.slice(start + 1).search(header('\\d+'))
     selected = data.subarray(start, next === -1 ? data.length : start + 1 + next)
   }
   if (tail !== undefined) {
