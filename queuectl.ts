@@ -2660,6 +2660,7 @@ const dlqCommand = define({
       },
     }),
   },
+  examples: ['queuectl dlq list', 'queuectl dlq retry job1', 'queuectl dlq retry --all'],
 })
 
 const configCommand = define({
@@ -2705,6 +2706,7 @@ const configCommand = define({
       },
     }),
   },
+  examples: ['queuectl config list', 'queuectl config set max-retries 5', 'queuectl config get backoff_base', 'queuectl config reset'],
 })
 
 const statsCommand = define({

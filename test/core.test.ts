@@ -61,7 +61,7 @@ function shq(s: string): string {
 
 // ---------- the five assignment scenarios ----------
 
-describe('assignment scenarios', () => {
+describe('assignment scenarios', { concurrency: true }, () => {
   test('1. a job completes: state completed, exit code 0, output visible', async () => {
     const home = new Home()
     try {
@@ -481,7 +481,9 @@ describe('cli', { concurrency: true }, () => {
       const failing = commands.map((c, i) => ({ name: ['queuectl', ...c, '--help'].join(' '), r: results[i] }))
       const badExit = failing.filter(({ r }) => r.code !== 0).map(({ name, r }) => `${name} (exit ${r.code}: ${r.stderr.trim()})`)
       assert.deepEqual(badExit, [], 'every --help exits 0')
-      const noExample = failing.filter(({ r }) => !/Example/.test(r.stdout + r.stderr)).map(({ name }) => name)
+      // an "Examples" heading (any case) with at least one `queuectl ...` line after it
+      const hasExample = (text: string) => /^\s*examples?\b.*\n(?:\s*\n)*\s*(?:\$ )?queuectl\b/im.test(text)
+      const noExample = failing.filter(({ r }) => !hasExample(r.stdout + r.stderr)).map(({ name }) => name)
       assert.deepEqual(noExample, [], 'every --help shows an example')
       assert.ok(!existsSync(join(home.dir, 'queue.db')), '--help does not create a queue')
     } finally {
