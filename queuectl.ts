@@ -28,17 +28,15 @@ import {
   mkdirSync, openSync, readFileSync, readSync, realpathSync, renameSync, statSync, unlinkSync, watch, writeSync,
   type FSWatcher,
 } from 'node:fs'
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import { hostname } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { setFlagsFromString } from 'node:v8'
 import * as zlib from 'node:zlib'
 import { defineCommand, renderUsage, runCommand, type ArgDef, type ArgsDef, type CommandDef } from 'citty'
-import { createConsola } from 'consola'
-import { colors, stripAnsi } from 'consola/utils'
+import type { ConsolaInstance } from 'consola'
 import type { Database, SqlJsStatic, Statement } from 'sql.js'
-import { x } from 'tinyexec'
 
 // Types and defaults: what a job is, the states it moves through, and the configuration.
 
@@ -213,6 +211,14 @@ export function isValidJobId(id: unknown): id is string {
   return typeof id === 'string' && ID_PATTERN.test(id)
 }
 
+/** A value as an error message may quote it: short, and safe for any input (deep nesting, huge strings). */
+function describeValue(value: unknown): string {
+  if (Array.isArray(value)) return 'an array'
+  if (typeof value === 'object' && value !== null) return 'an object'
+  if (typeof value === 'string') return JSON.stringify(value.length > 60 ? `${value.slice(0, 60)}…` : value)
+  return String(value)
+}
+
 const iso = (ms: number | null | undefined): string | null => (ms == null ? null : new Date(ms).toISOString())
 
 function parseTime(text: string | Date, what: string): number {
@@ -310,11 +316,16 @@ export class FileLock {
 
   private tryCreate(): boolean {
     const tmp = `${this.path}.${process.pid}.${randomBytes(4).toString('hex')}`
-    const fd = openSync(tmp, 'wx', 0o600)
     try {
-      writeSync(fd, this.token)
-    } finally {
-      closeSync(fd)
+      const fd = openSync(tmp, 'wx', 0o600)
+      try {
+        writeSync(fd, this.token)
+      } finally {
+        closeSync(fd)
+      }
+    } catch (error) {
+      rmQuiet(tmp)
+      throw new QueueError(`cannot create the lock file in ${dirname(this.path)}: ${(error as Error).message} (is the disk full or the folder read-only?)`)
     }
     try {
       linkSync(tmp, this.path)
@@ -479,6 +490,18 @@ const crc32: (data: Uint8Array) => number =
 /** One journal record: runs of statements, each `[sql, ...paramRows]` so a bulk insert names its SQL once. */
 type JournalRecord = [string, ...SqlValue[][]][]
 
+/** mkdir -p with mode 0700, one level at a time: Node's recursive mkdir spins forever under /proc. */
+function makeDirectory(dir: string): void {
+  if (existsSync(dir)) return
+  const parent = dirname(dir)
+  if (parent !== dir) makeDirectory(parent)
+  try {
+    mkdirSync(dir, { mode: 0o700 })
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
+  }
+}
+
 function fsyncDirectory(dir: string): void {
   const fd = openSync(dir, 'r')
   try {
@@ -534,7 +557,7 @@ export class SqlJsStorage implements Storage {
 
   static async open(home: string): Promise<SqlJsStorage> {
     try {
-      mkdirSync(home, { recursive: true, mode: 0o700 })
+      makeDirectory(home)
     } catch (error) {
       throw new QueueError(`cannot create the queue home ${home}: ${(error as Error).message}`)
     }
@@ -928,7 +951,7 @@ export function defaultHome(): string {
 /** Accepts `max-retries` and `max_retries` alike; anything else is refused with the valid keys. */
 export function normalizeConfigKey(key: string): keyof Config {
   const normalized = key.trim().toLowerCase().replace(/-/g, '_')
-  if (!(normalized in CONFIG_KEYS)) {
+  if (!Object.prototype.hasOwnProperty.call(CONFIG_KEYS, normalized)) {
     throw new UsageError(`unknown config key "${key}": valid keys are ${Object.keys(CONFIG_KEYS).join(', ')}`)
   }
   return normalized
@@ -947,7 +970,7 @@ interface NormalizedSpec {
 
 function integerIn(value: unknown, field: string, min: number, max: number): number {
   if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
-    throw new UsageError(`"${field}" must be a whole number from ${min} to ${max}, not ${JSON.stringify(value) ?? String(value)}`)
+    throw new UsageError(`"${field}" must be a whole number from ${min} to ${max}, not ${describeValue(value)}`)
   }
   return value
 }
@@ -962,7 +985,7 @@ function stringEntries(source: unknown): Record<string, string> {
 /** Checks one job as given by a user or a program; throws UsageError naming the field at fault. */
 export function validateJobSpec(input: unknown, now = Date.now(), defaultEnv?: Record<string, string>): NormalizedSpec {
   if (typeof input !== 'object' || input === null || Array.isArray(input)) {
-    throw new UsageError(`a job must be a JSON object such as {"command":"echo hi"}, not ${Array.isArray(input) ? 'an array' : JSON.stringify(input)}`)
+    throw new UsageError(`a job must be a JSON object such as {"command":"echo hi"}, not ${describeValue(input)}`)
   }
   const spec = input as Record<string, unknown>
   for (const key of Object.keys(spec)) {
@@ -973,9 +996,11 @@ export function validateJobSpec(input: unknown, now = Date.now(), defaultEnv?: R
   const { command } = spec
   if (typeof command !== 'string' || command.trim() === '') throw new UsageError('the job needs a "command": a non-empty string')
   if (command.includes('\0')) throw new UsageError('the command contains a NUL character, which no shell can run')
+  if (/[\uD800-\uDFFF]/u.test(command)) throw new UsageError('the command contains a lone UTF-16 surrogate, which is not text a shell can run')
+  if (command.startsWith('\uFEFF')) throw new UsageError('the command starts with a byte-order mark (U+FEFF): remove it')
   if (Buffer.byteLength(command) > 1024 * 1024) throw new UsageError('the command is longer than 1 MiB')
   if (spec.id !== undefined && !isValidJobId(spec.id)) {
-    throw new UsageError(`invalid job id ${JSON.stringify(spec.id)}: use 1–128 letters, digits, _ . : - (not starting with . or -)`)
+    throw new UsageError(`invalid job id ${describeValue(spec.id)}: use 1–128 letters, digits, _ . : - (not starting with . or -)`)
   }
   if (spec.run_at != null && spec.delay != null) throw new UsageError('give either "run_at" or "delay", not both')
   let runAt = now
@@ -992,7 +1017,7 @@ export function validateJobSpec(input: unknown, now = Date.now(), defaultEnv?: R
   let timeout: number | null = null
   if (spec.timeout != null) {
     if (typeof spec.timeout !== 'number' || !Number.isFinite(spec.timeout) || spec.timeout < 0 || spec.timeout > 2_592_000) {
-      throw new UsageError(`"timeout" must be a number of seconds from 0 to 2592000, not ${JSON.stringify(spec.timeout)}`)
+      throw new UsageError(`"timeout" must be a number of seconds from 0 to 2592000, not ${describeValue(spec.timeout)}`)
     }
     timeout = spec.timeout || null
   }
@@ -1456,7 +1481,7 @@ export function startCommand(claim: ClaimedJob, logPath: string, workerId: strin
   const { job, attempt } = claim
   let fd: number
   try {
-    mkdirSync(dirname(logPath), { recursive: true, mode: 0o700 })
+    makeDirectory(dirname(logPath))
     fd = openSync(logPath, 'a+', 0o600)
   } catch (error) {
     const outcome = { exit_code: null, signal: null, error: `cannot open the log: ${(error as Error).message}`, output_tail: null, finished_at: Date.now() }
@@ -1659,8 +1684,9 @@ function inheritedNodeArgs(): string[] {
 
 /** Starts `count` detached `worker run` processes and waits until each has registered. Returns their pids. */
 export async function startWorkers(queue: Queue, count: number, timeoutMs = 15_000): Promise<number[]> {
-  mkdirSync(join(queue.home, 'logs'), { recursive: true, mode: 0o700 })
+  makeDirectory(join(queue.home, 'logs'))
   const out = openSync(join(queue.home, 'logs', 'worker.log'), 'a', 0o600)
+  const { x } = await import('tinyexec') // loaded only here: every other command starts faster without it
   const pids: number[] = []
   try {
     for (let i = 0; i < count; i++) {
@@ -1742,13 +1768,14 @@ const isLoopbackName = (host: string) =>
 const sameSecret = (a: string, b: string) =>
   timingSafeEqual(createHash('sha256').update(a).digest(), createHash('sha256').update(b).digest())
 
-export function serveDashboard(
+export async function serveDashboard(
   queue: Queue,
   opts: { port: number; host: string; token?: string; allowEnqueue: boolean },
 ): Promise<Server> {
   if (!opts.token && !isLoopbackName(opts.host)) {
     throw new UsageError(`dashboard: --host ${opts.host} is reachable from other machines, so it needs a token (--token)`)
   }
+  const { createServer } = await import('node:http')
   const server = createServer((req, res) => {
     handleDashboardRequest(queue, opts, req, res).catch((error: unknown) => {
       const status = error instanceof HttpError ? error.status
@@ -1760,7 +1787,7 @@ export function serveDashboard(
       sendJson(res, status, { error: message }, error instanceof HttpError ? error.headers : {})
     })
   })
-  return new Promise((resolvePromise, reject) => {
+  return new Promise<Server>((resolvePromise, reject) => {
     server.once('error', reject)
     server.listen(opts.port, opts.host, () => {
       server.off('error', reject)
@@ -2266,9 +2293,18 @@ route();
 const VERSION = '0.1.0'
 let cliHome: string | undefined
 const stdoutIsTTY = Boolean(process.stdout.isTTY)
-const paint = (color: keyof typeof colors, text: string) => (stdoutIsTTY ? colors[color](text) : text)
-const STATE_COLORS: Record<JobState, keyof typeof colors> = { pending: 'cyan', processing: 'yellow', completed: 'green', failed: 'magenta', dead: 'red' }
-const log = createConsola({ stdout: process.stderr, stderr: process.stderr, fancy: Boolean(process.stderr.isTTY), formatOptions: { date: false } })
+const ANSI = { bold: 1, gray: 90, red: 31, green: 32, yellow: 33, magenta: 35, cyan: 36 }
+const paint = (color: keyof typeof ANSI, text: string) => (stdoutIsTTY ? `\x1b[${color === 'bold' ? '1' : ANSI[color]}m${text}\x1b[${color === 'bold' ? 22 : 39}m` : text)
+// eslint-disable-next-line no-control-regex
+const stripAnsi = (text: string) => text.replace(/\x1b\[[0-9;]*m/g, '')
+const STATE_COLORS: Record<JobState, keyof typeof ANSI> = { pending: 'cyan', processing: 'yellow', completed: 'green', failed: 'magenta', dead: 'red' }
+/** Messages on stderr: consola's fancy reporter on a terminal, its light one-line build otherwise (faster start). */
+let log: ConsolaInstance
+async function loadLog(): Promise<void> {
+  const fancy = Boolean(process.stderr.isTTY)
+  const { createConsola } = fancy ? await import('consola') : await import('consola/basic')
+  log = createConsola({ stdout: process.stderr, stderr: process.stderr, fancy, formatOptions: { date: false } })
+}
 const examples = new WeakMap<object, string[]>()
 
 function print(text = ''): void {
@@ -2348,6 +2384,13 @@ function define<const T extends ArgsDef>(def: CommandDef<T> & { examples?: strin
   return def
 }
 
+/** stdin read as a stream: readFileSync(0) fails with EAGAIN on a pipe whose writer is slower than us. */
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = []
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer)
+  return Buffer.concat(chunks).toString('utf8')
+}
+
 /** JSON lines or one JSON array; every line is checked before anything is written. */
 function parseJobFile(text: string, source: string): unknown[] {
   const trimmed = text.trim()
@@ -2411,7 +2454,7 @@ const enqueueCommand = define({
       if (args.id !== undefined) throw new UsageError('--id names one job; with --file, put "id" in each job')
       let text: string
       try {
-        text = readFileSync(file === '-' ? 0 : file, 'utf8')
+        text = file === '-' ? await readStdin() : readFileSync(file, 'utf8')
       } catch (error) {
         throw new UsageError(`cannot read ${file}: ${(error as Error).message}`)
       }
@@ -2594,7 +2637,7 @@ const logsCommand = define({
   examples: ['queuectl logs job1', 'queuectl logs job1 --follow', 'queuectl logs job1 --attempt 2 --tail 20'],
   async run({ args }) {
     const id = String(args.id)
-    if (!isValidJobId(id)) throw new UsageError(`invalid job id ${JSON.stringify(id)}`)
+    if (!isValidJobId(id)) throw new UsageError(`invalid job id ${describeValue(id)}`)
     const attempt = wholeFlag(args.attempt, '--attempt', 1, 1_000_000)
     const tail = wholeFlag(args.tail, '--tail', 0, 100_000_000)
     await withQueue(async (queue) => {
@@ -2652,7 +2695,7 @@ const dlqCommand = define({
         const ids = args._.map(String)
         if (args.all && ids.length) throw new UsageError('give job ids or --all, not both')
         if (!args.all && ids.length === 0) throw new UsageError('name the dead jobs to retry, or use --all')
-        for (const id of ids) if (!isValidJobId(id)) throw new UsageError(`invalid job id ${JSON.stringify(id)}`)
+        for (const id of ids) if (!isValidJobId(id)) throw new UsageError(`invalid job id ${describeValue(id)}`)
         const retried = await withQueue((queue) => queue.retryDead(args.all ? 'all' : ids))
         if (args.json) return printJson(retried)
         if (retried.length) print(retried.join('\n'))
@@ -2855,6 +2898,7 @@ function checkFlags(argv: string[], argsDef: ArgsDef, path: string[]): string[] 
 
 /** Runs the CLI on `argv`; resolves to the exit code (0 ok, 1 failed, 2 bad usage or input). */
 export async function main(argv: string[] = process.argv.slice(2)): Promise<number> {
+  await loadLog()
   try {
     const dashes = argv.indexOf('--')
     const options = dashes === -1 ? argv : argv.slice(0, dashes)
@@ -2901,5 +2945,9 @@ function isMainModule(): boolean {
 }
 
 if (isMainModule()) {
-  void main().then((code) => process.exit(code))
+  // A reader that closed the pipe early (`queuectl list | head`) has all it wants: not an error.
+  process.stdout.on('error', (error: NodeJS.ErrnoException) => process.exit(error.code === 'EPIPE' ? 0 : 1))
+  // Exit explicitly (nothing may keep a finished command alive), but only once stdout has drained: a pipe
+  // takes large output in pieces, and process.exit() would cut it off.
+  void main().then((code) => process.stdout.write('', () => process.exit(code)))
 }

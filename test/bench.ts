@@ -173,8 +173,16 @@ async function waitCounts(home: Home, what: string, done: (c: Record<string, num
   }
 }
 
-async function listAll(home: Home, state?: string): Promise<any[]> {
-  return home.json(['list', '--limit', '10000000', ...(state ? ['--state', state] : [])])
+/** Jobs (newest first), through the API when it loads (one read, no process), else `list --json`. */
+async function listAll(home: Home, state?: string, limit = 10_000_000): Promise<any[]> {
+  const m = await api()
+  if (!m) return home.json(['list', '--limit', String(limit), ...(state ? ['--state', state] : [])])
+  let q = openQueues.get(home.dir)
+  if (!q) {
+    q = await m.openQueue(home.dir)
+    openQueues.set(home.dir, q)
+  }
+  return q.listJobs({ state, limit })
 }
 
 function jobsFile(n: number, make: (i: number) => object): string {
@@ -410,7 +418,7 @@ async function growthRun(templateDir: string, count: number): Promise<number> {
     await waitCounts(home, `${count} more jobs to complete`, (c) => c.completed === before + count, 120_000, 200)
     // The new jobs are the newest ones: list only those (listing the whole store costs seconds at 100k).
     const wanted = new Set(Array.from({ length: count }, (_, i) => `g${i}`))
-    let jobs = (await home.json<any[]>(['list', '--limit', String(count)])).filter((j) => wanted.has(j.id))
+    let jobs = (await listAll(home, undefined, count)).filter((j) => wanted.has(j.id))
     if (jobs.length !== count) jobs = (await listAll(home)).filter((j) => wanted.has(j.id))
     if (jobs.length !== count || jobs.some((j) => j.state !== 'completed')) throw new Error(`expected ${count} new completed jobs, found ${jobs.length}`)
     return span(jobs) / count
@@ -420,15 +428,17 @@ async function growthRun(templateDir: string, count: number): Promise<number> {
   }
 }
 
-// One claim + complete through the API, as a worker does it but without running a process: enqueue the jobs,
-// warm up, then time `count` claimNextJob + finishAttempt pairs (each a journaled, fsync'd write transaction).
+// One claim + complete through the API, as a worker does it but without running a process. One child process
+// per store size holds its queue open; the parent asks them in turn for chunks of claimNextJob + finishAttempt
+// pairs (each a journaled, fsync'd write transaction), so a burst of load on this shared machine hits every size
+// alike instead of deciding the ratio.
 const CLAIM_COMPLETE = `
+import { createInterface } from 'node:readline'
 const [cli, home, count] = process.argv.slice(1)
-const n = Number(count)
 const warm = 20
 const { openQueue } = await import(cli)
 const q = await openQueue(home)
-await q.enqueueMany(Array.from({ length: n + warm }, (_, i) => ({ id: 'c' + i, command: 'true' })))
+await q.enqueueMany(Array.from({ length: Number(count) + warm }, (_, i) => ({ id: 'c' + i, command: 'true' })))
 const wid = await q.registerWorker()
 const one = async () => {
   const claim = await q.claimNextJob(wid)
@@ -438,20 +448,93 @@ const one = async () => {
   if (!job || job.state !== 'completed') throw new Error('finishAttempt did not complete the job: ' + JSON.stringify(done))
 }
 for (let i = 0; i < warm; i++) await one()
-const t = performance.now()
-for (let i = 0; i < n; i++) await one()
-const ms = (performance.now() - t) / n
+console.log('ready')
+for await (const line of createInterface({ input: process.stdin })) {
+  const n = Number(line)
+  if (!n) break
+  const t = performance.now()
+  for (let i = 0; i < n; i++) await one()
+  console.log(String(performance.now() - t))
+}
 await q.unregisterWorker(wid)
 q.close()
-console.log(JSON.stringify({ ms }))
 `
 
-async function growthApiRun(templateDir: string, count: number): Promise<number> {
-  const home = homeFromTemplate(templateDir)
+class ClaimChild {
+  private readonly child: ChildProcess
+  private buffer = ''
+  private waiting: ((line: string) => void) | null = null
+  private readonly lines: string[] = []
+  private stderr = ''
+  constructor(home: Home, count: number) {
+    this.child = spawn(process.execPath, ['--input-type=module', '-e', CLAIM_COMPLETE, pathToFileURL(CLI).href, home.dir, String(count)], {
+      cwd: ROOT,
+      env: home.env,
+      stdio: ['pipe', 'pipe', 'pipe'],
+    })
+    liveChildren.add(this.child)
+    this.child.stdout!.setEncoding('utf8').on('data', (d: string) => {
+      this.buffer += d
+      let i: number
+      while ((i = this.buffer.indexOf('\n')) >= 0) {
+        const line = this.buffer.slice(0, i)
+        this.buffer = this.buffer.slice(i + 1)
+        if (this.waiting) {
+          const w = this.waiting
+          this.waiting = null
+          w(line)
+        } else this.lines.push(line)
+      }
+    })
+    this.child.stderr!.setEncoding('utf8').on('data', (d: string) => (this.stderr += d))
+  }
+  next(timeoutMs = 120_000): Promise<string> {
+    const queued = this.lines.shift()
+    if (queued !== undefined) return Promise.resolve(queued)
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`claim + complete child timed out: ${this.stderr.trim().split('\n').slice(-3).join(' | ')}`)), timeoutMs)
+      const onExit = () => reject(new Error(`claim + complete child exited: ${this.stderr.trim().split('\n').slice(-3).join(' | ')}`))
+      this.child.once('exit', onExit)
+      this.waiting = (line) => {
+        clearTimeout(timer)
+        this.child.off('exit', onExit)
+        resolve(line)
+      }
+    })
+  }
+  async run(n: number): Promise<number> {
+    this.child.stdin!.write(`${n}\n`)
+    const ms = Number(await this.next())
+    if (!Number.isFinite(ms)) throw new Error(`claim + complete child answered ${ms}`)
+    return ms
+  }
+  async close() {
+    this.child.stdin!.end('0\n')
+    await Promise.race([new Promise((r) => this.child.once('exit', r)), sleep(10_000)])
+    this.child.kill('SIGKILL')
+    liveChildren.delete(this.child)
+  }
+}
+
+/** One run of the API growth measurement: ms per claim + complete for every size, interleaved in chunks. */
+async function growthApiRound(sizes: number[], ops: number): Promise<Map<number, number>> {
+  const chunk = 50
+  const homes = sizes.map((s) => homeFromTemplate(templates.get(s)!))
+  const children: ClaimChild[] = []
   try {
-    return JSON.parse(nodeScript(CLAIM_COMPLETE, [pathToFileURL(CLI).href, home.dir, String(count)]).stdout).ms
+    for (const h of homes) children.push(new ClaimChild(h, ops))
+    for (const c of children) if ((await c.next()) !== 'ready') throw new Error('claim + complete child did not start')
+    const total = sizes.map(() => 0)
+    for (let done = 0, k = 0; done < ops; done += chunk, k++) {
+      const n = Math.min(chunk, ops - done)
+      const order = sizes.map((_, i) => i)
+      if (k % 2) order.reverse()
+      for (const i of order) total[i] += await children[i].run(n)
+    }
+    return new Map(sizes.map((s, i) => [s, total[i] / ops]))
   } finally {
-    dropHome(home)
+    for (const c of children) await c.close()
+    for (const h of homes) dropHome(h)
   }
 }
 
@@ -466,10 +549,10 @@ async function benchGrowth() {
   for (const s of sizes) await finishedStore(s)
   for (let r = 0; r < opts.runs; r++) {
     for (const kind of kinds) {
-      const thisRun = new Map<number, number>()
+      const thisRun = kind === 'api' ? await growthApiRound(sizes, SIZES.growthApiOps) : new Map<number, number>()
       // Alternate the order between runs, so a drift in the machine's load does not favour one size.
       for (const s of r % 2 ? [...sizes].reverse() : sizes) {
-        const ms = kind === 'api' ? await growthApiRun(templates.get(s)!, SIZES.growthApiOps) : await growthRun(templates.get(s)!, SIZES.growthJobs)
+        const ms = kind === 'api' ? thisRun.get(s)! : await growthRun(templates.get(s)!, SIZES.growthJobs)
         thisRun.set(s, ms)
         per.set(`${kind}:${s}`, [...(per.get(`${kind}:${s}`) ?? []), ms])
         log(`growth (${kind}) ${s} stored, run ${r + 1}: ${ms.toFixed(3)} ms/job`)
@@ -501,7 +584,7 @@ async function benchGrowth() {
           s !== first
             ? undefined
             : kind === 'api'
-              ? `claimNextJob + finishAttempt, ${SIZES.growthApiOps} in a row after 20 warm-up, one process (compactions included)`
+              ? `claimNextJob + finishAttempt through the API, ${SIZES.growthApiOps} per size after 20 warm-up, one process per size, sizes interleaved in chunks of 50 (compactions included)`
               : `${SIZES.growthJobs} \`true\` jobs through 1 detached worker, first start → last finish (spawn included)`,
       })
     }

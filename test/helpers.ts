@@ -84,6 +84,7 @@ export function runCli(args: string[], opts: RunOptions = {}): Promise<RunResult
     child.stderr.setEncoding('utf8').on('data', (d) => (stderr += d))
     const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 60_000)
     child.on('error', reject)
+    child.stdin.on('error', () => {}) // the CLI may exit before reading all of a large input
     child.on('close', (code, signal) => {
       clearTimeout(timer)
       resolvePromise({ code, signal, stdout, stderr })
