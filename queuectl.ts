@@ -300,7 +300,7 @@ export class FileLock {
         process.stderr.write(`queuectl: waiting for the queue lock held by ${describeHolder(content)}…\n`)
       }
       sleepSync(backoffMs * (0.5 + Math.random()))
-      backoffMs = Math.min(backoffMs * 2, 2)
+      backoffMs = Math.min(backoffMs * 2, 1)
     }
   }
 
