@@ -24,7 +24,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
 import {
-  closeSync, constants as fsConstants, existsSync, fdatasyncSync, fstatSync, fsyncSync, ftruncateSync, linkSync,
+  closeSync, existsSync, fdatasyncSync, fstatSync, fsyncSync, ftruncateSync, linkSync,
   mkdirSync, openSync, readFileSync, readSync, realpathSync, renameSync, statSync, unlinkSync, watch, writeSync,
   type FSWatcher,
 } from 'node:fs'
@@ -138,11 +138,13 @@ const decimal = (min: number, max: number) => (text: string) => {
   return text.trim() !== '' && Number.isFinite(n) && n >= min && n <= max ? n : undefined
 }
 
+const MAX_TIMEOUT_S = 2_000_000 // setTimeout overflows past 2^31 ms (24.8 days)
+
 export const CONFIG_KEYS: Record<string, ConfigKey> = {
   max_retries: { default: 3, range: 'a whole number from 0 to 1000', parse: wholeNumber(0, 1000) },
   backoff_base: { default: 2, range: 'a number of seconds from 0 to 1000 (0 = retry at once)', parse: decimal(0, 1000) },
   backoff_max: { default: 3600, range: 'a number of seconds from 0 to 604800', parse: decimal(0, 604_800) },
-  job_timeout: { default: 0, range: 'a number of seconds from 0 to 2592000 (0 = no timeout)', parse: decimal(0, 2_592_000) },
+  job_timeout: { default: 0, range: 'a number of seconds from 0 to 2000000 (0 = no timeout)', parse: decimal(0, MAX_TIMEOUT_S) },
   retention: {
     default: 0,
     range: 'a duration such as 7d, 12h, 30m or seconds (0 = keep finished jobs forever)',
@@ -167,6 +169,12 @@ const DEFAULT_JOURNAL_LIMIT = 256 * 1024
 const HEARTBEAT_MS = 5_000
 const REMOTE_LEASE_MS = 30_000 // a worker on another host is judged by its heartbeat alone
 const KILL_GRACE_MS = 2_000
+
+/** A number from the environment, or the default when it is unset or not a number ≥ 0. */
+function envNumber(name: string, fallback: number): number {
+  const value = Number(process.env[name])
+  return process.env[name]?.trim() && Number.isFinite(value) && value >= 0 ? value : fallback
+}
 const OUTPUT_TAIL_BYTES = 2_048
 const ID_PATTERN = /^[A-Za-z0-9_:][A-Za-z0-9_.:-]{0,127}$/
 const JOB_FIELDS = ['id', 'command', 'max_retries', 'priority', 'run_at', 'delay', 'timeout', 'cwd'] as const
@@ -237,14 +245,19 @@ const sleepSync = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuf
 
 // Processes: is a pid alive, and is it still the process we recorded (pid reuse)?
 
-/** Field 22 of /proc/<pid>/stat (start time in clock ticks), or '' where /proc is absent. */
-export function processStartTime(pid: number): string {
+/** The fields of /proc/<pid>/stat after the command name (state first), or undefined if there is none. */
+function procStat(pid: number): string[] | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? ''
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')
   } catch {
-    return ''
+    return undefined
   }
+}
+
+/** Field 22 of /proc/<pid>/stat (start time in clock ticks), or '' where /proc is absent. */
+export function processStartTime(pid: number): string {
+  return procStat(pid)?.[19] ?? ''
 }
 
 /** A zombie passes `kill(pid, 0)`, so /proc decides where it exists; a different start time means a reused pid. */
@@ -254,13 +267,8 @@ export function isProcessAlive(pid: number, startTime?: string): boolean {
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'EPERM') return false
   }
-  let stat: string
-  try {
-    stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-  } catch {
-    return !existsSync('/proc/self/stat')
-  }
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  const fields = procStat(pid)
+  if (!fields) return !existsSync('/proc/self/stat')
   if (fields[0] === 'Z' || fields[0] === 'X') return false
   return !startTime || fields[19] === startTime
 }
@@ -268,16 +276,17 @@ export function isProcessAlive(pid: number, startTime?: string): boolean {
 // Storage, part 1: the lockfile that serialises every write across processes.
 
 /**
- * `queue.db.lock` holds `pid starttime token`. It is created by link() from a complete temp file, so nobody
+ * `queue.db.lock` holds `pid starttime token host`. It is created by link() from a complete temp file, so nobody
  * ever reads a half-written lock. A lock whose holder is dead (or a zombie, or a reused pid) is removed; a live
- * holder is waited for, never robbed, and after `timeoutMs` the caller gets an error naming it.
+ * holder — or one on another host, whose pids mean nothing here — is waited for, never robbed, and after
+ * `timeoutMs` the caller gets an error naming it.
  */
 export class FileLock {
   private readonly token: string
   private held = false
 
-  constructor(readonly path: string, private readonly timeoutMs = Number(process.env.QUEUECTL_LOCK_TIMEOUT ?? 30) * 1000) {
-    this.token = `${process.pid} ${processStartTime(process.pid)} ${randomBytes(6).toString('hex')}\n`
+  constructor(readonly path: string, private readonly timeoutMs = envNumber('QUEUECTL_LOCK_TIMEOUT', 30) * 1000) {
+    this.token = `${process.pid} ${processStartTime(process.pid)} ${randomBytes(6).toString('hex')} ${hostname()}\n`
   }
 
   acquire(): void {
@@ -293,7 +302,7 @@ export class FileLock {
       }
       const waited = Date.now() - started
       if (waited > this.timeoutMs) {
-        throw new QueueError(`the queue is locked by ${describeHolder(content)} for over ${Math.round(waited / 1000)} s; it is alive, so the lock was left alone (stop that process, or raise QUEUECTL_LOCK_TIMEOUT)`)
+        throw new QueueError(`the queue is locked by ${describeHolder(content)} for over ${Math.round(waited / 1000)} s and it is not known to be dead, so the lock was left alone (stop that process, or raise QUEUECTL_LOCK_TIMEOUT)`)
       }
       if (!warned && waited > 3000) {
         warned = true
@@ -307,11 +316,7 @@ export class FileLock {
   release(): void {
     if (!this.held) return
     this.held = false
-    try {
-      unlinkSync(this.path)
-    } catch {
-      // already gone: someone judged us dead, which the journal's checks make harmless
-    }
+    if (this.readLock() === this.token) rmQuiet(this.path) // never remove a lock that is no longer ours
   }
 
   private tryCreate(): boolean {
@@ -348,7 +353,8 @@ export class FileLock {
   }
 
   private isStale(content: string): boolean {
-    const [pid, startTime] = content.trim().split(' ')
+    const [pid, startTime, , host] = content.trim().split(' ')
+    if (host && host !== hostname()) return false
     if (/^\d+$/.test(pid ?? '')) return !isProcessAlive(Number(pid), startTime)
     return ageMs(this.path) > 2000 // unreadable content is not ours to judge until it is clearly abandoned
   }
@@ -372,8 +378,8 @@ export class FileLock {
 }
 
 function describeHolder(content: string | undefined): string {
-  const pid = content?.trim().split(' ')[0]
-  return pid && /^\d+$/.test(pid) ? `pid ${pid}` : 'another process'
+  const [pid, , , host] = content?.trim().split(' ') ?? []
+  return pid && /^\d+$/.test(pid) ? `pid ${pid}${host && host !== hostname() ? ` on ${host}` : ''}` : 'another process'
 }
 
 function ageMs(path: string): number {
@@ -513,15 +519,20 @@ function fsyncDirectory(dir: string): void {
 
 function writeFileDurably(path: string, data: Uint8Array): void {
   const tmp = `${path}.tmp`
-  const fd = openSync(tmp, 'w', 0o600)
   try {
-    let offset = 0
-    while (offset < data.length) offset += writeSync(fd, data, offset, data.length - offset)
-    fsyncSync(fd)
-  } finally {
-    closeSync(fd)
+    const fd = openSync(tmp, 'w', 0o600)
+    try {
+      let offset = 0
+      while (offset < data.length) offset += writeSync(fd, data, offset, data.length - offset)
+      fsyncSync(fd)
+    } finally {
+      closeSync(fd)
+    }
+    renameSync(tmp, path)
+  } catch (error) {
+    rmQuiet(tmp) // a database-sized leftover would keep a full disk full
+    throw error
   }
-  renameSync(tmp, path)
   fsyncDirectory(dirname(path))
 }
 
@@ -532,6 +543,8 @@ function journalHeader(generation: number): Buffer {
   header.writeUInt32BE(generation, 12)
   return header
 }
+
+const exclusiveByHome = new Map<string, Promise<unknown>>()
 
 /**
  * sql.js persisted as `queue.db` (snapshot) + `queue.db.journal` (one framed record per transaction).
@@ -546,8 +559,8 @@ export class SqlJsStorage implements Storage {
   private readonly lock: FileLock
   private readonly dbPath: string
   private readonly journalPath: string
-  private readonly journalLimit = Number(process.env.QUEUECTL_JOURNAL_LIMIT ?? DEFAULT_JOURNAL_LIMIT)
-  private exclusive: Promise<unknown> = Promise.resolve()
+  private readonly journalLimit = envNumber('QUEUECTL_JOURNAL_LIMIT', DEFAULT_JOURNAL_LIMIT)
+  private pending: JournalRecord = [] // the statements of the open write transaction
 
   private constructor(private readonly SQL: SqlJsStatic, readonly home: string) {
     this.dbPath = join(home, 'queue.db')
@@ -597,10 +610,13 @@ export class SqlJsStorage implements Storage {
     this.db = undefined
   }
 
-  /** Reads and writes of one process run one at a time: a transaction may await, and must not interleave. */
+  /**
+   * Reads and writes of one process run one at a time: a transaction may await, and must not interleave. The
+   * chain is per home, not per object, so two queues opened on one home cannot wait on each other's lock.
+   */
   private serialised<T>(fn: () => Promise<T>): Promise<T> {
-    const result = this.exclusive.then(fn)
-    this.exclusive = result.catch(() => undefined)
+    const result = (exclusiveByHome.get(this.home) ?? Promise.resolve()).then(fn)
+    exclusiveByHome.set(this.home, result.catch(() => undefined))
     return result
   }
 
@@ -649,8 +665,6 @@ export class SqlJsStorage implements Storage {
       },
     }
   }
-
-  private pending: JournalRecord = []
 
   private prepare(sql: string): Statement {
     let statement = this.statements.get(sql)
@@ -825,17 +839,36 @@ export class SqlJsStorage implements Storage {
         this.loadSnapshot()
         continue
       }
-      this.replay(fd, size, locked)
+      const fromStart = this.applied === JOURNAL_HEADER_BYTES
+      let torn: boolean
+      try {
+        torn = this.replay(fd, size)
+      } catch (error) {
+        closeSync(fd)
+        throw error
+      }
+      if (torn && locked) {
+        if (!fromStart) {
+          // We may be misaligned (we read a record whose fsync then failed, and another was written in its
+          // place): only a replay from the start may judge what is torn, or we would cut acknowledged records.
+          closeSync(fd)
+          this.loadSnapshot()
+          continue
+        }
+        ftruncateSync(fd, this.applied) // a torn tail: its writer died before fsync, so nobody was told it committed
+        fdatasyncSync(fd)
+      }
       if (locked) return fd
       closeSync(fd)
       return
     }
   }
 
-  private replay(fd: number, size: number, locked: boolean): void {
-    if (size <= this.applied) return
-    const data = Buffer.alloc(size - this.applied)
-    readSync(fd, data, 0, data.length, this.applied)
+  /** Applies the complete records after `applied`; returns true if it stopped at a torn or damaged one. */
+  private replay(fd: number, size: number): boolean {
+    if (size <= this.applied) return false
+    const buffer = Buffer.alloc(size - this.applied)
+    const data = buffer.subarray(0, readSync(fd, buffer, 0, buffer.length, this.applied))
     const db = this.database()
     let offset = 0
     db.exec('BEGIN')
@@ -843,7 +876,8 @@ export class SqlJsStorage implements Storage {
       while (offset + 8 <= data.length) {
         const length = data.readUInt32BE(offset)
         const end = offset + 8 + length
-        if (end > data.length || crc32(data.subarray(offset + 8, end)) !== data.readUInt32BE(offset + 4)) break
+        // A zero length is a zero-filled tail (e.g. after power loss), never a record: the empty crc32 is 0.
+        if (length === 0 || end > data.length || crc32(data.subarray(offset + 8, end)) !== data.readUInt32BE(offset + 4)) break
         const record = JSON.parse(data.toString('utf8', offset + 8, end)) as JournalRecord
         for (const [sql, ...rows] of record) for (const params of rows) this.prepare(sql).run(params)
         offset = end
@@ -854,10 +888,7 @@ export class SqlJsStorage implements Storage {
       throw new QueueError(`${this.journalPath} could not be replayed at byte ${this.applied + offset} (${(error as Error).message}); it was left untouched`)
     }
     this.applied += offset
-    if (locked && this.applied < size) {
-      ftruncateSync(fd, this.applied) // a torn tail: its writer died before fsync, so nobody was told it committed
-      fdatasyncSync(fd)
-    }
+    return offset < data.length
   }
 }
 
@@ -1016,8 +1047,8 @@ export function validateJobSpec(input: unknown, now = Date.now(), defaultEnv?: R
   }
   let timeout: number | null = null
   if (spec.timeout != null) {
-    if (typeof spec.timeout !== 'number' || !Number.isFinite(spec.timeout) || spec.timeout < 0 || spec.timeout > 2_592_000) {
-      throw new UsageError(`"timeout" must be a number of seconds from 0 to 2592000, not ${describeValue(spec.timeout)}`)
+    if (typeof spec.timeout !== 'number' || !Number.isFinite(spec.timeout) || spec.timeout < 0 || spec.timeout > MAX_TIMEOUT_S) {
+      throw new UsageError(`"timeout" must be a number of seconds from 0 to ${MAX_TIMEOUT_S}, not ${describeValue(spec.timeout)}`)
     }
     timeout = spec.timeout || null
   }
@@ -1058,12 +1089,19 @@ export class Queue {
     return join(this.home, 'logs', `${id}.log`)
   }
 
+  /** Where a running attempt notes its process group (see killOrphanedAttempt). */
+  processNotePath(id: string): string {
+    return join(this.home, 'logs', `${id}.pid`)
+  }
+
   close(): void {
     this.storage.close()
   }
 
   /** Read-only SQL over the tables, for reports the API does not have. */
   query<T = Row>(sql: string, params: SqlValue[] = []): Promise<T[]> {
+    // A write here would change memory without the journal: refuse anything but a query.
+    if (!/^\s*(SELECT|WITH|EXPLAIN)\b/i.test(sql)) throw new UsageError('query() runs SELECT statements only')
     return this.storage.read((db) => db.all<T>(sql, params))
   }
 
@@ -1307,14 +1345,21 @@ export class Queue {
 
   async registerWorker(): Promise<string> {
     const id = `w${process.pid}-${randomBytes(2).toString('hex')}`
-    const now = Date.now()
-    await this.storage.write((sql) =>
-      sql.run('INSERT INTO workers (id, pid, host, proc_start, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?, ?)', [id, process.pid, HOST, processStartTime(process.pid), now, now]))
+    await this.storage.write((sql) => this.insertWorker(sql, id))
     return id
   }
 
+  private async insertWorker(sql: SqlSession, id: string): Promise<void> {
+    const now = Date.now()
+    await sql.run('INSERT INTO workers (id, pid, host, proc_start, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?, ?)', [id, process.pid, HOST, processStartTime(process.pid), now, now])
+  }
+
+  /** A worker judged lost by mistake (a heartbeat late past the lease) registers again rather than run unseen. */
   async heartbeat(workerId: string): Promise<void> {
-    await this.storage.write((sql) => sql.run('UPDATE workers SET heartbeat_at = ? WHERE id = ?', [Date.now(), workerId]))
+    await this.storage.write(async (sql) => {
+      if (await sql.get('SELECT 1 FROM workers WHERE id = ?', [workerId])) await sql.run('UPDATE workers SET heartbeat_at = ? WHERE id = ?', [Date.now(), workerId])
+      else await this.insertWorker(sql, workerId)
+    })
   }
 
   async unregisterWorker(workerId: string): Promise<void> {
@@ -1365,10 +1410,10 @@ export class Queue {
     })
   }
 
-  /** `worker stop --force`: the job goes back to pending and the interrupted attempt does not count. */
-  async releaseJob(claim: ClaimedJob, workerId: string, outcome: AttemptOutcome): Promise<void> {
+  /** `worker stop --force` (or a stop just after a claim): the job goes back to pending, the attempt not counted. */
+  async releaseJob(claim: ClaimedJob, workerId: string, outcome: AttemptOutcome, reason = 'stopped by worker stop --force'): Promise<void> {
     await this.storage.write(async (sql) => {
-      await this.closeAttempt(sql, claim.job.id, claim.attempt, { ...outcome, error: 'stopped by worker stop --force (not counted)' })
+      await this.closeAttempt(sql, claim.job.id, claim.attempt, { ...outcome, error: `${reason} (not counted)` })
       await sql.run('UPDATE workers SET job_id = NULL, since = NULL WHERE id = ?', [workerId])
       const row = await sql.get<JobRow>('SELECT * FROM jobs WHERE id = ?', [claim.job.id])
       if (!row || row.state !== 'processing' || row.worker !== workerId || row.runs !== claim.attempt) return
@@ -1387,10 +1432,11 @@ export class Queue {
     const [orphans, deadWorkers] = await this.storage.read(async (sql) => {
       const workers = await sql.all<WorkerRow>('SELECT * FROM workers')
       const alive = new Set(workers.filter((w) => !gone(w)).map((w) => w.id))
-      const processing = await sql.all<{ id: string; worker: string | null }>("SELECT id, worker FROM jobs WHERE state = 'processing'")
+      const processing = await sql.all<{ id: string; worker: string | null; runs: number }>("SELECT id, worker, runs FROM jobs WHERE state = 'processing'")
       return [processing.filter((j) => !j.worker || !alive.has(j.worker)), workers.filter((w) => !alive.has(w.id))] as const
     })
     if (orphans.length === 0 && deadWorkers.length === 0) return 0
+    for (const job of orphans) killOrphanedAttempt(this.processNotePath(job.id), job.runs)
     return this.storage.write(async (sql) => {
       let recovered = 0
       for (const w of deadWorkers) await sql.run('DELETE FROM workers WHERE id = ?', [w.id])
@@ -1472,24 +1518,66 @@ function formatSeconds(ms: number): string {
   return `${(ms / 1000).toFixed(3)}s`
 }
 
+/** Where a running attempt's process group is noted, so that whoever recovers the job can stop it. */
+interface JobProcessNote {
+  pid: number
+  startTime: string
+  attempt: number
+  host: string
+}
+
+function writeProcessNote(path: string, note: JobProcessNote): void {
+  try {
+    const fd = openSync(path, 'w', 0o600)
+    try {
+      writeSync(fd, `${note.pid} ${note.startTime} ${note.attempt} ${note.host}\n`)
+    } finally {
+      closeSync(fd)
+    }
+  } catch {
+    // without the note a lost worker's job cannot be stopped by others; it still runs and is recorded
+  }
+}
+
+/**
+ * Stops what is left of an attempt whose worker died: its job runs in a process group of its own and outlives
+ * the worker, and must not run beside its retry. Only on this host, and only if the leader is still that process.
+ */
+export function killOrphanedAttempt(notePath: string, attempt: number): void {
+  let note: string[]
+  try {
+    note = readFileSync(notePath, 'utf8').trim().split(' ')
+  } catch {
+    return
+  }
+  const [pid, startTime, noted, host] = note
+  if (Number(noted) !== attempt || host !== HOST || !isProcessAlive(Number(pid), startTime || undefined)) return
+  signalGroup(Number(pid), 'SIGKILL')
+}
+
 /**
  * Runs one attempt. Not tinyexec: the job must get exactly the environment it was enqueued with (tinyexec merges
  * the worker's own), its own process group, and file descriptors as stdout/stderr, so output lands on disk as it
- * is produced whatever its size.
+ * is produced whatever its size. Never throws: anything that goes wrong is the attempt's outcome.
  */
-export function startCommand(claim: ClaimedJob, logPath: string, workerId: string): RunningJob {
+export function startCommand(claim: ClaimedJob, paths: { log: string; note: string }, workerId: string): RunningJob {
   const { job, attempt } = claim
-  let fd: number
-  try {
-    makeDirectory(dirname(logPath))
-    fd = openSync(logPath, 'a+', 0o600)
-  } catch (error) {
-    const outcome = { exit_code: null, signal: null, error: `cannot open the log: ${(error as Error).message}`, output_tail: null, finished_at: Date.now() }
-    return { pid: undefined, done: Promise.resolve(outcome), kill: () => {} }
-  }
   const started = Date.now()
-  writeSync(fd, `=== attempt ${attempt} · started ${iso(started)} · worker ${workerId} ===\n`)
-  const outputStart = fstatSync(fd).size
+  const failed = (error: string): RunningJob => ({
+    pid: undefined,
+    done: Promise.resolve({ exit_code: null, signal: null, error, output_tail: null, finished_at: Date.now() }),
+    kill: () => {},
+  })
+  let fd: number
+  let outputStart: number
+  try {
+    makeDirectory(dirname(paths.log))
+    fd = openSync(paths.log, 'a+', 0o600)
+    writeSync(fd, `=== attempt ${attempt} · started ${iso(started)} · worker ${workerId} ===\n`)
+    outputStart = fstatSync(fd).size
+  } catch (error) {
+    return failed(`cannot write the log: ${(error as Error).message}`)
+  }
   let child: ChildProcess | undefined
   let startError: string | undefined
   try {
@@ -1500,30 +1588,37 @@ export function startCommand(claim: ClaimedJob, logPath: string, workerId: strin
       detached: true,
       stdio: ['ignore', fd, fd],
     })
+    if (child.pid) writeProcessNote(paths.note, { pid: child.pid, startTime: processStartTime(child.pid), attempt, host: HOST })
   } catch (error) {
     startError = `cannot start: ${(error as Error).message}`
   }
   let timedOut = false
   let forced = false
+  let termination: Promise<void> | undefined
   const done = new Promise<AttemptOutcome>((resolvePromise) => {
     const finish = (exitCode: number | null, signal: string | null, error: string | null) => {
       const finished = Date.now()
-      const outputEnd = fstatSync(fd).size
-      const tailStart = Math.max(outputStart, outputEnd - OUTPUT_TAIL_BYTES)
-      const tail = Buffer.alloc(outputEnd - tailStart)
-      readSync(fd, tail, 0, tail.length, tailStart)
-      const lastByte = Buffer.alloc(1)
-      if (outputEnd > outputStart) readSync(fd, lastByte, 0, 1, outputEnd - 1)
-      const ending = error ?? (exitCode === 0 ? 'exit code 0' : `exit code ${exitCode}`)
-      writeSync(fd, `${outputEnd > outputStart && lastByte[0] !== 10 ? '\n' : ''}=== attempt ${attempt} · ${ending} · ${formatSeconds(finished - started)} ===\n`)
-      closeSync(fd)
+      let tail: Buffer = Buffer.alloc(0)
+      try {
+        const outputEnd = fstatSync(fd).size
+        const tailStart = Math.max(outputStart, outputEnd - OUTPUT_TAIL_BYTES)
+        tail = Buffer.alloc(outputEnd - tailStart)
+        readSync(fd, tail, 0, tail.length, tailStart)
+        const newline = outputEnd > outputStart && tail[tail.length - 1] !== 10 ? '\n' : ''
+        writeSync(fd, `${newline}=== attempt ${attempt} · ${error ?? 'exit code 0'} · ${formatSeconds(finished - started)} ===\n`)
+      } catch {
+        // the outcome matters more than the log's footer (a full disk must not lose it)
+      } finally {
+        closeSync(fd)
+        rmQuiet(paths.note)
+      }
       resolvePromise({ exit_code: exitCode, signal, error, output_tail: tail.length ? tail.toString('utf8') : null, finished_at: finished, forced })
     }
     if (!child) return finish(null, null, startError!)
     const pid = child.pid
     const limit = claim.timeout > 0 ? setTimeout(() => {
       timedOut = true
-      if (pid) void terminateGroup(pid)
+      if (pid) termination = terminateGroup(pid)
     }, claim.timeout * 1000) : undefined
     child.on('error', (error) => {
       clearTimeout(limit)
@@ -1532,7 +1627,7 @@ export function startCommand(claim: ClaimedJob, logPath: string, workerId: strin
     child.on('exit', (code, signal) => {
       clearTimeout(limit)
       const settle = async () => {
-        if (timedOut && pid) await terminateGroup(pid, 0) // the shell is gone; its children must be too
+        await termination // the shell is gone, but the rest of its group gets its grace period, then SIGKILL
         let error: string | null = null
         if (forced) error = 'stopped by worker stop --force'
         else if (timedOut) error = `timed out after ${claim.timeout}s`
@@ -1618,11 +1713,16 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
         let claim = await queue.claimNextJob(workerId)
         failures = 0
         while (claim) {
-          running = startCommand(claim, queue.logPath(claim.job.id), workerId)
+          if (stopping) {
+            // a stop arrived while this job was being claimed: hand it back rather than start it
+            await queue.releaseJob(claim, workerId, { exit_code: null, signal: null, error: null, output_tail: null, finished_at: Date.now() }, 'not started: the worker was stopping')
+            break
+          }
+          running = startCommand(claim, { log: queue.logPath(claim.job.id), note: queue.processNotePath(claim.job.id) }, workerId)
           if (forced()) running.kill()
           const outcome = await running.done
           running = undefined
-          claim = await recordOutcome(queue, claim, workerId, outcome, !stopping, log)
+          claim = await recordOutcome(queue, claim, workerId, outcome, () => stopping, log)
         }
         if (stopping) break
         if (options.drain && !(await queue.hasWaitingJobs())) break
@@ -1658,13 +1758,14 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
  * The outcome must reach the database: while this worker lives nobody else will put its job back. Returns the
  * next job, claimed in the same transaction, unless the worker is stopping.
  */
-async function recordOutcome(queue: Queue, claim: ClaimedJob, workerId: string, outcome: AttemptOutcome, claimNext: boolean, log: (m: string) => void): Promise<ClaimedJob | undefined> {
+async function recordOutcome(queue: Queue, claim: ClaimedJob, workerId: string, outcome: AttemptOutcome, stopping: () => false | 'graceful' | 'force', log: (m: string) => void): Promise<ClaimedJob | undefined> {
   for (let tries = 1; ; tries++) {
     try {
-      if (!outcome.forced) return (await queue.finishAttempt(claim, workerId, outcome, { claimNext })).next
+      if (!outcome.forced) return (await queue.finishAttempt(claim, workerId, outcome, { claimNext: !stopping() })).next
       await queue.releaseJob(claim, workerId, outcome)
       return undefined
     } catch (error) {
+      if (stopping() === 'force' && tries >= 3) return undefined // once this worker is gone its job is recovered as lost
       log(`cannot record the end of job ${claim.job.id} (${(error as Error).message}); retrying`)
       await sleep(Math.min(100 * tries, 5_000))
     }
@@ -2350,9 +2451,9 @@ function writeOutput(bytes: Buffer): void {
 
 function wholeFlag(value: unknown, flag: string, min: number, max: number): number | undefined {
   if (value === undefined || value === false) return undefined
-  const text = String(value)
-  if (!/^\s*-?\d+\s*$/.test(text) || Number(text) < min || Number(text) > max) throw new UsageError(`${flag} must be a whole number from ${min} to ${max}, not "${text}"`)
-  return Number(text)
+  const n = wholeNumber(min, max)(String(value))
+  if (n === undefined) throw new UsageError(`${flag} must be a whole number from ${min} to ${max}, not "${String(value)}"`)
+  return n
 }
 
 function numberFlag(value: unknown, flag: string): number | undefined {
@@ -2506,6 +2607,7 @@ const workerCommand = define({
       examples: ['queuectl worker stop', 'queuectl worker stop --force', 'queuectl worker stop --timeout 60'],
       async run({ args }) {
         const timeout = numberFlag(args.timeout, '--timeout')
+        if (timeout !== undefined && timeout < 0) throw new UsageError('--timeout must be a number of seconds ≥ 0')
         const result = await withQueue((queue) => stopWorkers(queue, {
           force: Boolean(args.force),
           timeoutMs: timeout === undefined ? undefined : timeout * 1000,
@@ -2898,8 +3000,8 @@ function checkFlags(argv: string[], argsDef: ArgsDef, path: string[]): string[] 
 
 /** Runs the CLI on `argv`; resolves to the exit code (0 ok, 1 failed, 2 bad usage or input). */
 export async function main(argv: string[] = process.argv.slice(2)): Promise<number> {
-  await loadLog()
   try {
+    await loadLog()
     const dashes = argv.indexOf('--')
     const options = dashes === -1 ? argv : argv.slice(0, dashes)
     const homeAt = options.findIndex((arg) => arg === '--home' || arg.startsWith('--home='))
@@ -2930,7 +3032,9 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<numb
     const usage = error instanceof UsageError || (error as { name?: string }).name === 'CLIError'
     const message = (error as Error).message?.split('\n')[0] || String(error)
     const expected = usage || error instanceof QueueError || typeof (error as NodeJS.ErrnoException).code === 'string' // a system error: disk full, permissions
-    log.error(expected ? message : `${message} (unexpected; set QUEUECTL_DEBUG=1 for details)`)
+    const line = expected ? message : `${message} (unexpected; set QUEUECTL_DEBUG=1 for details)`
+    if (log) log.error(line)
+    else process.stderr.write(`queuectl: ${line}\n`)
     if (process.env.QUEUECTL_DEBUG) console.error(error)
     return usage ? 2 : 1
   }
