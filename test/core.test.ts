@@ -267,6 +267,10 @@ describe('concurrency and crash recovery', { concurrency: true }, () => {
       assert.equal(back.last_error, 'worker lost')
       assert.equal(back.worker, null)
       assert.ok(!(await status(home)).workers.some((w: any) => w.pid === wpid), 'dead worker not listed')
+      // the lost attempt ran in a process group of its own and outlived its worker: recovery must stop it,
+      // or it would run beside the retry
+      const orphan = readPid(pgFile)!
+      await waitFor('the lost attempt\'s shell to be killed by the recovery', () => !isAlive(orphan), 5000)
 
       const [pid2] = lines(await home.ok(['worker', 'start'])).map(Number)
       assert.notEqual(pid2, wpid)
