@@ -493,8 +493,14 @@ const crc32: (data: Uint8Array) => number =
     }
   })()
 
-/** One journal record: runs of statements, each `[sql, ...paramRows]` so a bulk insert names its SQL once. */
-type JournalRecord = [string, ...SqlValue[][]][]
+/** A transaction's statements: runs of `[sql, ...paramRows]`, so a bulk insert names its SQL once. */
+type Statements = [string, ...SqlValue[][]][]
+/**
+ * A journal record: the same, but a statement's SQL is written out only the first time a journal (one
+ * generation) uses it; after that it is its number, in order of first use. Records stay ~4× smaller, so a
+ * large queue compacts ~4× less often.
+ */
+type JournalRecord = [string | number, ...SqlValue[][]][]
 
 /** mkdir -p with mode 0700, one level at a time: Node's recursive mkdir spins forever under /proc. */
 function makeDirectory(dir: string): void {
@@ -560,7 +566,9 @@ export class SqlJsStorage implements Storage {
   private readonly dbPath: string
   private readonly journalPath: string
   private readonly journalLimit = envNumber('QUEUECTL_JOURNAL_LIMIT', DEFAULT_JOURNAL_LIMIT)
-  private pending: JournalRecord = [] // the statements of the open write transaction
+  private pending: Statements = [] // the statements of the open write transaction
+  private sqlTexts: string[] = [] // the journal's statements by number, as far as it has been applied
+  private readonly sqlNumbers = new Map<string, number>()
 
   private constructor(private readonly SQL: SqlJsStatic, readonly home: string) {
     this.dbPath = join(home, 'queue.db')
@@ -702,7 +710,14 @@ export class SqlJsStorage implements Storage {
   }
 
   /** Appends one record and makes it durable; on failure the journal is cut back so memory never leads disk. */
-  private append(fd: number, record: JournalRecord): number {
+  private append(fd: number, statements: Statements): number {
+    const fresh: string[] = []
+    const record: JournalRecord = statements.map(([sql, ...rows]) => {
+      const known = this.sqlNumbers.get(sql) ?? (fresh.includes(sql) ? this.sqlTexts.length + fresh.indexOf(sql) : undefined)
+      if (known !== undefined) return [known, ...rows]
+      fresh.push(sql)
+      return [sql, ...rows]
+    })
     const payload = Buffer.from(JSON.stringify(record))
     const frame = Buffer.alloc(8 + payload.length)
     frame.writeUInt32BE(payload.length, 0)
@@ -720,7 +735,21 @@ export class SqlJsStorage implements Storage {
       }
       throw new QueueError(`cannot write ${this.journalPath}: ${(error as Error).message}`)
     }
+    for (const sql of fresh) this.learnSql(sql)
     return frame.length
+  }
+
+  private learnSql(sql: string): string {
+    this.sqlNumbers.set(sql, this.sqlTexts.length)
+    this.sqlTexts.push(sql)
+    return sql
+  }
+
+  /** Memory now matches the snapshot alone: the journal is to be read from its first record. */
+  private resetJournalView(): void {
+    this.applied = JOURNAL_HEADER_BYTES
+    this.sqlTexts = []
+    this.sqlNumbers.clear()
   }
 
   /** A new snapshot of generation + 1, then an empty journal of it. A crash between the two is repaired on open. */
@@ -738,7 +767,7 @@ export class SqlJsStorage implements Storage {
       return
     }
     this.generation = next
-    this.applied = JOURNAL_HEADER_BYTES
+    this.resetJournalView()
   }
 
   /** The snapshot's generation (user_version), checked to be a whole queuectl database; 0 if there is none. */
@@ -789,7 +818,7 @@ export class SqlJsStorage implements Storage {
       throw new QueueError(`${this.dbPath} is damaged (${(error as Error).message}); it was left untouched`)
     }
     this.db = db
-    this.applied = JOURNAL_HEADER_BYTES
+    this.resetJournalView()
   }
 
   /**
@@ -870,6 +899,7 @@ export class SqlJsStorage implements Storage {
     const buffer = Buffer.alloc(size - this.applied)
     const data = buffer.subarray(0, readSync(fd, buffer, 0, buffer.length, this.applied))
     const db = this.database()
+    const knownSql = this.sqlTexts.length
     let offset = 0
     db.exec('BEGIN')
     try {
@@ -879,12 +909,17 @@ export class SqlJsStorage implements Storage {
         // A zero length is a zero-filled tail (e.g. after power loss), never a record: the empty crc32 is 0.
         if (length === 0 || end > data.length || crc32(data.subarray(offset + 8, end)) !== data.readUInt32BE(offset + 4)) break
         const record = JSON.parse(data.toString('utf8', offset + 8, end)) as JournalRecord
-        for (const [sql, ...rows] of record) for (const params of rows) this.prepare(sql).run(params)
+        for (const [ref, ...rows] of record) {
+          const sql = typeof ref === 'number' ? this.sqlTexts[ref] : this.learnSql(ref)
+          if (sql === undefined) throw new Error(`statement #${ref} is not defined`)
+          for (const params of rows) this.prepare(sql).run(params)
+        }
         offset = end
       }
       db.exec('COMMIT')
     } catch (error) {
       db.exec('ROLLBACK')
+      for (const sql of this.sqlTexts.splice(knownSql)) this.sqlNumbers.delete(sql)
       throw new QueueError(`${this.journalPath} could not be replayed at byte ${this.applied + offset} (${(error as Error).message}); it was left untouched`)
     }
     this.applied += offset
