@@ -6,26 +6,9 @@ import { spawn, spawnSync } from 'node:child_process'
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { randomBytes } from 'node:crypto'
 import { join } from 'node:path'
-import { Home, ROOT, isAlive, waitFor, waitForState, type RunResult } from './helpers.ts'
+import { Home, ROOT, isAlive, runProgram, waitFor, waitForState } from './helpers.ts'
 
 // ---------- local helpers ----------
-
-/** Runs any program to completion (used for tsx), capturing its output. */
-function runProgram(file: string, args: string[], opts: { env?: Record<string, string>; cwd?: string; timeoutMs?: number } = {}): Promise<RunResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(file, args, { cwd: opts.cwd ?? ROOT, env: opts.env, stdio: ['ignore', 'pipe', 'pipe'] })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.setEncoding('utf8').on('data', (d) => (stdout += d))
-    child.stderr.setEncoding('utf8').on('data', (d) => (stderr += d))
-    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 60_000)
-    child.on('error', reject)
-    child.on('close', (code, signal) => {
-      clearTimeout(timer)
-      resolve({ code, signal, stdout, stderr })
-    })
-  })
-}
 
 function lines(text: string): string[] {
   return text.split('\n').map((l) => l.trim()).filter(Boolean)
@@ -501,12 +484,12 @@ describe('cli', { concurrency: true }, () => {
       const tsx = join(ROOT, 'node_modules', '.bin', 'tsx')
       const src = join(ROOT, 'queuectl.ts')
       const env = home.env
-      const enq = await runProgram(tsx, [src, 'enqueue', 'echo via-tsx'], { env })
+      const enq = await runProgram(tsx, [src, 'enqueue', 'echo via-tsx'], { env, cwd: ROOT })
       assert.equal(enq.code, 0, enq.stderr)
       const id = enq.stdout.trim()
       assert.match(id, /^[0-9a-z]{13}$/)
       assert.equal((await home.job(id)).state, 'pending', 'the built CLI sees the job tsx enqueued')
-      const run = await runProgram(tsx, [src, 'worker', 'run', '--drain'], { env })
+      const run = await runProgram(tsx, [src, 'worker', 'run', '--drain'], { env, cwd: ROOT })
       assert.equal(run.code, 0, run.stderr)
       const job = await home.job(id)
       assert.equal(job.state, 'completed')

@@ -72,8 +72,13 @@ export class Home {
 }
 
 export function runCli(args: string[], opts: RunOptions = {}): Promise<RunResult> {
+  return runProgram(process.execPath, [CLI, ...args], opts)
+}
+
+/** Runs any program to completion, capturing its output (stdin: `opts.input`, or empty). */
+export function runProgram(file: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
   return new Promise((resolvePromise, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], {
+    const child = spawn(file, args, {
       cwd: opts.cwd ?? tmpdir(),
       env: opts.env ?? (process.env as Record<string, string>),
       stdio: ['pipe', 'pipe', 'pipe'],
@@ -84,7 +89,7 @@ export function runCli(args: string[], opts: RunOptions = {}): Promise<RunResult
     child.stderr.setEncoding('utf8').on('data', (d) => (stderr += d))
     const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 60_000)
     child.on('error', reject)
-    child.stdin.on('error', () => {}) // the CLI may exit before reading all of a large input
+    child.stdin.on('error', () => {}) // the program may exit before reading all of a large input
     child.on('close', (code, signal) => {
       clearTimeout(timer)
       resolvePromise({ code, signal, stdout, stderr })
