@@ -9,7 +9,8 @@
  * transaction costs the same with 1k or 100k jobs stored:
  *   - `queue.db` is a plain SQLite file whose `user_version` is its generation;
  *   - `queue.db.journal` holds one framed record (length, crc32, JSON of the statements and their bound
- *     values) per committed transaction, fsync'd before the transaction commits in memory;
+ *     values; a statement's SQL is spelled out once per journal, then numbered) per committed transaction,
+ *     fsync'd before the transaction commits in memory;
  *   - every write runs under the lockfile `queue.db.lock`, first replaying the records other processes
  *     appended since this process last looked; readers replay without the lock and stop at a torn record;
  *   - past QUEUECTL_JOURNAL_LIMIT bytes the writer compacts: a new snapshot with generation + 1 (tmp, fsync,
@@ -34,7 +35,7 @@ import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { setFlagsFromString } from 'node:v8'
 import * as zlib from 'node:zlib'
-import { defineCommand, renderUsage, runCommand, type ArgDef, type ArgsDef, type CommandDef } from 'citty'
+import { renderUsage, runCommand, type ArgDef, type ArgsDef, type CommandDef } from 'citty'
 import type { ConsolaInstance } from 'consola'
 import type { Database, SqlJsStatic, Statement } from 'sql.js'
 
@@ -1341,7 +1342,10 @@ export class Queue {
       await sql.run('DELETE FROM envs WHERE hash NOT IN (SELECT env_hash FROM jobs WHERE env_hash IS NOT NULL)')
       return rows.map((r) => r.id)
     })
-    for (const id of ids) rmQuiet(this.logPath(id))
+    for (const id of ids) {
+      rmQuiet(this.logPath(id))
+      rmQuiet(this.processNotePath(id))
+    }
     return ids
   }
 
@@ -1726,7 +1730,8 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
   } catch {
     // no inotify here: the idle poll still finds new jobs
   }
-  const heartbeat = setInterval(() => void queue.heartbeat(workerId).catch((error) => log(`heartbeat failed: ${error.message}`)), HEARTBEAT_MS)
+  // Also while a long job runs: a lost worker's job must not wait for this one to finish to be put back.
+  const heartbeat = setInterval(() => void queue.heartbeat(workerId).then(() => queue.recoverLostJobs()).catch((error) => log(`heartbeat failed: ${error.message}`)), HEARTBEAT_MS)
   heartbeat.unref()
   let lastRecovery = 0
   let lastRetention = 0
@@ -2701,7 +2706,10 @@ const listCommand = define({
     const state = stringFlag(args.state, '--state') as JobState | undefined
     if (state && !JOB_STATES.includes(state)) throw new UsageError(`unknown state "${state}": use one of ${JOB_STATES.join(', ')}`)
     const limit = wholeFlag(args.limit, '--limit', 1, 10_000_000)!
-    const [jobs, total] = await withQueue(async (queue) => [await queue.listJobs({ state, limit }), await queue.countJobs({ state })] as const)
+    const [jobs, total] = await withQueue(async (queue) => {
+      await queue.recoverLostJobs()
+      return [await queue.listJobs({ state, limit }), await queue.countJobs({ state })] as const
+    })
     if (args.json) return printJson(jobs)
     printJobs(jobs)
     if (total > jobs.length) log.info(`showing ${jobs.length} of ${total}; use --limit to see more`)
