@@ -2749,6 +2749,20 @@ const showCommand = define({
   },
 })
 
+/** The log's attempts as text: number, start (from the header), output, and the footer once it has ended. */
+function logSections(data: Buffer): { attempt: number; started_at: string | null; output: string; ended: string | null }[] {
+  const text = data.toString('latin1') // byte offsets, as in selectLog
+  const dot = Buffer.from('·').toString('latin1')
+  const headers = [...text.matchAll(new RegExp(`^=== attempt (\\d+) ${dot} started (\\S+) .*\n`, 'gm'))]
+  return headers.map((header, i) => {
+    const end = headers[i + 1]?.index ?? data.length
+    let body = data.subarray(header.index! + header[0].length, end).toString('utf8')
+    const footer = /\n?=== attempt \d+ · (.*) · [\d.]+s ===\n$/.exec(body)
+    if (footer) body = body.slice(0, footer.index) + (body[footer.index] === '\n' ? '\n' : '')
+    return { attempt: Number(header[1]), started_at: header[2], output: body, ended: footer?.[1] ?? null }
+  })
+}
+
 /** The log as attempts: each starts at its `=== attempt N · started` header. */
 function selectLog(data: Buffer, attempt: number | undefined, tail: number | undefined): Buffer {
   let selected = data
@@ -2778,30 +2792,35 @@ const logsCommand = define({
     follow: { type: 'boolean', alias: 'f', description: 'Keep printing while the job runs; exit 0 if it completes, 1 if it ends dead' },
     attempt: { type: 'string', description: 'Only this attempt' },
     tail: { type: 'string', description: 'Only the last N lines' },
+    ...jsonArg,
   },
-  examples: ['queuectl logs job1', 'queuectl logs job1 --follow', 'queuectl logs job1 --attempt 2 --tail 20'],
+  examples: ['queuectl logs job1', 'queuectl logs job1 --follow', 'queuectl logs job1 --attempt 2 --tail 20', 'queuectl logs job1 --json   # one object per attempt'],
   async run({ args }) {
     const id = String(args.id)
     if (!isValidJobId(id)) throw new UsageError(`invalid job id ${describeValue(id)}`)
     const attempt = wholeFlag(args.attempt, '--attempt', 1, 1_000_000)
     const tail = wholeFlag(args.tail, '--tail', 0, 100_000_000)
+    if (args.json && args.follow) throw new UsageError('--json prints the log as it is now; it does not go with --follow')
     await withQueue(async (queue) => {
       let job = await queue.getJob(id)
       if (!job) throw new QueueError(`no job with id "${id}"`)
       const path = queue.logPath(id)
       const readLog = () => (existsSync(path) ? readFileSync(path) : Buffer.alloc(0))
-      let data = readLog()
+      const data = readLog()
+      if (args.json) return printJson(logSections(data).filter((section) => attempt === undefined || section.attempt === attempt))
       if (data.length === 0 && !args.follow) log.info(`job ${id} has no output yet`)
-      writeOutput(selectLog(data, attempt, tail))
-      if (!args.follow) return
-      let offset = data.length
+      if (!args.follow) return writeOutput(selectLog(data, attempt, tail))
+      // Following: print what the selected view gained since the last look (an attempt may not have begun yet).
+      const view = (log: Buffer) => (attempt === undefined || logSections(log).some((s) => s.attempt === attempt) ? selectLog(log, attempt, undefined) : Buffer.alloc(0))
+      const first = view(data)
+      writeOutput(tail === undefined ? first : selectLog(first, undefined, tail))
+      let printed = first.length
       for (;;) {
         const ended = job!.state === 'completed' || job!.state === 'dead'
-        data = readLog()
-        if (data.length > offset) {
-          const chunk = data.subarray(offset)
-          writeOutput(attempt === undefined ? chunk : selectLog(chunk, attempt, undefined))
-          offset = data.length
+        const current = view(readLog())
+        if (current.length > printed) {
+          writeOutput(current.subarray(printed))
+          printed = current.length
         }
         if (ended) {
           process.exitCode = job!.state === 'completed' ? 0 : 1
