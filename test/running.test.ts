@@ -314,6 +314,17 @@ describe('running jobs well (issue 3)', { concurrency: true }, () => {
       assert.ok(lines.length > 0 && lines.length <= 3, `--tail 3 printed at most 3 output lines: ${JSON.stringify(tail)}`)
       assert.ok(!tail.includes('a1-') && !tail.includes('a2-line1'), `--tail 3 has only the end: ${JSON.stringify(tail)}`)
       assert.ok(tail.includes('a2-err') || tail.includes('a2-line5'), `--tail 3 has the last output: ${JSON.stringify(tail)}`)
+
+      const sections = await home.json(['logs', id])
+      assert.deepEqual(sections.map((x: any) => x.attempt), [1, 2])
+      assert.deepEqual(sections.map((x: any) => x.ended), ['exit code 1', 'exit code 0'])
+      assert.ok(sections[0].output.includes('a1-line5') && !sections[0].output.includes('a2-'), `--json attempt 1: ${sections[0].output}`)
+      assert.ok(!sections[1].output.includes('=== attempt'), 'the output holds no header or footer')
+      assert.deepEqual((await home.json(['logs', id, '--attempt', '2'])).map((x: any) => x.attempt), [2])
+
+      const followed = await home.run(['logs', id, '--follow', '--attempt', '1'])
+      assert.equal(followed.code, 0, 'following a completed job exits 0')
+      assert.ok(followed.stdout.includes('a1-line5') && !followed.stdout.includes('a2-'), `--follow --attempt 1: ${followed.stdout}`)
     } finally {
       await finish(home)
     }
