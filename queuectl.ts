@@ -570,6 +570,7 @@ export class SqlJsStorage implements Storage {
   private pending: Statements = [] // the statements of the open write transaction
   private sqlTexts: string[] = [] // the journal's statements by number, as far as it has been applied
   private readonly sqlNumbers = new Map<string, number>()
+  private lastFrame: { offset: number; head: Buffer } | undefined // the last record applied: is it still there?
 
   private constructor(private readonly SQL: SqlJsStatic, readonly home: string) {
     this.dbPath = join(home, 'queue.db')
@@ -737,6 +738,7 @@ export class SqlJsStorage implements Storage {
       throw new QueueError(`cannot write ${this.journalPath}: ${(error as Error).message}`)
     }
     for (const sql of fresh) this.learnSql(sql)
+    this.lastFrame = { offset: this.applied, head: Buffer.from(frame.subarray(0, 8)) }
     return frame.length
   }
 
@@ -751,6 +753,7 @@ export class SqlJsStorage implements Storage {
     this.applied = JOURNAL_HEADER_BYTES
     this.sqlTexts = []
     this.sqlNumbers.clear()
+    this.lastFrame = undefined
   }
 
   /** A new snapshot of generation + 1, then an empty journal of it. A crash between the two is repaired on open. */
@@ -763,7 +766,11 @@ export class SqlJsStorage implements Storage {
       writeFileDurably(this.journalPath, journalHeader(next))
     } catch (error) {
       db.exec(`PRAGMA user_version = ${this.generation}`)
-      if (this.snapshotGeneration() === next) this.generation = next // the snapshot made it; the journal resets on next write
+      if (this.snapshotGeneration() === next) {
+        // The snapshot made it and holds all of memory; the old journal is stale and will be reset.
+        this.generation = next
+        this.resetJournalView()
+      }
       process.stderr.write(`queuectl: compaction postponed: ${(error as Error).message}\n`)
       return
     }
@@ -863,8 +870,12 @@ export class SqlJsStorage implements Storage {
         if (tries < 5) continue // a compaction finished between our two reads
         throw new QueueError(`${this.journalPath} is newer than ${this.dbPath} (was queue.db replaced by an older copy?); both were left untouched`)
       }
-      if (size < this.applied) {
-        // Cut back after a failed append that we had already read: start over from the snapshot.
+      if (header.readUInt32BE(8) > JOURNAL_FORMAT) {
+        closeSync(fd)
+        throw new QueueError(`${this.journalPath} was written by a newer queuectl (journal format ${header.readUInt32BE(8)}); upgrade queuectl`)
+      }
+      if (size < this.applied || !this.lastFrameIntact(fd, size)) {
+        // A record we applied was cut back (its fsync failed) and perhaps replaced: start over from the snapshot.
         closeSync(fd)
         this.loadSnapshot()
         continue
@@ -894,6 +905,12 @@ export class SqlJsStorage implements Storage {
     }
   }
 
+  private lastFrameIntact(fd: number, size: number): boolean {
+    if (!this.lastFrame) return true
+    const head = Buffer.alloc(8)
+    return size >= this.lastFrame.offset + 8 && readSync(fd, head, 0, 8, this.lastFrame.offset) === 8 && head.equals(this.lastFrame.head)
+  }
+
   /** Applies the complete records after `applied`; returns true if it stopped at a torn or damaged one. */
   private replay(fd: number, size: number): boolean {
     if (size <= this.applied) return false
@@ -901,6 +918,7 @@ export class SqlJsStorage implements Storage {
     const data = buffer.subarray(0, readSync(fd, buffer, 0, buffer.length, this.applied))
     const db = this.database()
     const knownSql = this.sqlTexts.length
+    const lastFrame = this.lastFrame
     let offset = 0
     db.exec('BEGIN')
     try {
@@ -915,12 +933,14 @@ export class SqlJsStorage implements Storage {
           if (sql === undefined) throw new Error(`statement #${ref} is not defined`)
           for (const params of rows) this.prepare(sql).run(params)
         }
+        this.lastFrame = { offset: this.applied + offset, head: Buffer.from(data.subarray(offset, offset + 8)) }
         offset = end
       }
       db.exec('COMMIT')
     } catch (error) {
       db.exec('ROLLBACK')
       for (const sql of this.sqlTexts.splice(knownSql)) this.sqlNumbers.delete(sql)
+      this.lastFrame = lastFrame
       throw new QueueError(`${this.journalPath} could not be replayed at byte ${this.applied + offset} (${(error as Error).message}); it was left untouched`)
     }
     this.applied += offset
@@ -1805,7 +1825,7 @@ async function recordOutcome(queue: Queue, claim: ClaimedJob, workerId: string, 
       await queue.releaseJob(claim, workerId, outcome)
       return undefined
     } catch (error) {
-      if (stopping() === 'force' && tries >= 3) return undefined // once this worker is gone its job is recovered as lost
+      if (outcome.forced && tries >= 3) return undefined // once this worker is gone its job is recovered as lost
       log(`cannot record the end of job ${claim.job.id} (${(error as Error).message}); retrying`)
       await sleep(Math.min(100 * tries, 5_000))
     }

@@ -517,3 +517,27 @@ test('durability: 200+ enqueues SIGKILLed at random instants; every one that exi
     home.cleanup()
   }
 })
+
+test('a record a reader applied and that was then cut back (its fsync failed) and replaced is not kept by that reader', { timeout: 60_000 }, async () => {
+  // A writer whose fdatasync fails truncates its record away; a reader that had already applied it must notice,
+  // even when the next writer's (longer) record now covers the same bytes, and reload rather than stay misaligned.
+  const { openQueue } = await import('../queuectl.ts')
+  const home = new Home()
+  try {
+    await home.ok(['enqueue', '--id', 'base', '--', 'true'])
+    const journal = join(home.dir, 'queue.db.journal')
+    const before = readFileSync(journal).length
+    await home.ok(['enqueue', '--id', 'ghost', '--', 'true'])
+    const reader = await openQueue(home.dir) // a long-lived reader (a dashboard, a logs --follow) sees "ghost"
+    try {
+      assert.deepEqual((await reader.listJobs()).map((j) => j.id).sort(), ['base', 'ghost'])
+      truncateSync(journal, before) // what the failed writer does: its record is gone, nobody was told it committed
+      await home.ok(['enqueue', '--id', 'real', '--', `echo ${'x'.repeat(200)}`]) // lands where "ghost" was, longer
+      assert.deepEqual((await reader.listJobs()).map((j) => j.id).sort(), ['base', 'real'], 'the reader dropped the cut record and applied the new one')
+    } finally {
+      reader.close()
+    }
+  } finally {
+    home.cleanup()
+  }
+})
