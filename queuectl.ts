@@ -30,6 +30,7 @@ import {
   type FSWatcher,
 } from 'node:fs'
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
+import { createRequire } from 'node:module'
 import { hostname } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -476,7 +477,8 @@ let sqlJs: Promise<SqlJsStatic> | undefined
 function loadSqlJs(): Promise<SqlJsStatic> {
   // Without tier-up, a short CLI call exits ~100 ms sooner (MEASURED §7) and workers lose nothing measurable.
   setFlagsFromString('--liftoff-only')
-  sqlJs ??= import('sql.js').then((module) => (module.default as unknown as (config?: object) => Promise<SqlJsStatic>)())
+  // require(), not import(): sql.js is CommonJS, and import() would first scan its 100 KB for named exports.
+  sqlJs ??= Promise.resolve().then(() => (createRequire(scriptPath())('sql.js') as (config?: object) => Promise<SqlJsStatic>)())
   return sqlJs
 }
 
