@@ -1076,7 +1076,7 @@ export function validateJobSpec(input: unknown, now = Date.now(), defaultEnv?: R
   if (typeof input !== 'object' || input === null || Array.isArray(input)) {
     throw new UsageError(`a job must be a JSON object such as {"command":"echo hi"}, not ${describeValue(input)}`)
   }
-  const spec = input as Record<string, unknown>
+  const spec = Object.fromEntries(Object.entries(input).map(([key, value]) => [key.replace(/-/g, '_'), value])) // max-retries = max_retries
   for (const key of Object.keys(spec)) {
     if (!(JOB_FIELDS as readonly string[]).includes(key) && key !== 'env') {
       throw new UsageError(`unknown field "${key}" in the job: valid fields are ${JOB_FIELDS.join(', ')}`)
@@ -3050,8 +3050,8 @@ async function resolveCommand(argv: string[]): Promise<{ command: CommandDef<Arg
 
 /**
  * citty lets unknown flags through; a typo must not be silently ignored, so check them against the command.
- * Returns argv ready for citty: a negative number given as a positional (`config set backoff_max -1`) is moved
- * behind `--`, where it cannot be taken for a flag.
+ * Returns argv ready for citty: `--max_retries` spelled as `--max-retries`, and a negative number given as a
+ * positional (`config set backoff_max -1`) moved behind `--`, where it cannot be taken for a flag.
  */
 function checkFlags(argv: string[], argsDef: ArgsDef, path: string[]): string[] {
   const known = new Map<string, ArgDef>()
@@ -3060,15 +3060,18 @@ function checkFlags(argv: string[], argsDef: ArgsDef, path: string[]): string[] 
   }
   const options: string[] = []
   const positionals: string[] = []
+  const normalized = [...argv]
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]
-    if (arg === '--') return argv
+    if (arg === '--') return normalized
     if (!arg.startsWith('-') || /^-\d/.test(arg)) {
       positionals.push(arg)
       continue
     }
-    options.push(arg)
-    const name = arg.replace(/^--?/, '').split('=')[0]
+    const given = arg.replace(/^--?/, '').split('=')[0]
+    const name = given.replace(/_/g, '-')
+    if (name !== given) normalized[i] = arg.replace(given, name)
+    options.push(normalized[i])
     const def = known.get(name) ?? (name.startsWith('no-') && known.get(name.slice(3))?.type === 'boolean' ? known.get(name.slice(3)) : undefined)
     if (!def) {
       const hint = path[0] === 'enqueue' ? ' (to pass flags to the job\'s command, put the command after --)' : ''
@@ -3079,7 +3082,7 @@ function checkFlags(argv: string[], argsDef: ArgsDef, path: string[]): string[] 
       options.push(argv[++i])
     }
   }
-  return positionals.some((arg) => /^-\d/.test(arg)) ? [...options, '--', ...positionals] : argv
+  return positionals.some((arg) => /^-\d/.test(arg)) ? [...options, '--', ...positionals] : normalized
 }
 
 /** Runs the CLI on `argv`; resolves to the exit code (0 ok, 1 failed, 2 bad usage or input). */
