@@ -427,6 +427,20 @@ describe('storage', { concurrency: true }, () => {
 // ---------- CLI surface ----------
 
 describe('cli', { concurrency: true }, () => {
+  test('max-retries and max_retries are one name: in flags, JSON keys and config keys', async () => {
+    const home = new Home()
+    try {
+      const a = (await home.ok(['enqueue', '--max_retries', '5', '--', 'true'])).trim()
+      const b = (await home.ok(['enqueue', JSON.stringify({ command: 'true', 'max-retries': 7 })])).trim()
+      assert.equal((await home.job(a)).max_retries, 5)
+      assert.equal((await home.job(b)).max_retries, 7)
+      await home.ok(['config', 'set', 'max_retries', '4'])
+      assert.equal((await home.ok(['config', 'get', 'max-retries'])).trim(), '4')
+    } finally {
+      home.cleanup()
+    }
+  })
+
   test('worker start returns at once, prints pids, workers are alive and listed in status', async () => {
     const home = new Home()
     try {
