@@ -2771,40 +2771,43 @@ const showCommand = define({
   },
 })
 
-/** The log's attempts as text: number, start (from the header), output, and the footer once it has ended. */
-function logSections(data: Buffer): { attempt: number; started_at: string | null; output: string; ended: string | null }[] {
-  const text = data.toString('latin1') // byte offsets, as in selectLog
-  const dot = Buffer.from('·').toString('latin1')
-  const headers = [...text.matchAll(new RegExp(`^=== attempt (\\d+) ${dot} started (\\S+) .*\n`, 'gm'))]
-  return headers.map((header, i) => {
-    const end = headers[i + 1]?.index ?? data.length
-    let body = data.subarray(header.index! + header[0].length, end).toString('utf8')
-    const footer = /\n?=== attempt \d+ · (.*) · [\d.]+s ===\n$/.exec(body)
-    if (footer) body = body.slice(0, footer.index) + (body[footer.index] === '\n' ? '\n' : '')
-    return { attempt: Number(header[1]), started_at: header[2], output: body, ended: footer?.[1] ?? null }
+/** Where each attempt lies in the log: from its `=== attempt N · started` header to the next header. */
+function attemptRanges(data: Buffer): { attempt: number; started_at: string; start: number; body: number; end: number }[] {
+  // As latin1 each byte is one character, so string offsets are byte offsets (the header's "·" is 2 bytes).
+  const text = data.toString('latin1')
+  const headers = [...text.matchAll(new RegExp(`^=== attempt (\\d+) ${Buffer.from('·').toString('latin1')} started (\\S+) .*\n`, 'gm'))]
+  return headers.map((header, i) => ({
+    attempt: Number(header[1]),
+    started_at: header[2],
+    start: header.index!,
+    body: header.index! + header[0].length,
+    end: headers[i + 1]?.index ?? data.length,
+  }))
+}
+
+/** The log's attempts as text: number, start, output, and the footer's summary once it has ended. */
+function logSections(data: Buffer): { attempt: number; started_at: string; output: string; ended: string | null }[] {
+  return attemptRanges(data).map((range) => {
+    let output = data.subarray(range.body, range.end).toString('utf8')
+    const footer = /\n?=== attempt \d+ · (.*) · [\d.]+s ===\n$/.exec(output)
+    if (footer) output = output.slice(0, footer.index) + (output[footer.index] === '\n' ? '\n' : '')
+    return { attempt: range.attempt, started_at: range.started_at, output, ended: footer?.[1] ?? null }
   })
 }
 
-/** The log as attempts: each starts at its `=== attempt N · started` header. */
-function selectLog(data: Buffer, attempt: number | undefined, tail: number | undefined): Buffer {
-  let selected = data
-  if (attempt !== undefined) {
-    // As latin1 each byte is one character, so string offsets are byte offsets (the header's "·" is 2 bytes).
-    const text = data.toString('latin1')
-    const header = (n: string) => new RegExp(`^=== attempt ${n} ${Buffer.from('·').toString('latin1')} started`, 'm')
-    const start = text.search(header(String(attempt)))
-    if (start === -1) throw new QueueError(`this job has no attempt ${attempt} in its log`)
-    const next = text.slice(start + 1).search(header('\\d+'))
-    selected = data.subarray(start, next === -1 ? data.length : start + 1 + next)
-  }
-  if (tail !== undefined) {
-    let end = selected.length
-    if (selected[end - 1] === 10) end--
-    let start = end
-    for (let lines = 0; start > 0; start--) if (selected[start - 1] === 10 && ++lines === tail) break
-    selected = selected.subarray(start)
-  }
-  return selected
+/** One attempt's part of the log (header to footer), or undefined if it has not begun. */
+function attemptLog(data: Buffer, attempt: number): Buffer | undefined {
+  const range = attemptRanges(data).find((r) => r.attempt === attempt)
+  return range && data.subarray(range.start, range.end)
+}
+
+/** The last `lines` lines. */
+function tailLines(data: Buffer, lines: number): Buffer {
+  let end = data.length
+  if (data[end - 1] === 10) end--
+  let start = end
+  for (let seen = 0; start > 0; start--) if (data[start - 1] === 10 && ++seen === lines) break
+  return data.subarray(start)
 }
 
 const logsCommand = define({
@@ -2831,15 +2834,19 @@ const logsCommand = define({
       const data = readLog()
       if (args.json) return printJson(logSections(data).filter((section) => attempt === undefined || section.attempt === attempt))
       if (data.length === 0 && !args.follow) log.info(`job ${id} has no output yet`)
-      if (!args.follow) return writeOutput(selectLog(data, attempt, tail))
+      const view = (log: Buffer) => (attempt === undefined ? log : attemptLog(log, attempt))
+      if (!args.follow) {
+        const selected = view(data)
+        if (!selected) throw new QueueError(`this job has no attempt ${attempt} in its log`)
+        return writeOutput(tail === undefined ? selected : tailLines(selected, tail))
+      }
       // Following: print what the selected view gained since the last look (an attempt may not have begun yet).
-      const view = (log: Buffer) => (attempt === undefined || logSections(log).some((s) => s.attempt === attempt) ? selectLog(log, attempt, undefined) : Buffer.alloc(0))
-      const first = view(data)
-      writeOutput(tail === undefined ? first : selectLog(first, undefined, tail))
+      const first = view(data) ?? Buffer.alloc(0)
+      writeOutput(tail === undefined ? first : tailLines(first, tail))
       let printed = first.length
       for (;;) {
         const ended = job!.state === 'completed' || job!.state === 'dead'
-        const current = view(readLog())
+        const current = view(readLog()) ?? Buffer.alloc(0)
         if (current.length > printed) {
           writeOutput(current.subarray(printed))
           printed = current.length
