@@ -183,11 +183,13 @@ test('lock: a lockfile left by a dead holder (killed, zombie, reused pid, empty 
     const deadStart = startTime(dead.pid!)
     dead.kill('SIGKILL')
     await once(dead, 'exit')
-    // 2. holder is a zombie: `sleep 0` whose parent (exec'd `sleep 60`) never reaps it
-    const parent = spawn('/bin/sh', ['-c', 'sleep 0 & echo $!; exec sleep 60'], { stdio: ['ignore', 'pipe', 'ignore'] })
+    // 2. holder is a zombie: a child that exits only once its parent shell has exec'd `sleep 60`, which never
+    //    reaps it. A child that exits at once may be reaped by the shell before the exec (it was, on CI).
+    const waitForExec = `until [ "$(cat /proc/$PPID/comm)" = sleep ]; do sleep 0.01; done`
+    const parent = spawn('/bin/sh', ['-c', `sh -c '${waitForExec}' & echo $!; exec sleep 60`], { stdio: ['ignore', 'pipe', 'ignore'] })
     const [line] = (await once(parent.stdout!, 'data')) as [Buffer]
     const zombie = Number(line.toString().trim())
-    await waitFor('the child to become a zombie', () => readFileSync(`/proc/${zombie}/stat`, 'utf8').includes(') Z '), 5000, 10)
+    await waitFor('the child to become a zombie', () => readFileSync(`/proc/${zombie}/stat`, 'utf8').includes(') Z '), 10_000, 10)
     const zombieStart = startTime(zombie)
     // 3. pid alive but the start time differs: the pid was reused by another process
     const reused = sleeper()
