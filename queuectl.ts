@@ -1733,7 +1733,13 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
   let changed = true
   let wake = () => {}
   const stop = (force: boolean) => {
-    stopping = force || stopping ? 'force' : 'graceful'
+    const next = force || stopping ? 'force' : 'graceful'
+    if (next !== stopping) {
+      if (!running) log('stopping')
+      else if (next === 'graceful') log('stopping after the current job (signal again to stop now)')
+      else log('stopping now: the current job is killed and put back')
+    }
+    stopping = next
     if (stopping === 'force') running?.kill()
     wake()
   }

@@ -99,14 +99,14 @@ function newHome(): Home {
 function dropHome(h: Home) {
   closeQueue(h)
   liveHomes.delete(h)
-  h.cleanup()
+  h.cleanupSync()
 }
 const liveChildren = new Set<ChildProcess>()
 function cleanupAll() {
   for (const c of liveChildren) c.kill('SIGKILL')
   for (const q of openQueues.values()) q.close()
   openQueues.clear()
-  for (const h of liveHomes) h.cleanup()
+  for (const h of liveHomes) h.cleanupSync()
   liveHomes.clear()
 }
 for (const sig of ['SIGINT', 'SIGTERM'] as const) {

@@ -25,9 +25,14 @@ async function status(home: Home): Promise<any> {
   return home.json(['status'])
 }
 
-/** Kills a process group if it still exists (cleanup of jobs orphaned by a killed worker). */
-function killGroup(pgid: number): void {
+/**
+ * Kills a job's process group if its leader, a shell whose command names `home`, still runs (cleanup of jobs
+ * orphaned by a killed worker). Checking the leader matters: pids wrap during the suite, and by now the number may
+ * be another test's job group.
+ */
+function killGroup(pgid: number, home: Home): void {
   try {
+    if (!readFileSync(`/proc/${pgid}/cmdline`, 'utf8').includes(home.dir)) return
     process.kill(-pgid, 'SIGKILL')
   } catch {}
 }
@@ -65,7 +70,7 @@ describe('assignment scenarios', { concurrency: true }, () => {
       assert.match(logs, /hello-from-job/)
       assert.match(logs, /=== attempt 1 /)
     } finally {
-      home.cleanup()
+      await home.cleanup()
     }
   })
 
@@ -95,7 +100,7 @@ describe('assignment scenarios', { concurrency: true }, () => {
       assert.deepEqual(dlq.map((j: any) => j.id), ['fails'])
       assert.equal(dlq[0].state, 'dead')
     } finally {
-      home.cleanup()
+      await home.cleanup()
     }
   })
 
@@ -131,7 +136,7 @@ describe('assignment scenarios', { concurrency: true }, () => {
         assert.equal(job.attempts, 1, job.id)
       }
     } finally {
-      home.cleanup()
+      await home.cleanup()
     }
   })
 
@@ -151,7 +156,7 @@ describe('assignment scenarios', { concurrency: true }, () => {
       const dlq = await home.json(['dlq', 'list'])
       assert.deepEqual(dlq.map((j: any) => j.id), [id])
     } finally {
-      home.cleanup()
+      await home.cleanup()
     }
   })
 
@@ -187,7 +192,7 @@ describe('assignment scenarios', { concurrency: true }, () => {
       const ran = await waitForState(home, 'later', 'completed')
       assert.match(ran.output_tail, /after-restart/)
     } finally {
-      home.cleanup()
+      await home.cleanup()
     }
   })
 })
@@ -217,7 +222,7 @@ describe('concurrency and crash recovery', { concurrency: true }, () => {
       assert.deepEqual(listed.map((j: any) => j.id).sort(), [...ids].sort())
       assert.equal((await status(home)).counts.pending, 200)
     } finally {
-      home.cleanup()
+      await home.cleanup()
     }
   })
 
@@ -265,8 +270,8 @@ describe('concurrency and crash recovery', { concurrency: true }, () => {
       assert.match(job.output_tail, /finished/)
     } finally {
       const pg = readPid(pgFile)
-      if (pg) killGroup(pg)
-      home.cleanup()
+      if (pg) killGroup(pg, home)
+      await home.cleanup()
     }
   })
 
@@ -275,12 +280,18 @@ describe('concurrency and crash recovery', { concurrency: true }, () => {
     try {
       const [pid] = lines(await home.ok(['worker', 'start'])).map(Number)
       const started = join(home.dir, 'started')
-      await home.ok(['enqueue', '--id', 'slow', '--', `touch ${shq(started)}; sleep 3; echo slept-well`])
-      // the job's own marker, not a `show` poll: a poll can miss a short processing window on a loaded machine
+      const go = join(home.dir, 'go')
+      // the job runs until the test says go, after the worker has acknowledged the stop: no timing window
+      await home.ok(['enqueue', '--id', 'slow', '--', `touch ${shq(started)}; until [ -e ${shq(go)} ]; do sleep 0.05; done; echo slept-well`])
       await waitFor('the job to start', () => existsSync(started), 20_000, 20)
       const stopIssued = Date.now()
-      const stop = await home.ok(['worker', 'stop'], { timeoutMs: 30_000 })
-      assert.match(stop, /Stopped 1 worker/)
+      const stopping = home.run(['worker', 'stop'], { timeoutMs: 30_000 })
+      const workerLog = join(home.dir, 'logs', 'worker.log')
+      await waitFor('the worker to acknowledge the stop', () => readFileSync(workerLog, 'utf8').includes('stopping after the current job'), 20_000, 20)
+      writeFileSync(go, '')
+      const r = await stopping
+      assert.equal(r.code, 0, r.stderr)
+      assert.match(r.stdout, /Stopped 1 worker/)
       assert.ok(!isAlive(pid), 'the worker has exited when stop returns')
       const job = await home.job('slow')
       assert.equal(job.state, 'completed', 'stop waited for the job to finish')
@@ -290,7 +301,7 @@ describe('concurrency and crash recovery', { concurrency: true }, () => {
       assert.deepEqual((await status(home)).workers, [])
       assert.match(await home.ok(['worker', 'stop']), /No workers running/)
     } finally {
-      home.cleanup()
+      await home.cleanup()
     }
   })
 
@@ -314,8 +325,8 @@ describe('concurrency and crash recovery', { concurrency: true }, () => {
       assert.equal(job.worker, null)
     } finally {
       const pg = readPid(pgFile)
-      if (pg) killGroup(pg)
-      home.cleanup()
+      if (pg) killGroup(pg, home)
+      await home.cleanup()
     }
   })
 })
@@ -349,7 +360,7 @@ describe('storage', { concurrency: true }, () => {
       }
       assert.equal(await configValue(home, 'max_retries'), 4)
     } finally {
-      home.cleanup()
+      await home.cleanup()
     }
   })
 
@@ -368,7 +379,7 @@ describe('storage', { concurrency: true }, () => {
       rmSync(join(home.dir, 'queue.db.lock'))
       assert.deepEqual((await home.json(['list'])).map((j: any) => j.id), ['a'])
     } finally {
-      home.cleanup()
+      await home.cleanup()
     }
   })
 
@@ -418,7 +429,7 @@ describe('storage', { concurrency: true }, () => {
           assert.ok(readFileSync(dbPath).equals(bytes), `${args.join(' ')} changed queue.db`)
         }
       } finally {
-        home.cleanup()
+        await home.cleanup()
       }
     })
   }
@@ -437,7 +448,7 @@ describe('cli', { concurrency: true }, () => {
       await home.ok(['config', 'set', 'max_retries', '4'])
       assert.equal((await home.ok(['config', 'get', 'max-retries'])).trim(), '4')
     } finally {
-      home.cleanup()
+      await home.cleanup()
     }
   })
 
@@ -466,7 +477,7 @@ describe('cli', { concurrency: true }, () => {
       assert.match(await home.ok(['worker', 'stop']), /Stopped 2 workers/)
       for (const pid of pids) assert.ok(!isAlive(pid))
     } finally {
-      home.cleanup()
+      await home.cleanup()
     }
   })
 
@@ -488,7 +499,7 @@ describe('cli', { concurrency: true }, () => {
       assert.deepEqual(noExample, [], 'every --help shows an example')
       assert.ok(!existsSync(join(home.dir, 'queue.db')), '--help does not create a queue')
     } finally {
-      home.cleanup()
+      await home.cleanup()
     }
   })
 
@@ -509,7 +520,7 @@ describe('cli', { concurrency: true }, () => {
       assert.equal(job.state, 'completed')
       assert.match(job.output_tail, /via-tsx/)
     } finally {
-      home.cleanup()
+      await home.cleanup()
     }
   })
 })

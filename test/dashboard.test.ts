@@ -6,29 +6,24 @@ import { test, describe, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { once } from 'node:events'
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
-import { createServer, request, type IncomingHttpHeaders } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import { request, type IncomingHttpHeaders } from 'node:http'
 import { join } from 'node:path'
 import type { ChildProcess } from 'node:child_process'
 import { Home, ROOT, waitFor } from './helpers.ts'
 
 const CHROMIUM = '/usr/bin/chromium'
 const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic',
-  '--no-first-run', '--disable-component-update', '--disable-sync']
+  '--no-first-run', '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage']
 const XSS = '<img src=x onerror=alert(1)>'
 const JOB_FIELDS = ['id', 'command', 'cwd', 'state', 'attempts', 'max_retries', 'priority', 'run_at', 'timeout',
   'created_at', 'updated_at', 'started_at', 'finished_at', 'exit_code', 'last_error', 'worker']
 
 // ---------- local helpers ----------
 
-async function freePort(): Promise<number> {
-  const server = createServer()
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const { port } = server.address() as AddressInfo
-  server.close()
-  await once(server, 'close')
-  return port
+/** The port a dashboard started with `--port 0` chose, read from the address it prints. */
+function printedPort(output: string): number | undefined {
+  const m = /Dashboard: http:\/\/[^\s/]+:(\d+)\//.exec(output)
+  return m ? Number(m[1]) : undefined
 }
 
 interface Dashboard {
@@ -39,14 +34,17 @@ interface Dashboard {
   stop: () => Promise<void>
 }
 
-/** Starts `queuectl dashboard --port P ...args` and waits until it answers (with `token` when it needs one). */
+/**
+ * Starts `queuectl dashboard --port 0 ...args` (the system picks a free port: no race with other tests for one)
+ * and waits until it answers (with `token` when it needs one).
+ */
 async function startDashboard(home: Home, args: string[] = [], token?: string): Promise<Dashboard> {
-  const port = await freePort()
-  const child = home.spawn(['dashboard', '--port', String(port), ...args])
+  const child = home.spawn(['dashboard', '--port', '0', ...args])
   let output = ''
   child.stdout!.setEncoding('utf8').on('data', (d) => (output += d))
   child.stderr!.setEncoding('utf8').on('data', (d) => (output += d))
-  const base = `http://127.0.0.1:${port}`
+  let port = 0
+  let base = ''
   const stop = async () => {
     if (child.exitCode !== null || child.signalCode !== null) return
     const exited = once(child, 'exit')
@@ -56,6 +54,11 @@ async function startDashboard(home: Home, args: string[] = [], token?: string): 
     clearTimeout(timer)
   }
   try {
+    port = await waitFor('the dashboard to print its address', () => {
+      if (child.exitCode !== null) throw new Error(`dashboard exited ${child.exitCode}: ${output}`)
+      return printedPort(output)
+    }, 15_000, 20)
+    base = `http://127.0.0.1:${port}`
     await waitFor('the dashboard to answer', async () => {
       if (child.exitCode !== null) return Promise.reject(new Error(`dashboard exited ${child.exitCode}: ${output}`))
       const res = await fetch(`${base}/api/overview`, { headers: token ? { authorization: `Bearer ${token}` } : {} })
@@ -123,7 +126,7 @@ describe('dashboard on 127.0.0.1 without a token', () => {
   })
   after(async () => {
     await dash?.stop()
-    home.cleanup()
+    await home.cleanup()
   })
 
   test('JSON API: overview, job list with filter/search/paging, a job with its attempts, its log by offset', async () => {
@@ -282,7 +285,7 @@ describe('dashboard with --token and --allow-enqueue', () => {
   })
   after(async () => {
     await dash?.stop()
-    home.cleanup()
+    await home.cleanup()
   })
 
   test('every request needs the token: Bearer header, or ?token= on a GET', async () => {
@@ -363,14 +366,13 @@ describe('dashboard on a non-loopback host', () => {
   after(() => home.cleanup())
 
   test('without --token one is generated and printed, and requests without it get 401', async () => {
-    const port = await freePort()
-    const child = home.spawn(['dashboard', '--host', '0.0.0.0', '--port', String(port)])
+    const child = home.spawn(['dashboard', '--host', '0.0.0.0', '--port', '0'])
     let output = ''
     child.stdout!.setEncoding('utf8').on('data', (d) => (output += d))
     child.stderr!.setEncoding('utf8').on('data', (d) => (output += d))
     try {
       const printed = await waitFor('a token in the dashboard\'s output', () => /token=([A-Za-z0-9_-]{16,})/.exec(output)?.[1], 15_000)
-      const base = `http://127.0.0.1:${port}`
+      const base = `http://127.0.0.1:${printedPort(output)}`
       assert.equal((await fetch(`${base}/api/overview`)).status, 401)
       assert.equal((await fetch(`${base}/api/overview`, { headers: { authorization: `Bearer ${printed}` } })).status, 200)
     } finally {

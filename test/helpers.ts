@@ -29,8 +29,13 @@ export class Home {
     this.dir = mkdtempSync(join(tmpdir(), prefix))
   }
 
+  /** The runner's environment without settings that would change the CLI's behaviour under test. */
   get env(): Record<string, string> {
-    return { ...(process.env as Record<string, string>), QUEUECTL_HOME: this.dir }
+    const env: Record<string, string> = {}
+    for (const [key, value] of Object.entries(process.env)) {
+      if (value !== undefined && !key.startsWith('QUEUECTL_') && key !== 'NODE_OPTIONS') env[key] = value
+    }
+    return { ...env, QUEUECTL_HOME: this.dir }
   }
 
   /** Runs `queuectl ...args` to completion (async, so several can run at once). */
@@ -64,8 +69,17 @@ export class Home {
     })
   }
 
-  /** Stops every worker of this home (forcefully) and removes the folder. */
-  cleanup(): void {
+  /** Stops every worker of this home (forcefully) and removes the folder, without blocking concurrent tests. */
+  async cleanup(): Promise<void> {
+    try {
+      await this.run(['worker', 'stop', '--force', '--timeout', '10'], { timeoutMs: 30_000 })
+    } finally {
+      rmSync(this.dir, { recursive: true, force: true })
+    }
+  }
+
+  /** cleanup() for exit handlers, where nothing asynchronous runs any more. */
+  cleanupSync(): void {
     spawnSync(process.execPath, [CLI, 'worker', 'stop', '--force', '--timeout', '10'], { env: this.env, stdio: 'ignore' })
     rmSync(this.dir, { recursive: true, force: true })
   }

@@ -178,8 +178,8 @@ describe('bad input', { concurrency: 4 }, () => {
     assert.equal((baseline.jobs as unknown[]).length, 1)
   })
 
-  after(() => {
-    template?.cleanup()
+  after(async () => {
+    await template?.cleanup()
     rmSync(scratch, { recursive: true, force: true })
   })
 

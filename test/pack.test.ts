@@ -13,7 +13,9 @@ import { ROOT, CLI, type RunResult } from './helpers.ts'
 function cleanEnv(extra: Record<string, string> = {}): Record<string, string> {
   const env: Record<string, string> = {}
   for (const [k, v] of Object.entries(process.env)) {
-    if (v === undefined || /^npm_/i.test(k) || k === 'NODE_OPTIONS' || k === 'INIT_CWD') continue
+    // npm's lifecycle variables would point the nested npm at this project; where to fetch from is kept
+    const fetchSetting = /^npm_config_(registry|cache|proxy|https_proxy|noproxy|strict_ssl|cafile|ca|userconfig|globalconfig)$/i.test(k)
+    if (v === undefined || (/^npm_/i.test(k) && !fetchSetting) || k === 'NODE_OPTIONS' || k === 'INIT_CWD') continue
     env[k] = v
   }
   return { ...env, ...extra }

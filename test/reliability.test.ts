@@ -25,7 +25,8 @@ function startTime(pid: number): string {
 /** Exit code `code`, exactly one non-empty line on stderr, no stack trace. Returns the line. */
 function assertOneLineError(r: RunResult, code: number, what: string): string {
   assert.equal(r.code, code, `${what}: expected exit ${code}, got ${r.code} (signal ${r.signal}); stderr: ${r.stderr}`)
-  const lines = r.stderr.split('\n').filter((l) => l.trim() !== '')
+  // the notice of a wait for the lock (other lanes hold it; printed after 3 s) is progress, not part of the error
+  const lines = r.stderr.split('\n').filter((l) => l.trim() !== '' && !l.startsWith('queuectl: waiting for the queue lock'))
   assert.equal(lines.length, 1, `${what}: expected one line on stderr, got ${lines.length}: ${JSON.stringify(r.stderr.slice(0, 2000))}`)
   assert.ok(!r.stderr.includes('    at '), `${what}: stack trace on stderr: ${r.stderr.slice(0, 2000)}`)
   return lines[0]
@@ -34,7 +35,8 @@ function assertOneLineError(r: RunResult, code: number, what: string): string {
 /** Problems with a refusal (empty list = fine), for table-driven tests that collect every failure. */
 function oneLineProblems(r: RunResult): string[] {
   const problems: string[] = []
-  const lines = r.stderr.split('\n').filter((l) => l.trim() !== '')
+  // the notice of a wait for the lock (other lanes hold it; printed after 3 s) is progress, not part of the error
+  const lines = r.stderr.split('\n').filter((l) => l.trim() !== '' && !l.startsWith('queuectl: waiting for the queue lock'))
   if (lines.length !== 1) problems.push(`${lines.length} stderr lines: ${JSON.stringify(r.stderr.slice(0, 300))}`)
   if (r.stderr.includes('    at ')) problems.push('stack trace on stderr')
   return problems
@@ -165,7 +167,7 @@ test('lock: 16 concurrent CLI processes of mixed commands all succeed and agree'
     assert.match(await home.ok(['config', 'get', 'backoff_base']), /\b1\b/)
     assert.match(await home.ok(['config', 'get', 'max_retries']), /\b7\b/)
   } finally {
-    home.cleanup()
+    await home.cleanup()
   }
 })
 
@@ -215,7 +217,7 @@ test('lock: a lockfile left by a dead holder (killed, zombie, reused pid, empty 
         // Wall time on a loaded 2-core machine varies by a second or more; what must not happen is waiting for
         // the holder (the CLI announces a wait after 3 s) or for QUEUECTL_LOCK_TIMEOUT (20 s).
         assert.doesNotMatch(r.stderr, /waiting for the queue lock/, `${name}: no wait for a dead holder`)
-        assert.ok(ms < baseline + 5000, `${name}: recovered at once (took ${ms} ms, an uncontended enqueue ${baseline} ms)`)
+        assert.ok(ms < baseline + 10_000, `${name}: recovered at once (took ${ms} ms, an uncontended enqueue ${baseline} ms)`)
         assert.equal((await home.job(id)).command, 'true')
       }
       assert.ok(isAlive(reused.pid!), 'the process whose pid was in the lock was not touched')
@@ -225,7 +227,7 @@ test('lock: a lockfile left by a dead holder (killed, zombie, reused pid, empty 
     }
     assert.deepEqual(ids(await listJobs(home)), ['l0', 'l1', 'l2', 'r0', 'r1', 'r2', 'r3'])
   } finally {
-    home.cleanup()
+    await home.cleanup()
   }
 })
 
@@ -242,7 +244,8 @@ test('lock: a lock held by a live, hung process is not stolen; the caller fails 
     const line = assertOneLineError(r, 1, 'enqueue against a live lock holder')
     assert.ok(line.includes(String(hung.pid)), `the message names the holder's pid ${hung.pid}: ${line}`)
     assert.ok(ms >= 1900, `it waited the lock timeout (${ms} ms)`)
-    assert.ok(ms < 6000, `it gave up soon after the 2 s timeout (${ms} ms)`)
+    // well short of the 20 s a single CLI call is given, so it gave up at its timeout rather than hanging
+    assert.ok(ms < 15_000, `it gave up soon after the 2 s timeout (${ms} ms)`)
     assert.ok(isAlive(hung.pid!), 'the holder is alive')
     assert.equal(readFileSync(lock, 'utf8'), content, 'the live holder\'s lock was not stolen or rewritten')
 
@@ -253,7 +256,7 @@ test('lock: a lock held by a live, hung process is not stolen; the caller fails 
     assert.deepEqual(ids(await listJobs(home)), ['after', 'before'], 'nothing was enqueued by the blocked call')
   } finally {
     hung.kill('SIGKILL')
-    home.cleanup()
+    await home.cleanup()
   }
 })
 
@@ -373,7 +376,7 @@ function hostileCases(dir: string): Case[] {
   return cases
 }
 
-test('hostile input: every malformed or extreme input is stored faithfully or refused with exit 2 and one line', { timeout: 60_000 }, async () => {
+test('hostile input: every malformed or extreme input is stored faithfully or refused with exit 2 and one line', { timeout: 180_000 }, async () => {
   const home = new Home()
   const inputs = mkdtempSync(join(tmpdir(), 'queuectl-hostile-'))
   try {
@@ -458,7 +461,7 @@ test('hostile input: every malformed or extreme input is stored faithfully or re
     assert.deepEqual(failures, [], `${failures.length} of ${cases.length} hostile inputs misbehaved`)
   } finally {
     rmSync(inputs, { recursive: true, force: true })
-    home.cleanup()
+    await home.cleanup()
   }
 })
 
@@ -513,14 +516,14 @@ test('environment: an unusable home is reported with exit 1 and one line', { tim
     await home.ok(['enqueue', '--id', 'ro-3', '--', 'true'])
     assert.deepEqual(ids(await listJobs(home)), ['ro-1', 'ro-3'])
   } finally {
-    home.cleanup()
+    await home.cleanup()
   }
 })
 
 test('environment: a full disk fails the write with exit 1 and one line; after freeing space every earlier job is there', { timeout: 60_000 }, async (t) => {
   const home = new Home()
   if (!mountWorks(['-t', 'tmpfs', '-o', 'size=1m,mode=0700', 'tmpfs', home.dir])) {
-    home.cleanup()
+    await home.cleanup()
     t.skip('mount -t tmpfs is not permitted here')
     return
   }
@@ -572,7 +575,7 @@ test('environment: a full disk fails the write with exit 1 and one line; after f
     assert.deepEqual(stray, [], 'no lock or temporary lock file is left behind by the failed calls')
   } finally {
     umount(home.dir)
-    home.cleanup()
+    await home.cleanup()
   }
 })
 
@@ -631,7 +634,7 @@ test('environment: the database replaced by garbage under a running worker is re
     assert.ok(!workerErr.includes('    at '), `the worker printed a stack trace: ${workerErr.slice(0, 500)}`)
   } finally {
     worker?.kill('SIGKILL')
-    home.cleanup()
+    await home.cleanup()
   }
 })
 
@@ -643,17 +646,20 @@ async function gracefulStop(signal: NodeJS.Signals): Promise<void> {
   const marker = join(home.dir, 'done.marker')
   let worker: ChildProcess | undefined
   try {
-    await home.ok(['enqueue', '--id', 'long', '--', `touch '${started}' && sleep 2 && echo done > '${marker}'`])
+    // the job holds until the test says go, once the worker has acknowledged the signal: no timing window
+    const go = join(home.dir, 'go.marker')
+    await home.ok(['enqueue', '--id', 'long', '--', `touch '${started}' && until [ -e '${go}' ]; do sleep 0.05; done; echo done > '${marker}'`])
     await home.ok(['enqueue', '--id', 'next', '--', 'true'])
     worker = home.spawn(['worker', 'run'])
     let err = ''
     worker.stdout!.resume()
     worker.stderr!.setEncoding('utf8').on('data', (d) => (err += d))
     const exited = once(worker, 'exit')
-    // the job has started (watched on the file system, so the signal lands well inside its 2 s)
-    await waitFor('the 2 s job to start', () => existsSync(started), 15_000, 10)
+    await waitFor('the job to start', () => existsSync(started), 15_000, 10)
     const signalledAt = Date.now()
     worker.kill(signal)
+    await waitFor(`the worker to acknowledge ${signal}`, () => err.includes('stopping after the current job'), 15_000, 10)
+    writeFileSync(go, '')
     const [code, sig] = (await Promise.race([exited, new Promise((_, reject) => setTimeout(() => reject(new Error(`worker did not exit within 15 s of ${signal}`)), 15_000))])) as [number | null, string | null]
     assert.equal(sig, null, `worker died of ${sig}`)
     assert.equal(code, 0, `worker exits 0 after ${signal} (stderr: ${err})`)
@@ -669,7 +675,7 @@ async function gracefulStop(signal: NodeJS.Signals): Promise<void> {
     assert.equal(next.attempts, 0)
   } finally {
     worker?.kill('SIGKILL')
-    home.cleanup()
+    await home.cleanup()
   }
 }
 
@@ -703,15 +709,16 @@ async function survivesHangup(): Promise<void> {
     const status = await home.json(['status'])
     assert.deepEqual(status.workers.map((w: any) => w.pid).sort(), [...pids].sort(), 'status lists both workers')
   } finally {
-    if (shell?.pid) try { process.kill(-shell.pid, 'SIGKILL') } catch {}
-    home.cleanup()
+    // only while the shell lives: once it is gone its number may be another test's process group
+    if (shell?.pid && shell.exitCode === null && shell.signalCode === null) try { process.kill(-shell.pid, 'SIGKILL') } catch {}
+    await home.cleanup()
   }
 }
 
 test('signals', { timeout: 60_000 }, async (t) => {
   await Promise.all([
-    t.test('SIGINT to a foreground worker run: the 2 s job completes, the worker exits 0', () => gracefulStop('SIGINT')),
-    t.test('SIGTERM to a foreground worker run: the 2 s job completes, the worker exits 0', () => gracefulStop('SIGTERM')),
+    t.test('SIGINT to a foreground worker run: the running job completes, the worker exits 0', () => gracefulStop('SIGINT')),
+    t.test('SIGTERM to a foreground worker run: the running job completes, the worker exits 0', () => gracefulStop('SIGTERM')),
     t.test('worker start from a shell that is hung up: the workers live on and run jobs', () => survivesHangup()),
   ])
 })

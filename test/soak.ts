@@ -430,7 +430,7 @@ export async function runSoak(options: SoakOptions = {}): Promise<SoakResult> {
       }
     }
   } finally {
-    home.cleanup()
+    await home.cleanup()
     rmSync(sideDir, { recursive: true, force: true })
     figures.seconds = (Date.now() - t0) / 1000
   }

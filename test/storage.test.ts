@@ -253,7 +253,7 @@ test('a torn or corrupt last journal record is ignored, truncated by the next wr
       for (const j of after) assert.equal(j.command, `echo ${j.id}`)
     }
   } finally {
-    home.cleanup()
+    await home.cleanup()
   }
 })
 
@@ -307,7 +307,7 @@ test('"new snapshot written, journal not reset": a journal of an older generatio
     }
     assert.equal(simulations, 2, 'with QUEUECTL_JOURNAL_LIMIT=4096, 90 enqueues of 300-byte commands compacted at least twice')
   } finally {
-    home.cleanup()
+    await home.cleanup()
   }
 })
 
@@ -396,7 +396,7 @@ test('crash during compaction: SIGKILL at random moments (>= 50 kills) with a 4 
     assertJournalClean(home, snapshotGeneration(home))
     assert.ok((await listIds(home, env)).includes('c-final'))
   } finally {
-    home.cleanup()
+    await home.cleanup()
   }
 })
 
@@ -470,7 +470,7 @@ test('concurrent replay: enqueuers, readers and a worker with a 2 KiB journal li
     const w = await worker.done
     assert.equal(w.code, 0, `worker exits 0 on SIGTERM (stderr: ${w.stderr})`)
   } finally {
-    home.cleanup()
+    await home.cleanup()
   }
 })
 
@@ -514,7 +514,7 @@ test('durability: 200+ enqueues SIGKILLed at random instants; every one that exi
     assertJournalClean(home, snapshotGeneration(home))
     assert.ok((await listIds(home)).includes('d-final'))
   } finally {
-    home.cleanup()
+    await home.cleanup()
   }
 })
 
@@ -538,6 +538,6 @@ test('a record a reader applied and that was then cut back (its fsync failed) an
       reader.close()
     }
   } finally {
-    home.cleanup()
+    await home.cleanup()
   }
 })
