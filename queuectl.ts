@@ -140,29 +140,28 @@ const decimal = (min: number, max: number) => (text: string) => {
   return text.trim() !== '' && Number.isFinite(n) && n >= min && n <= max ? n : undefined
 }
 
+/** A config value that is a duration: the same forms as every duration flag, as seconds. */
+const durationSeconds = (max: number) => (text: string) => {
+  try {
+    const seconds = parseDuration(text) / 1000
+    return seconds <= max ? seconds : undefined
+  } catch {
+    return undefined
+  }
+}
 const MAX_TIMEOUT_S = 2_000_000 // setTimeout overflows past 2^31 ms (24.8 days)
 
 export const CONFIG_KEYS: Record<string, ConfigKey> = {
   max_retries: { default: 3, range: 'a whole number from 0 to 1000', parse: wholeNumber(0, 1000) },
   backoff_base: { default: 2, range: 'a number of seconds from 0 to 1000 (0 = retry at once)', parse: decimal(0, 1000) },
   backoff_max: { default: 3600, range: 'a number of seconds from 0 to 604800', parse: decimal(0, 604_800) },
-  job_timeout: { default: 0, range: 'a number of seconds from 0 to 2000000 (0 = no timeout)', parse: decimal(0, MAX_TIMEOUT_S) },
-  retention: {
-    default: 0,
-    range: 'a duration such as 7d, 12h, 30m or seconds (0 = keep finished jobs forever)',
-    parse: (text) => {
-      try {
-        const ms = parseDuration(text)
-        return ms <= 3_650 * 86_400_000 ? ms / 1000 : undefined
-      } catch {
-        return undefined
-      }
-    },
-  },
+  job_timeout: { default: 0, range: 'a duration up to 23d such as 30s, 5m, 2h, or seconds (0 = no timeout)', parse: durationSeconds(MAX_TIMEOUT_S) },
+  retention: { default: 0, range: 'a duration such as 7d, 12h, 30m or seconds (0 = keep finished jobs forever)', parse: durationSeconds(3_650 * 86_400) },
 }
 export type Config = Record<keyof typeof CONFIG_KEYS, number>
 
-const SCHEMA_VERSION = 1
+const VERSION = '0.2.0'
+const SCHEMA_VERSION = 2 // 1: queuectl 0.1.0; 2: config values as text, attempts' outcome, workers' note
 const APPLICATION_ID = 0x51554555 // "QUEU": marks queue.db as ours, so a foreign SQLite file is never touched
 const JOURNAL_MAGIC = 'QCTLJRN1'
 const JOURNAL_FORMAT = 1
@@ -194,6 +193,13 @@ export function parseDuration(text: string | number): number {
   const match = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$/.exec(text)
   if (!match) throw new UsageError(`invalid duration "${text}": use e.g. 30s, 5m, 2h, 1d or a number of seconds`)
   return Number(match[1]) * DURATION_UNITS[match[2] ?? 's']
+}
+
+/** A duration in its largest exact unit (`604800000` → `7d`, `90000` → `90s`, `1500` → `1500ms`); `0` stays `0`. */
+export function formatDuration(ms: number): string {
+  if (ms === 0) return '0'
+  for (const unit of ['d', 'h', 'm', 's'] as const) if (ms % DURATION_UNITS[unit] === 0) return `${ms / DURATION_UNITS[unit]}${unit}`
+  return `${ms}ms`
 }
 
 /** Seconds to wait after the k-th failed attempt: base^k, capped by max. */
@@ -424,7 +430,7 @@ export interface Storage {
 
 const SCHEMA = `
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE config (key TEXT PRIMARY KEY, value REAL NOT NULL);
+CREATE TABLE config (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE envs (hash TEXT PRIMARY KEY, env TEXT NOT NULL);
 CREATE TABLE jobs (
   seq INTEGER PRIMARY KEY,
@@ -460,6 +466,7 @@ CREATE TABLE attempts (
   signal TEXT,
   error TEXT,
   duration_ms INTEGER,
+  outcome TEXT,
   PRIMARY KEY (job_id, attempt)
 );
 CREATE TABLE workers (
@@ -470,8 +477,33 @@ CREATE TABLE workers (
   started_at INTEGER NOT NULL,
   heartbeat_at INTEGER NOT NULL,
   job_id TEXT,
-  since INTEGER
+  since INTEGER,
+  note TEXT
 );`
+
+/**
+ * How a home of schema `version - 1` becomes `version`. A migration runs in memory under the lock, in one
+ * transaction, and is then written as a new snapshot (never journaled): an older queuectl reads the snapshot's
+ * schema_version before anything else, so it refuses the migrated home instead of replaying into it.
+ */
+const MIGRATIONS: Record<number, (db: Database) => void> = {
+  2: (db) => {
+    const config = db.exec('SELECT key, value FROM config')[0]?.values ?? []
+    db.exec(`DROP TABLE config; CREATE TABLE config (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+      ALTER TABLE attempts ADD COLUMN outcome TEXT; ALTER TABLE workers ADD COLUMN note TEXT;
+      UPDATE attempts SET outcome = CASE
+        WHEN finished_at IS NULL THEN NULL
+        WHEN error LIKE '%(not counted)' THEN 'released'
+        WHEN error = 'worker lost' THEN 'lost'
+        WHEN exit_code = 0 AND error IS NULL THEN 'completed'
+        ELSE 'failed' END;`)
+    // 0.1.0 stored numbers; durations were seconds, shown now as they would have been set (604800 → 7d).
+    for (const [key, value] of config) {
+      const text = key === 'retention' || key === 'job_timeout' ? formatDuration(Number(value) * 1000) : String(value)
+      db.run('INSERT INTO config (key, value) VALUES (?, ?)', [key, text])
+    }
+  },
+}
 
 let sqlJs: Promise<SqlJsStatic> | undefined
 function loadSqlJs(): Promise<SqlJsStatic> {
@@ -563,6 +595,7 @@ export class SqlJsStorage implements Storage {
   readonly claimLock = ''
   private db: Database | undefined
   private generation = 0
+  private schemaVersion = 0
   private applied = 0 // bytes of the journal already in memory
   private readonly statements = new Map<string, Statement>()
   private readonly lock: FileLock
@@ -589,6 +622,7 @@ export class SqlJsStorage implements Storage {
     const storage = new SqlJsStorage(await loadSqlJs(), home)
     if (!existsSync(storage.dbPath)) storage.withLock(() => storage.createIfMissing())
     await storage.read(async () => undefined)
+    if (storage.schemaVersion < SCHEMA_VERSION) await storage.migrate()
     return storage
   }
 
@@ -616,8 +650,7 @@ export class SqlJsStorage implements Storage {
   }
 
   close(): void {
-    for (const statement of this.statements.values()) statement.free()
-    this.statements.clear()
+    this.freeStatements()
     this.db?.close()
     this.db = undefined
   }
@@ -630,6 +663,37 @@ export class SqlJsStorage implements Storage {
     const result = (exclusiveByHome.get(this.home) ?? Promise.resolve()).then(fn)
     exclusiveByHome.set(this.home, result.catch(() => undefined))
     return result
+  }
+
+  /** Brings an older home up to SCHEMA_VERSION: one transaction under the lock, then a snapshot of the result. */
+  private migrate(): Promise<void> {
+    return this.serialised(async () => {
+      this.lock.acquire()
+      try {
+        closeSync(this.catchUp(true))
+        if (this.schemaVersion >= SCHEMA_VERSION) return // another process migrated it meanwhile
+        const db = this.database()
+        this.freeStatements()
+        db.exec('BEGIN')
+        try {
+          for (let version = this.schemaVersion + 1; version <= SCHEMA_VERSION; version++) MIGRATIONS[version](db)
+          db.run("UPDATE meta SET value = ? WHERE key = 'schema_version'", [String(SCHEMA_VERSION)])
+          db.exec('COMMIT')
+        } catch (error) {
+          db.exec('ROLLBACK')
+          throw new QueueError(`cannot upgrade ${this.dbPath} from schema ${this.schemaVersion} to ${SCHEMA_VERSION}: ${(error as Error).message}; it was left untouched`)
+        }
+        try {
+          this.writeSnapshot(this.generation + 1)
+        } catch (error) {
+          this.loadSnapshot() // memory must not run ahead of the file in a schema the file does not have
+          throw new QueueError(`cannot upgrade ${this.dbPath}: ${(error as Error).message}; it was left untouched`)
+        }
+        this.schemaVersion = SCHEMA_VERSION
+      } finally {
+        this.lock.release()
+      }
+    })
   }
 
   private withLock<T>(fn: () => T): T {
@@ -758,10 +822,9 @@ export class SqlJsStorage implements Storage {
     this.lastFrame = undefined
   }
 
-  /** A new snapshot of generation + 1, then an empty journal of it. A crash between the two is repaired on open. */
-  private compact(): void {
+  /** Memory as a new snapshot of generation `next`, then an empty journal of it. A crash between the two is repaired on open. */
+  private writeSnapshot(next: number): void {
     const db = this.database()
-    const next = this.generation + 1
     db.exec(`PRAGMA user_version = ${next}`)
     try {
       writeFileDurably(this.dbPath, db.export())
@@ -773,11 +836,18 @@ export class SqlJsStorage implements Storage {
         this.generation = next
         this.resetJournalView()
       }
-      process.stderr.write(`queuectl: compaction postponed: ${(error as Error).message}\n`)
-      return
+      throw error
     }
     this.generation = next
     this.resetJournalView()
+  }
+
+  private compact(): void {
+    try {
+      this.writeSnapshot(this.generation + 1)
+    } catch (error) {
+      process.stderr.write(`queuectl: compaction postponed: ${(error as Error).message}\n`)
+    }
   }
 
   /** The snapshot's generation (user_version), checked to be a whole queuectl database; 0 if there is none. */
@@ -809,9 +879,13 @@ export class SqlJsStorage implements Storage {
     }
   }
 
-  private loadSnapshot(): void {
+  private freeStatements(): void {
     for (const statement of this.statements.values()) statement.free()
     this.statements.clear()
+  }
+
+  private loadSnapshot(): void {
+    this.freeStatements()
     this.db?.close()
     this.db = undefined
     let db: Database
@@ -820,8 +894,9 @@ export class SqlJsStorage implements Storage {
       const version = Number(db.exec("SELECT value FROM meta WHERE key = 'schema_version'")[0]?.values[0]?.[0])
       if (version > SCHEMA_VERSION) {
         db.close()
-        throw new QueueError(`${this.dbPath} was written by a newer queuectl (schema ${version}); upgrade queuectl`)
+        throw new QueueError(`${this.dbPath} has schema ${version}, made by a newer queuectl; this is queuectl ${VERSION} (schema ${SCHEMA_VERSION}): upgrade queuectl; the home was left untouched`)
       }
+      this.schemaVersion = version
       this.generation = Number(db.exec('PRAGMA user_version')[0].values[0][0])
     } catch (error) {
       if (error instanceof QueueError) throw error
@@ -1383,18 +1458,20 @@ export class Queue {
 
   private async readConfig(sql: SqlSession): Promise<Config> {
     const config = Object.fromEntries(Object.entries(CONFIG_KEYS).map(([key, def]) => [key, def.default])) as Config
-    for (const row of await sql.all<{ key: string; value: number }>('SELECT key, value FROM config')) {
-      if (row.key in config) config[row.key] = row.value
+    for (const row of await sql.all<{ key: string; value: string }>('SELECT key, value FROM config')) {
+      const parsed = Object.prototype.hasOwnProperty.call(CONFIG_KEYS, row.key) ? CONFIG_KEYS[row.key].parse(row.value) : undefined
+      if (parsed !== undefined) config[row.key] = parsed
     }
     return config
   }
 
-  /** Parses and range-checks `value` for `key`; returns the stored number. */
+  /** Parses and range-checks `value` for `key`, then stores it as given (so `config list` shows `7d`, not 604800). */
   async setConfig(key: string, value: string): Promise<number> {
     const name = normalizeConfigKey(key)
-    const parsed = CONFIG_KEYS[name].parse(String(value))
+    const text = String(value).trim()
+    const parsed = CONFIG_KEYS[name].parse(text)
     if (parsed === undefined) throw new UsageError(`invalid value "${value}" for ${name}: use ${CONFIG_KEYS[name].range}`)
-    await this.storage.write((sql) => sql.run('INSERT INTO config (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value', [name, parsed]))
+    await this.storage.write((sql) => sql.run('INSERT INTO config (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value', [name, text]))
     return parsed
   }
 
@@ -2459,7 +2536,6 @@ route();
 
 // CLI: citty commands over the API above. Data goes to stdout, messages and errors to stderr.
 
-const VERSION = '0.1.0'
 let cliHome: string | undefined
 const stdoutIsTTY = Boolean(process.stdout.isTTY)
 const ANSI = { bold: 1, gray: 90, red: 31, green: 32, yellow: 33, magenta: 35, cyan: 36 }
