@@ -31,7 +31,7 @@ import {
 } from 'node:fs'
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import { createRequire } from 'node:module'
-import { hostname } from 'node:os'
+import { constants as osConstants, hostname } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { setFlagsFromString } from 'node:v8'
@@ -42,8 +42,12 @@ import type { Database, SqlJsStatic, Statement } from 'sql.js'
 
 // Types and defaults: what a job is, the states it moves through, and the configuration.
 
-export const JOB_STATES = ['pending', 'processing', 'completed', 'failed', 'dead'] as const
+export const JOB_STATES = ['pending', 'blocked', 'processing', 'completed', 'failed', 'dead', 'cancelled', 'skipped'] as const
 export type JobState = (typeof JOB_STATES)[number]
+/** Active jobs will still run (or are running); terminal ones never change again unless retried. */
+export const ACTIVE_STATES = ['pending', 'blocked', 'processing', 'failed'] as const satisfies readonly JobState[]
+export const TERMINAL_STATES = ['completed', 'dead', 'cancelled', 'skipped'] as const satisfies readonly JobState[]
+export const isTerminal = (state: JobState) => (TERMINAL_STATES as readonly JobState[]).includes(state)
 
 /** A job as every read shows it (`--json`, the API): snake_case, ISO-8601 UTC timestamps, null where unknown. */
 export interface Job {
@@ -63,6 +67,10 @@ export interface Job {
   exit_code: number | null
   last_error: string | null
   worker: string | null
+  queue: string
+  after: string[]
+  after_any: string[]
+  unique_key: string | null
 }
 
 /** One run of a job. `attempt` counts every run the job has had, also across a `dlq retry`. */
@@ -80,6 +88,9 @@ export interface Attempt {
 export interface JobDetail extends Job {
   output_tail: string | null
   history: Attempt[]
+  /** The jobs it waits for, and the jobs that wait for it, with their states. */
+  parents: { id: string; state: JobState; required: boolean }[]
+  dependants: { id: string; state: JobState; required: boolean }[]
   env?: Record<string, string>
 }
 
@@ -94,16 +105,33 @@ export interface JobSpec {
   run_at?: string | Date
   delay?: string | number
   timeout?: number
+  queue?: string
+  after?: string[] | string
+  after_any?: string[] | string
+  unique_key?: string
+  unique_for?: string | number
+}
+
+/** A named queue: its limit (null = unlimited), whether it is paused, and its jobs by state. */
+export interface QueueInfo {
+  name: string
+  concurrency: number | null
+  paused: boolean
+  counts: Record<JobState, number>
 }
 
 export interface WorkerInfo {
   id: string
   pid: number
   host: string
+  /** The job of its first busy slot, and since when (see `jobs` for every slot). */
   job_id: string | null
   since: string | null
   started_at: string
   heartbeat_at: string
+  slots: number
+  queues: string[] | null
+  jobs: { id: string; slot: number; since: string }[]
 }
 
 export interface QueueStatus {
@@ -156,12 +184,13 @@ export const CONFIG_KEYS: Record<string, ConfigKey> = {
   backoff_base: { default: 2, range: 'a number of seconds from 0 to 1000 (0 = retry at once)', parse: decimal(0, 1000) },
   backoff_max: { default: 3600, range: 'a number of seconds from 0 to 604800', parse: decimal(0, 604_800) },
   job_timeout: { default: 0, range: 'a duration up to 23d such as 30s, 5m, 2h, or seconds (0 = no timeout)', parse: durationSeconds(MAX_TIMEOUT_S) },
+  worker_concurrency: { default: 1, range: 'a whole number from 1 to 256', parse: wholeNumber(1, 256) },
   retention: { default: 0, range: 'a duration such as 7d, 12h, 30m or seconds (0 = keep finished jobs forever)', parse: durationSeconds(3_650 * 86_400) },
 }
 export type Config = Record<keyof typeof CONFIG_KEYS, number>
 
 const VERSION = '0.2.0'
-const SCHEMA_VERSION = 2 // 1: queuectl 0.1.0; 2: config values as text, attempts' outcome, workers' note
+const SCHEMA_VERSION = 3 // 1: queuectl 0.1.0; 2: config values as text, attempts' outcome, workers' note; 3: queues, dependencies, unique keys, the ready set
 const APPLICATION_ID = 0x51554555 // "QUEU": marks queue.db as ours, so a foreign SQLite file is never touched
 const JOURNAL_MAGIC = 'QCTLJRN1'
 const JOURNAL_FORMAT = 1
@@ -170,6 +199,7 @@ const DEFAULT_JOURNAL_LIMIT = 256 * 1024
 const HEARTBEAT_MS = 5_000
 const REMOTE_LEASE_MS = 30_000 // a worker on another host is judged by its heartbeat alone
 const KILL_GRACE_MS = 2_000
+const KILL_GRACE_DEFAULT_MS = 10_000 // `kill --grace`: a cancelled job gets longer than a timed-out one to clean up
 
 /** A number from the environment, or the default when it is unset or not a number ≥ 0. */
 function envNumber(name: string, fallback: number): number {
@@ -178,7 +208,9 @@ function envNumber(name: string, fallback: number): number {
 }
 const OUTPUT_TAIL_BYTES = 2_048
 const ID_PATTERN = /^[A-Za-z0-9_:][A-Za-z0-9_.:-]{0,127}$/
-const JOB_FIELDS = ['id', 'command', 'max_retries', 'priority', 'run_at', 'delay', 'timeout', 'cwd'] as const
+const JOB_FIELDS = ['id', 'command', 'max_retries', 'priority', 'run_at', 'delay', 'timeout', 'cwd', 'queue', 'after', 'after_any', 'unique_key', 'unique_for'] as const
+const QUEUE_PATTERN = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$/
+const MAX_PARENTS = 1_000
 
 // Pure helpers: durations, backoff, ids, time.
 
@@ -428,6 +460,22 @@ export interface Storage {
   close(): void
 }
 
+/**
+ * The ready set (see the head comment): jobs_ready holds exactly the jobs a claim may take, per queue, in claim
+ * order; jobs_waiting holds the pending and failed jobs that are not yet due, by due time, to be promoted.
+ */
+const READY_SET = `
+CREATE INDEX jobs_ready ON jobs (queue, priority DESC, seq) WHERE ready = 1;
+CREATE INDEX jobs_waiting ON jobs (run_at) WHERE ready = 0 AND state IN ('pending', 'failed');
+CREATE INDEX jobs_worker ON jobs (worker) WHERE worker IS NOT NULL;
+CREATE INDEX jobs_unique ON jobs (queue, unique_key) WHERE unique_key IS NOT NULL;`
+/** A queue's row holds its limit, its pause and its count of processing jobs, kept by moveJob. */
+const QUEUES_AND_DEPENDENCIES = `
+CREATE TABLE queues (name TEXT PRIMARY KEY, concurrency INTEGER, paused INTEGER NOT NULL DEFAULT 0, running INTEGER NOT NULL DEFAULT 0);
+INSERT INTO queues (name) VALUES ('default');
+CREATE TABLE deps (parent TEXT NOT NULL, child TEXT NOT NULL, required INTEGER NOT NULL, PRIMARY KEY (parent, child));
+CREATE INDEX deps_child ON deps (child);`
+
 const SCHEMA = `
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE config (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -452,9 +500,16 @@ CREATE TABLE jobs (
   exit_code INTEGER,
   last_error TEXT,
   worker TEXT,
-  output_tail TEXT
+  output_tail TEXT,
+  queue TEXT NOT NULL DEFAULT 'default',
+  ready INTEGER NOT NULL DEFAULT 0,
+  unique_key TEXT,
+  after TEXT,
+  after_any TEXT,
+  cancel TEXT,
+  slot INTEGER
 );
-CREATE INDEX jobs_ready ON jobs (priority DESC, seq) WHERE state IN ('pending', 'failed');
+${READY_SET}
 CREATE INDEX jobs_state ON jobs (state, seq);
 CREATE TABLE attempts (
   job_id TEXT NOT NULL,
@@ -476,10 +531,11 @@ CREATE TABLE workers (
   proc_start TEXT NOT NULL,
   started_at INTEGER NOT NULL,
   heartbeat_at INTEGER NOT NULL,
-  job_id TEXT,
-  since INTEGER,
-  note TEXT
-);`
+  note TEXT,
+  slots INTEGER NOT NULL DEFAULT 1,
+  queues TEXT
+);
+${QUEUES_AND_DEPENDENCIES}`
 
 /**
  * How a home of schema `version - 1` becomes `version`. A migration runs in memory under the lock, in one
@@ -502,6 +558,17 @@ const MIGRATIONS: Record<number, (db: Database) => void> = {
       const text = key === 'retention' || key === 'job_timeout' ? formatDuration(Number(value) * 1000) : String(value)
       db.run('INSERT INTO config (key, value) VALUES (?, ?)', [key, text])
     }
+  },
+  3: (db) => {
+    db.exec(`DROP INDEX jobs_ready;
+      ${['queue TEXT NOT NULL DEFAULT \'default\'', 'ready INTEGER NOT NULL DEFAULT 0', 'unique_key TEXT', 'after TEXT', 'after_any TEXT', 'cancel TEXT', 'slot INTEGER']
+        .map((column) => `ALTER TABLE jobs ADD COLUMN ${column};`).join('\n')}
+      ALTER TABLE workers DROP COLUMN job_id; ALTER TABLE workers DROP COLUMN since;
+      ALTER TABLE workers ADD COLUMN slots INTEGER NOT NULL DEFAULT 1; ALTER TABLE workers ADD COLUMN queues TEXT;
+      ${READY_SET}
+      ${QUEUES_AND_DEPENDENCIES}`)
+    db.run("UPDATE jobs SET ready = 1 WHERE state IN ('pending', 'failed') AND run_at <= ?", [Date.now()])
+    db.run("UPDATE queues SET running = (SELECT count(*) FROM jobs WHERE state = 'processing')")
   },
 }
 
@@ -1048,6 +1115,13 @@ interface JobRow {
   last_error: string | null
   worker: string | null
   output_tail: string | null
+  queue: string
+  ready: number
+  unique_key: string | null
+  after: string | null
+  after_any: string | null
+  cancel: string | null
+  slot: number | null
 }
 
 interface WorkerRow {
@@ -1057,8 +1131,9 @@ interface WorkerRow {
   proc_start: string
   started_at: number
   heartbeat_at: number
-  job_id: string | null
-  since: number | null
+  note: string | null
+  slots: number
+  queues: string | null
 }
 
 /** A job a worker has claimed: everything it needs to run one attempt. */
@@ -1067,6 +1142,13 @@ export interface ClaimedJob {
   attempt: number
   env: Record<string, string>
   timeout: number
+  slot: number
+}
+
+/** What a worker runs: how many jobs at once, and which queues (all when undefined). */
+export interface WorkerSlots {
+  slots?: number
+  queues?: string[]
 }
 
 /** How one attempt ended, as the runner saw it. */
@@ -1076,12 +1158,20 @@ export interface AttemptOutcome {
   error: string | null
   output_tail: string | null
   finished_at: number
+  /** Stopped by `worker stop --force` (or never started because the worker was stopping): not counted. */
   forced?: boolean
+  notStarted?: boolean
 }
 
 const HOST = hostname()
-const PICK_READY = `SELECT * FROM jobs INDEXED BY jobs_ready WHERE state IN ('pending', 'failed') AND run_at <= ? ORDER BY priority DESC, seq LIMIT 1`
-const COLUMNS = 'seq, id, command, cwd, env_hash, state, attempts, runs, max_retries, priority, run_at, timeout, created_at, updated_at'
+const COLUMNS = 'seq, id, command, cwd, env_hash, state, attempts, runs, max_retries, priority, run_at, timeout, created_at, updated_at, queue, ready, unique_key, after, after_any, finished_at, last_error'
+/** Every state change is this one statement (see moveJob). */
+const MOVE_JOB = 'UPDATE jobs SET state = ?, ready = ?, attempts = ?, runs = ?, run_at = ?, started_at = ?, finished_at = ?, updated_at = ?, exit_code = ?, last_error = ?, worker = ?, output_tail = ?, cancel = ?, slot = ? WHERE id = ?'
+const PROMOTE_BATCH = 1_000
+/** The pending and failed jobs that are due but not yet in the ready set, soonest first. */
+const DUE_WAITING = "SELECT id FROM jobs INDEXED BY jobs_waiting WHERE ready = 0 AND state IN ('pending', 'failed') AND run_at <= ? ORDER BY run_at LIMIT ?"
+const SERVABLE_QUEUES = 'SELECT name FROM queues WHERE paused = 0 AND (concurrency IS NULL OR running < concurrency) ORDER BY name'
+const PICK_READY = 'SELECT * FROM jobs INDEXED BY jobs_ready WHERE ready = 1 AND queue = ? ORDER BY priority DESC, seq LIMIT 1'
 
 function toJob(row: JobRow): Job {
   return {
@@ -1101,11 +1191,22 @@ function toJob(row: JobRow): Job {
     exit_code: row.exit_code,
     last_error: row.last_error,
     worker: row.worker,
+    queue: row.queue,
+    after: row.after ? JSON.parse(row.after) : [],
+    after_any: row.after_any ? JSON.parse(row.after_any) : [],
+    unique_key: row.unique_key,
   }
 }
 
 function emptyCounts(): Record<JobState, number> {
-  return { pending: 0, processing: 0, completed: 0, failed: 0, dead: 0 }
+  return Object.fromEntries(JOB_STATES.map((state) => [state, 0])) as Record<JobState, number>
+}
+
+/** Whether a job in `state` with `runAt` is in the ready set at `now`: the one definition of "ready". */
+const isReady = (state: JobState, runAt: number, now: number) => (state === 'pending' || state === 'failed') && runAt <= now
+
+export function isValidQueueName(name: unknown): name is string {
+  return typeof name === 'string' && QUEUE_PATTERN.test(name)
 }
 
 export function defaultHome(): string {
@@ -1130,6 +1231,21 @@ interface NormalizedSpec {
   priority: number
   run_at: number
   timeout: number | null
+  queue: string
+  after: string[]
+  after_any: string[]
+  unique_key: string | null
+  unique_for_ms: number
+}
+
+/** `a,b` or `["a","b"]`: parent ids, each checked, none twice. */
+function parentIds(value: unknown, field: string): string[] {
+  if (value == null) return []
+  const list = typeof value === 'string' ? value.split(',').map((id) => id.trim()).filter(Boolean) : value
+  if (!Array.isArray(list)) throw new UsageError(`"${field}" must be job ids: "a,b" or ["a","b"]`)
+  for (const id of list) if (!isValidJobId(id)) throw new UsageError(`"${field}" names an invalid job id ${describeValue(id)}`)
+  if (list.length > MAX_PARENTS) throw new UsageError(`"${field}" names ${list.length} parents: at most ${MAX_PARENTS}`)
+  return [...new Set(list as string[])]
 }
 
 function integerIn(value: unknown, field: string, min: number, max: number): number {
@@ -1197,16 +1313,101 @@ export function validateJobSpec(input: unknown, now = Date.now(), defaultEnv?: R
     }
     if (!isDirectory) throw new UsageError(`"cwd" ${cwd} is not an existing directory`)
   }
+  if (spec.queue != null && !isValidQueueName(spec.queue)) {
+    throw new UsageError(`invalid queue name ${describeValue(spec.queue)}: use 1–64 letters, digits, _ . - (not starting with . or -)`)
+  }
+  const after = parentIds(spec.after, 'after')
+  const afterAny = parentIds(spec.after_any, 'after_any').filter((id) => !after.includes(id)) // both: the stricter rule
+  if (after.length + afterAny.length > MAX_PARENTS) throw new UsageError(`a job may wait for at most ${MAX_PARENTS} parents`)
+  if (spec.id !== undefined && [...after, ...afterAny].includes(spec.id as string)) throw new UsageError(`job "${spec.id}" cannot wait for itself`)
+  if (spec.unique_key != null && (typeof spec.unique_key !== 'string' || spec.unique_key.length < 1 || spec.unique_key.length > 256)) {
+    throw new UsageError('"unique_key" must be a string of 1 to 256 characters')
+  }
+  if (spec.unique_for != null && spec.unique_key == null) throw new UsageError('"unique_for" needs a "unique_key" (--unique-for needs --unique-key)')
+  if (spec.unique_for != null && typeof spec.unique_for !== 'string' && typeof spec.unique_for !== 'number') throw new UsageError('"unique_for" must be a duration such as "1h"')
   return {
     id: spec.id as string | undefined,
     command,
     cwd,
+    queue: (spec.queue as string | undefined) ?? 'default',
+    after,
+    after_any: afterAny,
+    unique_key: (spec.unique_key as string | undefined) ?? null,
+    unique_for_ms: spec.unique_for == null ? 0 : parseDuration(spec.unique_for as string | number),
     env: spec.env == null ? defaultEnv ?? stringEntries(process.env) : stringEntries(spec.env),
     max_retries: spec.max_retries == null ? undefined : integerIn(spec.max_retries, 'max_retries', 0, 1000),
     priority: spec.priority == null ? 0 : integerIn(spec.priority, 'priority', -1_000_000_000, 1_000_000_000),
     run_at: runAt,
     timeout,
   }
+}
+
+export interface KillResult {
+  cancelled: string[]
+  signalled: string[]
+  finished: { id: string; state: JobState }[]
+}
+
+export interface JobFilter {
+  state?: JobState
+  queue?: string
+  search?: string
+}
+
+/** What `enqueue` returns: the new job, or (`duplicate`) the job that already holds its unique key. */
+export type EnqueuedJob = Job & { duplicate?: true }
+
+const sqlList = (values: readonly string[]) => values.map((v) => `'${v}'`).join(', ')
+const ACTIVE_SQL = sqlList(ACTIVE_STATES)
+
+/** A parent that keeps its dependant blocked: a required one not completed, or any one still active. */
+const isUnsatisfied = (parent: { state: JobState; required: boolean }) =>
+  parent.required ? parent.state !== 'completed' : !isTerminal(parent.state)
+
+/** A required parent that ended without completing dooms its dependant: that parent, or undefined. */
+const failedRequirement = (parents: { id: string; state: JobState; required: boolean }[]) =>
+  parents.find((p) => p.required && isTerminal(p.state) && p.state !== 'completed')
+
+/** The state a job starts in, judged from its parents. */
+function initialState(parents: { id: string; state: JobState; required: boolean }[], now: number): Partial<JobRow> {
+  const failed = failedRequirement(parents)
+  if (failed) return { state: 'skipped', last_error: `dependency ${failed.id} ${failed.state}`, finished_at: now }
+  return parents.some(isUnsatisfied) ? { state: 'blocked' } : {}
+}
+
+/**
+ * Walks the batch's jobs depth-first, parents before children, without recursion (a file may hold a chain of
+ * 100k jobs). Calls `placed` for each job once all its batch parents are placed; returns a cycle if it meets one.
+ */
+function walkParentsFirst(jobs: Map<string, { after: string[]; after_any: string[] }>, placed: (id: string) => void): string[] | undefined {
+  const mark = new Map<string, 'open' | 'done'>()
+  for (const start of jobs.keys()) {
+    if (mark.has(start)) continue
+    const stack: { id: string; parents: string[]; next: number }[] = []
+    const open = (id: string) => {
+      mark.set(id, 'open')
+      const job = jobs.get(id)!
+      stack.push({ id, parents: [...job.after, ...job.after_any], next: 0 })
+    }
+    open(start)
+    while (stack.length) {
+      const top = stack[stack.length - 1]
+      if (top.next === top.parents.length) {
+        mark.set(top.id, 'done')
+        placed(top.id)
+        stack.pop()
+        continue
+      }
+      const parent = top.parents[top.next++]
+      if (!jobs.has(parent) || mark.get(parent) === 'done') continue
+      if (mark.get(parent) === 'open') {
+        const path = stack.map((frame) => frame.id)
+        return [...path.slice(path.indexOf(parent)), parent]
+      }
+      open(parent)
+    }
+  }
+  return undefined
 }
 
 /** Opens (creating on first use) the queue in `home`: the programmatic entry point. */
@@ -1238,12 +1439,15 @@ export class Queue {
     return this.storage.read((db) => db.all<T>(sql, params))
   }
 
-  async enqueue(spec: JobSpec): Promise<Job> {
+  async enqueue(spec: JobSpec): Promise<EnqueuedJob> {
     return (await this.enqueueMany([spec]))[0]
   }
 
-  /** All or nothing: every job is validated, and every id checked, before one is written. */
-  async enqueueMany(specs: unknown[]): Promise<Job[]> {
+  /**
+   * All or nothing: every job is validated, and every id and parent checked, before one is written. A job whose
+   * unique key is held is not added: its place in the result is the holder, marked `duplicate`.
+   */
+  async enqueueMany(specs: unknown[]): Promise<EnqueuedJob[]> {
     const now = Date.now()
     const defaultEnv = stringEntries(process.env) // one object for every job without its own: stored once
     const jobs = specs.map((spec, i) => {
@@ -1254,12 +1458,18 @@ export class Queue {
         throw error
       }
     })
-    const seen = new Set<string>()
+    const named = new Map<string, NormalizedSpec>()
     for (const job of jobs) {
       if (job.id === undefined) continue
-      if (seen.has(job.id)) throw new UsageError(`job id "${job.id}" is given twice`)
-      seen.add(job.id)
+      if (named.has(job.id)) throw new UsageError(`job id "${job.id}" is given twice`)
+      named.set(job.id, job)
     }
+    // Parents first, so that each job's state can be judged from its parents' (a file may name later lines).
+    const order: number[] = []
+    const index = new Map(jobs.flatMap((job, i) => (job.id === undefined ? [] : [[job.id, i] as const])))
+    const cycle = walkParentsFirst(named, (id) => order.push(index.get(id)!))
+    if (cycle) throw new UsageError(`the jobs' dependencies form a cycle: ${cycle.join(' → ')} (each waits for the next)`)
+    jobs.forEach((job, i) => job.id === undefined && order.push(i))
     const envText = new Map<Record<string, string>, [string, string]>()
     for (const job of jobs) {
       if (envText.has(job.env)) continue
@@ -1267,9 +1477,16 @@ export class Queue {
       envText.set(job.env, [createHash('sha1').update(text).digest('hex'), text])
     }
     return this.storage.write(async (sql) => {
-      for (const id of seen) {
+      for (const id of named.keys()) {
         if (await sql.get('SELECT 1 FROM jobs WHERE id = ?', [id])) {
           throw new UsageError(`a job with id "${id}" already exists: choose another id (the existing job was left as it is)`)
+        }
+      }
+      for (const job of jobs) {
+        for (const parent of [...job.after, ...job.after_any]) {
+          if (!named.has(parent) && !(await sql.get('SELECT 1 FROM jobs WHERE id = ?', [parent]))) {
+            throw new UsageError(`unknown parent job "${parent}"${job.id ? ` of job "${job.id}"` : ''}: enqueue the parent first, or in the same --file`)
+          }
         }
       }
       const config = await this.readConfig(sql)
@@ -1277,11 +1494,24 @@ export class Queue {
         if (!(await sql.get('SELECT 1 FROM envs WHERE hash = ?', [hash]))) await sql.run('INSERT INTO envs (hash, env) VALUES (?, ?)', [hash, text])
       }
       let seq = Number((await sql.get<{ seq: number | null }>('SELECT max(seq) AS seq FROM jobs'))?.seq ?? 0)
-      const created: Job[] = []
-      for (const job of jobs) {
+      const results: EnqueuedJob[] = new Array(jobs.length)
+      const rows = new Map<string, JobRow>() // this batch's jobs by id, as inserted so far
+      const holders = new Map<string, JobRow>() // this batch's unique keys
+      for (const i of order) {
+        const job = jobs[i]
+        if (job.unique_key !== null) {
+          const holder = holders.get(`${job.queue}\0${job.unique_key}`) ?? (await this.uniqueHolder(sql, job.queue, job.unique_key, job.unique_for_ms ? now - job.unique_for_ms : null))
+          if (holder) {
+            results[i] = { ...toJob(holder), duplicate: true }
+            if (job.id !== undefined) rows.set(job.id, holder) // its dependants wait for the job that holds the key
+            continue
+          }
+        }
+        await this.ensureQueue(sql, job.queue)
+        const id = job.id ?? (await this.freshId(sql))
         const row: JobRow = {
-          seq: ++seq,
-          id: job.id ?? generateJobId(),
+          seq: seq + 1 + i,
+          id,
           command: job.command,
           cwd: job.cwd,
           env_hash: envText.get(job.env)![0],
@@ -1295,15 +1525,55 @@ export class Queue {
           created_at: now,
           updated_at: now,
           started_at: null, finished_at: null, exit_code: null, last_error: null, worker: null, output_tail: null,
+          queue: job.queue,
+          ready: 0,
+          unique_key: job.unique_key,
+          after: job.after.length ? JSON.stringify(job.after.map((p) => rows.get(p)?.id ?? p)) : null,
+          after_any: job.after_any.length ? JSON.stringify(job.after_any.map((p) => rows.get(p)?.id ?? p)) : null,
+          cancel: null,
+          slot: null,
         }
-        if (job.id === undefined && (await sql.get('SELECT 1 FROM jobs WHERE id = ?', [row.id]))) row.id = generateJobId()
-        await sql.run(`INSERT INTO jobs (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, [
+        const parents = [...job.after.map((p) => [p, 1] as const), ...job.after_any.map((p) => [p, 0] as const)]
+        const judged: { id: string; state: JobState; required: boolean }[] = []
+        for (const [given, required] of parents) {
+          const parent = rows.get(given) ?? (await sql.get<JobRow>('SELECT * FROM jobs WHERE id = ?', [given]))!
+          judged.push({ id: parent.id, state: parent.state, required: Boolean(required) })
+        }
+        Object.assign(row, initialState(judged, now))
+        row.ready = isReady(row.state, row.run_at, now) ? 1 : 0
+        await sql.run(`INSERT INTO jobs (${COLUMNS}) VALUES (${COLUMNS.split(',').map(() => '?').join(', ')})`, [
           row.seq, row.id, row.command, row.cwd, row.env_hash, row.state, 0, 0, row.max_retries, row.priority, row.run_at, row.timeout, now, now,
+          row.queue, row.ready, row.unique_key, row.after, row.after_any, row.finished_at, row.last_error,
         ])
-        created.push(toJob(row))
+        for (const parent of judged) await sql.run('INSERT OR IGNORE INTO deps (parent, child, required) VALUES (?, ?, ?)', [parent.id, row.id, parent.required ? 1 : 0])
+        rows.set(id, row)
+        if (row.unique_key !== null) holders.set(`${row.queue}\0${row.unique_key}`, row)
+        results[i] = toJob(row)
       }
-      return created
+      return results
     })
+  }
+
+  /** A generated id no job has (the clock may have gone back since an earlier one). */
+  private async freshId(sql: SqlSession): Promise<string> {
+    for (;;) {
+      const id = generateJobId()
+      if (!(await sql.get('SELECT 1 FROM jobs WHERE id = ?', [id]))) return id
+    }
+  }
+
+  /** The job that holds `key` in `queue`: an active one, or one finished at or after `finishedSince`. */
+  private async uniqueHolder(sql: SqlSession, queue: string, key: string, finishedSince: number | null): Promise<JobRow | undefined> {
+    return sql.get<JobRow>(
+      `SELECT * FROM jobs INDEXED BY jobs_unique WHERE queue = ? AND unique_key = ? AND (state IN (${ACTIVE_SQL}) OR finished_at >= ?) ORDER BY seq DESC LIMIT 1`,
+      [queue, key, finishedSince])
+  }
+
+  /** A queue exists from its first job; one created while everything is paused starts paused (`pause --all`). */
+  private async ensureQueue(sql: SqlSession, name: string): Promise<void> {
+    if (await sql.get('SELECT 1 FROM queues WHERE name = ?', [name])) return
+    const pausedAll = await sql.get("SELECT 1 FROM meta WHERE key = 'paused_all' AND value = '1'")
+    await sql.run('INSERT INTO queues (name, concurrency, paused, running) VALUES (?, NULL, ?, 0)', [name, pausedAll ? 1 : 0])
   }
 
   async getJob(id: string, options: { env?: boolean } = {}): Promise<JobDetail | undefined> {
@@ -1312,10 +1582,14 @@ export class Queue {
       if (!row) return undefined
       const history = await sql.all<Attempt & { started_at: number; finished_at: number | null }>(
         'SELECT attempt, worker, started_at, finished_at, exit_code, signal, error, duration_ms FROM attempts WHERE job_id = ? ORDER BY attempt', [id])
+      const relatives = async (sqlText: string) =>
+        (await sql.all<{ id: string; state: JobState; required: number }>(sqlText, [id])).map((r) => ({ id: r.id, state: r.state, required: Boolean(r.required) }))
       const detail: JobDetail = {
         ...toJob(row),
         output_tail: row.output_tail,
         history: history.map((a) => ({ ...a, started_at: iso(a.started_at)!, finished_at: iso(a.finished_at) })),
+        parents: await relatives('SELECT j.id, j.state, d.required FROM deps d JOIN jobs j ON j.id = d.parent WHERE d.child = ? ORDER BY j.seq'),
+        dependants: await relatives('SELECT j.id, j.state, d.required FROM deps d JOIN jobs j ON j.id = d.child WHERE d.parent = ? ORDER BY j.seq'),
       }
       if (options.env) {
         const env = await sql.get<{ env: string }>('SELECT env FROM envs WHERE hash = ?', [row.env_hash])
@@ -1325,20 +1599,24 @@ export class Queue {
     })
   }
 
-  async listJobs(options: { state?: JobState; limit?: number; offset?: number; search?: string } = {}): Promise<Job[]> {
+  async listJobs(options: JobFilter & { limit?: number; offset?: number } = {}): Promise<Job[]> {
     const [where, params] = this.filter(options)
     const rows = await this.query<JobRow>(`SELECT * FROM jobs ${where} ORDER BY seq DESC LIMIT ? OFFSET ?`, [...params, options.limit ?? 100, options.offset ?? 0])
     return rows.map(toJob)
   }
 
-  async countJobs(options: { state?: JobState; search?: string } = {}): Promise<number> {
+  async countJobs(options: JobFilter = {}): Promise<number> {
     const [where, params] = this.filter(options)
     return Number((await this.query<{ n: number }>(`SELECT count(*) AS n FROM jobs ${where}`, params))[0].n)
   }
 
-  private filter(options: { state?: JobState; search?: string }): [string, SqlValue[]] {
+  private filter(options: JobFilter): [string, SqlValue[]] {
     const terms: string[] = []
     const params: SqlValue[] = []
+    if (options.queue) {
+      terms.push('queue = ?')
+      params.push(options.queue)
+    }
     if (options.state) {
       if (!JOB_STATES.includes(options.state)) throw new UsageError(`unknown state "${options.state}": use one of ${JOB_STATES.join(', ')}`)
       terms.push('state = ?')
@@ -1357,11 +1635,16 @@ export class Queue {
     await this.recoverLostJobs()
     return this.storage.read(async (sql) => {
       const workers = await sql.all<WorkerRow>('SELECT * FROM workers ORDER BY started_at, id')
+      const busy = await sql.all<{ id: string; worker: string; slot: number | null; started_at: number }>(
+        "SELECT id, worker, slot, started_at FROM jobs WHERE state = 'processing' ORDER BY slot, started_at")
       return {
-        workers: workers.map((w) => ({
-          id: w.id, pid: w.pid, host: w.host, job_id: w.job_id, since: iso(w.since),
-          started_at: iso(w.started_at)!, heartbeat_at: iso(w.heartbeat_at)!,
-        })),
+        workers: workers.map((w) => {
+          const jobs = busy.filter((j) => j.worker === w.id).map((j) => ({ id: j.id, slot: j.slot ?? 0, since: iso(j.started_at)! }))
+          return {
+            id: w.id, pid: w.pid, host: w.host, job_id: jobs[0]?.id ?? null, since: jobs[0]?.since ?? null,
+            started_at: iso(w.started_at)!, heartbeat_at: iso(w.heartbeat_at)!, slots: w.slots, queues: w.queues ? w.queues.split(',') : null, jobs,
+          }
+        }),
         counts: await this.counts(sql),
       }
     })
@@ -1399,26 +1682,186 @@ export class Queue {
     })
   }
 
-  /** Moves dead jobs back to pending with attempts reset; refuses (changing nothing) if any id is not dead. */
-  async retryDead(ids: string[] | 'all'): Promise<string[]> {
+  /**
+   * `retry` (dead, cancelled or skipped jobs; `deadOnly` for `dlq retry`): back to pending (or blocked, while a
+   * parent is active) with attempts reset. The jobs each one skipped come back to blocked, transitively. All or nothing.
+   */
+  async retryJobs(ids: string[] | 'all', options: { deadOnly?: boolean } = {}): Promise<{ retried: string[]; revived: number }> {
+    const allowed: JobState[] = options.deadOnly || ids === 'all' ? ['dead'] : ['dead', 'cancelled', 'skipped']
     return this.storage.write(async (sql) => {
-      let targets: string[]
-      if (ids === 'all') {
-        targets = (await sql.all<{ id: string }>("SELECT id FROM jobs WHERE state = 'dead' ORDER BY seq")).map((r) => r.id)
+      const now = Date.now()
+      const targets = ids === 'all'
+        ? (await sql.all<{ id: string }>("SELECT id FROM jobs WHERE state = 'dead' ORDER BY seq")).map((r) => r.id)
+        : [...new Set(ids)]
+      const retried: string[] = []
+      let revived = 0
+      for (const id of targets) {
+        const row = await sql.get<JobRow>('SELECT * FROM jobs WHERE id = ?', [id])
+        if (!row) throw new QueueError(`no job with id "${id}"; nothing was retried`)
+        if (retried.length && !isTerminal(row.state) && row.state !== 'processing' && row.attempts === 0) {
+          retried.push(id) // brought back already, as a dependant of a job retried before it in this call
+          continue
+        }
+        if (!allowed.includes(row.state)) {
+          throw new QueueError(`job "${id}" is ${row.state}: only ${allowed.join(', ')} jobs can be retried; nothing was retried`)
+        }
+        const parents = await this.parentsOf(sql, id)
+        const failed = failedRequirement(parents)
+        if (failed) throw new QueueError(`job "${id}" waits for ${failed.id}, which is ${failed.state}: retry ${failed.id} (its dependants come back with it); nothing was retried`)
+        if (row.unique_key !== null) {
+          const holder = await this.uniqueHolder(sql, row.queue, row.unique_key, null)
+          if (holder) throw new QueueError(`job "${id}"'s unique key is held by ${holder.state} job "${holder.id}"; nothing was retried`)
+        }
+        await this.moveJob(sql, row, { state: parents.some(isUnsatisfied) ? 'blocked' : 'pending', attempts: 0, run_at: now, finished_at: null }, now)
+        revived += await this.reviveDependants(sql, id, now)
+        retried.push(id)
+      }
+      return { retried, revived }
+    })
+  }
+
+  /** The jobs that `parentId` skipped, and theirs, back to blocked: unless another required parent also failed. */
+  private async reviveDependants(sql: SqlSession, parentId: string, now: number): Promise<number> {
+    let revived = 0
+    for (const parents = [parentId]; parents.length; ) {
+      const children = await sql.all<JobRow>(
+        "SELECT j.* FROM deps d JOIN jobs j ON j.id = d.child WHERE d.parent = ? AND d.required = 1 AND j.state = 'skipped' ORDER BY j.seq", [parents.shift()!])
+      for (const child of children) {
+        if (failedRequirement(await this.parentsOf(sql, child.id))) continue
+        await this.moveJob(sql, child, { state: 'blocked', finished_at: null, last_error: null }, now)
+        revived++
+        parents.push(child.id)
+      }
+    }
+    return revived
+  }
+
+  private async parentsOf(sql: SqlSession, id: string): Promise<{ id: string; state: JobState; required: boolean }[]> {
+    const rows = await sql.all<{ id: string; state: JobState; required: number }>('SELECT j.id, j.state, d.required FROM deps d JOIN jobs j ON j.id = d.parent WHERE d.child = ?', [id])
+    return rows.map((r) => ({ id: r.id, state: r.state, required: r.required === 1 }))
+  }
+
+  /**
+   * `kill`: active jobs become cancelled at once; a processing one is marked, and the worker that owns it (on any
+   * host) signals its process group and records the end. Already terminal targets are returned, not changed.
+   */
+  async kill(target: { ids?: string[]; queue?: string }, options: { signal?: NodeJS.Signals; graceMs?: number } = {}): Promise<KillResult> {
+    const request = `${options.signal ?? 'SIGTERM'} ${Math.round(options.graceMs ?? KILL_GRACE_DEFAULT_MS)}`
+    return this.storage.write(async (sql) => {
+      const now = Date.now()
+      let ids = target.ids
+      if (ids) {
+        for (const id of ids) if (!(await sql.get('SELECT 1 FROM jobs WHERE id = ?', [id]))) throw new UsageError(`no job with id "${id}": nothing was killed`)
       } else {
-        targets = [...new Set(ids)]
-        for (const id of targets) {
-          const row = await sql.get<{ state: string }>('SELECT state FROM jobs WHERE id = ?', [id])
-          if (!row) throw new QueueError(`no job with id "${id}"; nothing was retried`)
-          if (row.state !== 'dead') throw new QueueError(`job "${id}" is ${row.state}, not dead: only dead jobs can be retried; nothing was retried`)
+        const scope = target.queue === undefined ? '' : ' AND queue = ?'
+        ids = (await sql.all<{ id: string }>(`SELECT id FROM jobs WHERE state IN (${ACTIVE_SQL})${scope} ORDER BY seq`, target.queue === undefined ? [] : [target.queue])).map((r) => r.id)
+      }
+      const result: KillResult = { cancelled: [], signalled: [], finished: [] }
+      for (const id of new Set(ids)) {
+        const row = (await sql.get<JobRow>('SELECT * FROM jobs WHERE id = ?', [id]))! // read again: a cancel cascades
+        if (isTerminal(row.state)) result.finished.push({ id, state: row.state })
+        else if (row.state === 'processing') {
+          await sql.run('UPDATE jobs SET cancel = ?, updated_at = ? WHERE id = ?', [request, now, id])
+          result.signalled.push(id)
+        } else {
+          await this.moveJob(sql, row, { state: 'cancelled', finished_at: now, last_error: 'cancelled' }, now)
+          result.cancelled.push(id)
         }
       }
-      const now = Date.now()
+      return result
+    })
+  }
+
+  /** The kills requested for this worker's running jobs: what its slots must signal. */
+  async cancelRequests(workerId: string): Promise<{ id: string; attempt: number; signal: NodeJS.Signals; graceMs: number }[]> {
+    const rows = await this.storage.read((sql) => sql.all<{ id: string; runs: number; cancel: string }>(
+      'SELECT id, runs, cancel FROM jobs INDEXED BY jobs_worker WHERE worker = ? AND cancel IS NOT NULL', [workerId]))
+    return rows.map((r) => {
+      const [signal, grace] = r.cancel.split(' ')
+      return { id: r.id, attempt: r.runs, signal: signal as NodeJS.Signals, graceMs: Number(grace) }
+    })
+  }
+
+  /**
+   * `rm`: deletes jobs that are not running, with their history; a parent that an active job waits for is kept
+   * (the error names the dependants). Returns the ids removed; their logs go once the deletion is durable.
+   */
+  async removeJobs(ids: string[]): Promise<string[]> {
+    const targets = [...new Set(ids)]
+    const removed = await this.storage.write(async (sql) => {
       for (const id of targets) {
-        await sql.run("UPDATE jobs SET state = 'pending', attempts = 0, run_at = ?, updated_at = ?, finished_at = NULL, worker = NULL WHERE id = ?", [now, now, id])
+        const row = await sql.get<JobRow>('SELECT * FROM jobs WHERE id = ?', [id])
+        if (!row) throw new QueueError(`no job with id "${id}"; nothing was removed`)
+        if (row.state === 'processing') throw new QueueError(`job "${id}" is running: kill it first, or use rm --force; nothing was removed`)
+        const waiting = (await sql.all<{ id: string }>(`SELECT j.id FROM deps d JOIN jobs j ON j.id = d.child WHERE d.parent = ? AND j.state IN (${ACTIVE_SQL}) ORDER BY j.seq`, [id]))
+          .map((r) => r.id).filter((child) => !targets.includes(child))
+        if (waiting.length) throw new QueueError(`job "${id}" is a parent of active job${waiting.length === 1 ? '' : 's'} ${waiting.join(', ')}: remove or kill ${waiting.length === 1 ? 'it' : 'them'} first; nothing was removed`)
       }
+      for (const id of targets) await this.deleteJob(sql, id)
       return targets
     })
+    for (const id of removed) {
+      rmQuiet(this.logPath(id))
+      rmQuiet(this.processNotePath(id))
+    }
+    return removed
+  }
+
+  private async deleteJob(sql: SqlSession, id: string): Promise<void> {
+    await sql.run('DELETE FROM jobs WHERE id = ?', [id])
+    await sql.run('DELETE FROM attempts WHERE job_id = ?', [id])
+    await sql.run('DELETE FROM deps WHERE child = ?', [id])
+    await sql.run('DELETE FROM deps WHERE parent = ?', [id])
+  }
+
+  /** Every queue: its limit, pause and counts by state. */
+  async listQueues(): Promise<QueueInfo[]> {
+    return this.storage.read(async (sql) => {
+      const queues = await sql.all<{ name: string; concurrency: number | null; paused: number }>('SELECT name, concurrency, paused FROM queues ORDER BY name')
+      const counts = await sql.all<{ queue: string; state: JobState; n: number }>('SELECT queue, state, count(*) AS n FROM jobs GROUP BY queue, state')
+      return queues.map((q) => {
+        const byState = emptyCounts()
+        for (const c of counts) if (c.queue === q.name) byState[c.state] = c.n
+        return { name: q.name, concurrency: q.concurrency, paused: q.paused === 1, counts: byState }
+      })
+    })
+  }
+
+  /** `queue set Q --concurrency N|unlimited` (null). Lowering it stops nothing: claims wait until under it. */
+  async setQueueConcurrency(name: string, concurrency: number | null): Promise<void> {
+    if (!isValidQueueName(name)) throw new UsageError(`invalid queue name ${describeValue(name)}: use 1–64 letters, digits, _ . - (not starting with . or -)`)
+    await this.storage.write(async (sql) => {
+      await this.ensureQueue(sql, name)
+      await sql.run('UPDATE queues SET concurrency = ? WHERE name = ?', [concurrency, name])
+    })
+  }
+
+  /** Pauses or resumes one queue, or all (`all` also covers queues made later). Returns the queues that changed. */
+  async setPaused(target: { queue?: string; all?: boolean }, paused: boolean): Promise<string[]> {
+    if (target.queue !== undefined && !isValidQueueName(target.queue)) throw new UsageError(`invalid queue name ${describeValue(target.queue)}: use 1–64 letters, digits, _ . - (not starting with . or -)`)
+    return this.storage.write(async (sql) => {
+      if (target.all) await sql.run("INSERT INTO meta (key, value) VALUES ('paused_all', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value", [paused ? '1' : '0'])
+      else await this.ensureQueue(sql, target.queue!)
+      const scope = target.all ? '' : ' AND name = ?'
+      const changed = (await sql.all<{ name: string }>(`SELECT name FROM queues WHERE paused = ?${scope} ORDER BY name`, [paused ? 0 : 1, ...(target.all ? [] : [target.queue!])])).map((r) => r.name)
+      for (const name of changed) await sql.run('UPDATE queues SET paused = ? WHERE name = ?', [paused ? 1 : 0, name])
+      return changed
+    })
+  }
+
+  /** Id, state, exit code and attempts of each job (undefined: no such job), for `wait`. */
+  async jobStates(ids: string[]): Promise<Map<string, Pick<Job, 'id' | 'state' | 'exit_code' | 'attempts' | 'queue' | 'last_error'> | undefined>> {
+    return this.storage.read(async (sql) => {
+      const states = new Map<string, Pick<Job, 'id' | 'state' | 'exit_code' | 'attempts' | 'queue' | 'last_error'> | undefined>()
+      for (const id of ids) states.set(id, await sql.get('SELECT id, state, exit_code, attempts, queue, last_error FROM jobs WHERE id = ?', [id]))
+      return states
+    })
+  }
+
+  /** The active jobs now, of one queue or all: what `wait --queue Q` / `wait --all` waits for. */
+  async activeJobIds(queue?: string): Promise<string[]> {
+    return this.storage.read(async (sql) => (await sql.all<{ id: string }>(
+      `SELECT id FROM jobs WHERE state IN (${ACTIVE_SQL})${queue === undefined ? '' : ' AND queue = ?'} ORDER BY seq`, queue === undefined ? [] : [queue])).map((r) => r.id))
   }
 
   /** Deletes finished jobs (completed and dead by default) older than `olderThanMs`, with their logs. */
@@ -1481,15 +1924,20 @@ export class Queue {
 
   // The worker's side: registration, claiming, finishing, and recovering what dead workers left behind.
 
-  async registerWorker(): Promise<string> {
+  async registerWorker(options: WorkerSlots = {}): Promise<string> {
     const id = `w${process.pid}-${randomBytes(2).toString('hex')}`
+    this.workerSlots.set(id, options)
     await this.storage.write((sql) => this.insertWorker(sql, id))
     return id
   }
 
+  private readonly workerSlots = new Map<string, WorkerSlots>()
+
   private async insertWorker(sql: SqlSession, id: string): Promise<void> {
     const now = Date.now()
-    await sql.run('INSERT INTO workers (id, pid, host, proc_start, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?, ?)', [id, process.pid, HOST, processStartTime(process.pid), now, now])
+    const { slots = 1, queues } = this.workerSlots.get(id) ?? {}
+    await sql.run('INSERT INTO workers (id, pid, host, proc_start, started_at, heartbeat_at, slots, queues) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+      [id, process.pid, HOST, processStartTime(process.pid), now, now, slots, queues ? queues.join(',') : null])
   }
 
   /** A worker judged lost by mistake (a heartbeat late past the lease) registers again rather than run unseen. */
@@ -1502,61 +1950,83 @@ export class Queue {
 
   async unregisterWorker(workerId: string): Promise<void> {
     await this.storage.write((sql) => sql.run('DELETE FROM workers WHERE id = ?', [workerId]))
+    this.workerSlots.delete(workerId)
   }
 
   /**
-   * Picks the next eligible job (pending or failed, due, highest priority, then oldest) and marks it processing
-   * for `workerId`, in one transaction under the lock: no two workers ever get the same attempt.
+   * Takes the next job of the ready set (see the head comment) for `workerId`'s slot `slot`, in one transaction
+   * under the lock: no two workers ever get the same attempt. Idle, it costs one read and no lock.
    */
-  async claimNextJob(workerId: string): Promise<ClaimedJob | undefined> {
-    if (!(await this.storage.read((sql) => sql.get(PICK_READY, [Date.now()])))) return undefined // no lock taken when idle
-    return this.storage.write((sql) => this.claimIn(sql, workerId))
+  async claimNextJob(workerId: string, slot = 0): Promise<ClaimedJob | undefined> {
+    const queues = this.workerSlots.get(workerId)?.queues
+    if (!(await this.storage.read(async (sql) => (await sql.get(DUE_WAITING, [Date.now(), 1])) ?? (await this.pickReady(sql, queues))))) return undefined
+    return this.storage.write((sql) => this.claimIn(sql, workerId, slot))
   }
 
-  private async claimIn(sql: SqlSession, workerId: string): Promise<ClaimedJob | undefined> {
+  /** The best ready job of the queues that may start one now (not paused, under their limit, served by the worker). */
+  private async pickReady(sql: SqlSession, queues: string[] | undefined): Promise<JobRow | undefined> {
+    let best: JobRow | undefined
+    for (const { name } of await sql.all<{ name: string }>(SERVABLE_QUEUES)) {
+      if (queues && !queues.includes(name)) continue
+      const row = await sql.get<JobRow>(PICK_READY + this.storage.claimLock, [name])
+      if (row && (!best || row.priority > best.priority || (row.priority === best.priority && row.seq < best.seq))) best = row
+    }
+    return best
+  }
+
+  private async claimIn(sql: SqlSession, workerId: string, slot: number): Promise<ClaimedJob | undefined> {
     const now = Date.now()
-    const row = await sql.get<JobRow>(PICK_READY + this.storage.claimLock, [now])
+    // Promote what has become due: each waiting job enters the ready set once, so a claim never walks past it.
+    for (const { id } of await sql.all<{ id: string }>(DUE_WAITING, [now, PROMOTE_BATCH])) await sql.run('UPDATE jobs SET ready = 1 WHERE id = ?', [id])
+    const row = await this.pickReady(sql, this.workerSlots.get(workerId)?.queues)
     if (!row) return undefined
-    const attempts = row.attempts + 1
     const attempt = row.runs + 1
-    await sql.run("UPDATE jobs SET state = 'processing', attempts = ?, runs = ?, worker = ?, started_at = ?, finished_at = NULL, updated_at = ? WHERE id = ?",
-      [attempts, attempt, workerId, now, now, row.id])
+    const claimed = await this.moveJob(sql, row, { state: 'processing', attempts: row.attempts + 1, runs: attempt, worker: workerId, started_at: now, finished_at: null, slot }, now)
     await sql.run('INSERT INTO attempts (job_id, attempt, worker, started_at) VALUES (?, ?, ?, ?)', [row.id, attempt, workerId, now])
-    await sql.run('UPDATE workers SET job_id = ?, since = ?, heartbeat_at = ? WHERE id = ?', [row.id, now, now, workerId])
+    await sql.run('UPDATE workers SET heartbeat_at = ? WHERE id = ?', [now, workerId])
     const env = await sql.get<{ env: string }>('SELECT env FROM envs WHERE hash = ?', [row.env_hash])
     const config = await this.readConfig(sql)
-    return {
-      job: toJob({ ...row, state: 'processing', attempts, runs: attempt, worker: workerId, started_at: now, finished_at: null, updated_at: now }),
-      attempt,
-      env: env ? JSON.parse(env.env) : {},
-      timeout: row.timeout || config.job_timeout,
-    }
+    return { job: toJob(claimed), attempt, env: env ? JSON.parse(env.env) : {}, timeout: row.timeout || config.job_timeout, slot }
   }
 
   /**
-   * Records how an attempt ended: completed, failed with its retry time, or dead once out of retries. With
-   * `claimNext`, the same transaction claims the worker's next job: one fsync per job instead of two.
+   * Records how attempts ended: completed, failed with its retry time, dead once out of retries, or cancelled if a
+   * kill was asked for. `claimFor` names the slots to claim a next job for in the same transaction: one fsync for
+   * all the slots that finished together.
    */
-  async finishAttempt(claim: ClaimedJob, workerId: string, outcome: AttemptOutcome, options: { claimNext?: boolean } = {}): Promise<{ job?: Job; next?: ClaimedJob }> {
+  async finishAttempts(workerId: string, ends: { claim: ClaimedJob; outcome: AttemptOutcome }[], claimFor: number[] = []): Promise<{ jobs: (Job | undefined)[]; next: ClaimedJob[] }> {
     return this.storage.write(async (sql) => {
-      await this.closeAttempt(sql, claim.job.id, claim.attempt, outcome)
-      await sql.run('UPDATE workers SET job_id = NULL, since = NULL WHERE id = ?', [workerId])
-      const row = await sql.get<JobRow>('SELECT * FROM jobs WHERE id = ?', [claim.job.id])
-      const current = row && row.state === 'processing' && row.worker === workerId && row.runs === claim.attempt // else recovered meanwhile
-      const job = current ? await this.endAttempt(sql, row, outcome) : undefined
-      return { job, next: options.claimNext ? await this.claimIn(sql, workerId) : undefined }
+      const jobs: (Job | undefined)[] = []
+      for (const { claim, outcome } of ends) {
+        await this.closeAttempt(sql, claim.job.id, claim.attempt, outcome)
+        const row = await sql.get<JobRow>('SELECT * FROM jobs WHERE id = ?', [claim.job.id])
+        const current = row && row.state === 'processing' && row.worker === workerId && row.runs === claim.attempt // else recovered meanwhile
+        jobs.push(current ? toJob(await this.endAttempt(sql, row, outcome)) : undefined)
+      }
+      const next: ClaimedJob[] = []
+      for (const slot of claimFor) {
+        const claim = await this.claimIn(sql, workerId, slot)
+        if (!claim) break
+        next.push(claim)
+      }
+      return { jobs, next }
     })
+  }
+
+  /** One attempt's end (see finishAttempts); with `claimNext`, the same transaction claims the slot's next job. */
+  async finishAttempt(claim: ClaimedJob, workerId: string, outcome: AttemptOutcome, options: { claimNext?: boolean } = {}): Promise<{ job?: Job; next?: ClaimedJob }> {
+    const { jobs, next } = await this.finishAttempts(workerId, [{ claim, outcome }], options.claimNext ? [claim.slot] : [])
+    return { job: jobs[0], next: next[0] }
   }
 
   /** `worker stop --force` (or a stop just after a claim): the job goes back to pending, the attempt not counted. */
   async releaseJob(claim: ClaimedJob, workerId: string, outcome: AttemptOutcome, reason = 'stopped by worker stop --force'): Promise<void> {
     await this.storage.write(async (sql) => {
       await this.closeAttempt(sql, claim.job.id, claim.attempt, { ...outcome, error: `${reason} (not counted)` })
-      await sql.run('UPDATE workers SET job_id = NULL, since = NULL WHERE id = ?', [workerId])
       const row = await sql.get<JobRow>('SELECT * FROM jobs WHERE id = ?', [claim.job.id])
       if (!row || row.state !== 'processing' || row.worker !== workerId || row.runs !== claim.attempt) return
       const now = outcome.finished_at
-      await sql.run("UPDATE jobs SET state = 'pending', attempts = ?, worker = NULL, run_at = ?, updated_at = ? WHERE id = ?", [row.attempts - 1, now, now, row.id])
+      await this.moveJob(sql, row, { state: 'pending', attempts: row.attempts - 1, run_at: now }, now)
     })
   }
 
@@ -1598,30 +2068,66 @@ export class Queue {
       [outcome.finished_at, outcome.exit_code, outcome.signal, outcome.error, outcome.finished_at - open.started_at, id, attempt])
   }
 
-  private async endAttempt(sql: SqlSession, row: JobRow, outcome: AttemptOutcome, retryAtOnce = false): Promise<Job> {
+  /** An attempt's end as a state: completed on exit 0; else cancelled if a kill was asked for, else failed or dead. */
+  private async endAttempt(sql: SqlSession, row: JobRow, outcome: AttemptOutcome, retryAtOnce = false): Promise<JobRow> {
     const now = outcome.finished_at
     const config = await this.readConfig(sql)
     let state: JobState = 'completed'
     let runAt = row.run_at
     if (outcome.exit_code !== 0 || outcome.error) {
-      state = row.attempts > row.max_retries ? 'dead' : 'failed'
+      state = row.cancel ? 'cancelled' : row.attempts > row.max_retries ? 'dead' : 'failed'
       if (state === 'failed') runAt = now + (retryAtOnce ? 0 : Math.round(retryDelay(row.attempts, config.backoff_base, config.backoff_max) * 1000))
     }
-    const lastError = state === 'completed' ? null : outcome.error ?? `exit code ${outcome.exit_code}`
-    await sql.run('UPDATE jobs SET state = ?, run_at = ?, finished_at = ?, updated_at = ?, exit_code = ?, last_error = ?, worker = NULL, output_tail = ? WHERE id = ?',
-      [state, runAt, now, now, outcome.exit_code, lastError, outcome.output_tail, row.id])
-    return toJob({ ...row, state, run_at: runAt, finished_at: now, updated_at: now, exit_code: outcome.exit_code, last_error: lastError, worker: null })
+    const error = outcome.error ?? `exit code ${outcome.exit_code}`
+    const lastError = state === 'completed' ? null : state === 'cancelled' ? `cancelled: ${error}` : error
+    return this.moveJob(sql, row, { state, run_at: runAt, finished_at: now, exit_code: outcome.exit_code, last_error: lastError, output_tail: outcome.output_tail }, now)
+  }
+
+  /**
+   * The one place a job changes state. In the caller's transaction it keeps the ready set (`ready`), its queue's
+   * count of processing jobs and its dependants in step: a job that ends releases or skips the jobs waiting for it.
+   */
+  private async moveJob(sql: SqlSession, row: JobRow, change: Partial<JobRow> & { state: JobState }, now: number): Promise<JobRow> {
+    const next: JobRow = { ...row, ...change, updated_at: now }
+    next.ready = isReady(next.state, next.run_at, now) ? 1 : 0
+    if (next.state !== 'processing') Object.assign(next, { worker: null, cancel: null, slot: null })
+    await sql.run(MOVE_JOB, [next.state, next.ready, next.attempts, next.runs, next.run_at, next.started_at, next.finished_at, now,
+      next.exit_code, next.last_error, next.worker, next.output_tail, next.cancel, next.slot, next.id])
+    const running = Number(next.state === 'processing') - Number(row.state === 'processing')
+    if (running) {
+      const queue = await sql.get<{ running: number }>('SELECT running FROM queues WHERE name = ?', [row.queue])
+      await sql.run('UPDATE queues SET running = ? WHERE name = ?', [Math.max(0, (queue?.running ?? 0) + running), row.queue])
+    }
+    if (isTerminal(next.state) && !isTerminal(row.state)) await this.settleDependants(sql, next, now)
+    return next
+  }
+
+  /** A parent ended: each blocked dependant becomes pending once nothing holds it, or skipped if it required this one. */
+  private async settleDependants(sql: SqlSession, parent: JobRow, now: number): Promise<void> {
+    const children = await sql.all<{ id: string; required: number }>('SELECT child AS id, required FROM deps WHERE parent = ? ORDER BY child', [parent.id])
+    for (const { id, required } of children) {
+      const child = await sql.get<JobRow>("SELECT * FROM jobs WHERE id = ? AND state = 'blocked'", [id]) // read now: a cascade may have moved it
+      if (!child) continue
+      if (required && parent.state !== 'completed') {
+        await this.moveJob(sql, child, { state: 'skipped', finished_at: now, last_error: `dependency ${parent.id} ${parent.state}` }, now)
+      } else if (!(await this.parentsOf(sql, id)).some(isUnsatisfied)) {
+        await this.moveJob(sql, child, { state: 'pending' }, now)
+      }
+    }
   }
 
   /** When the next not-yet-due job becomes due (ms since epoch), if any. */
   async nextRunAt(): Promise<number | undefined> {
-    const row = (await this.query<{ t: number | null }>("SELECT min(run_at) AS t FROM jobs WHERE state IN ('pending', 'failed')"))[0]
+    const row = await this.storage.read((sql) => sql.get<{ t: number | null }>("SELECT min(run_at) AS t FROM jobs INDEXED BY jobs_waiting WHERE ready = 0 AND state IN ('pending', 'failed')"))
     return row?.t ?? undefined
   }
 
-  /** Whether any job is still waiting to run (now or later); `worker run --drain` stops when none is. */
-  async hasWaitingJobs(): Promise<boolean> {
-    return (await this.query("SELECT 1 FROM jobs WHERE state IN ('pending', 'failed') LIMIT 1")).length > 0
+  /** Whether any job could still start here, now or later; `worker run --drain` stops when none can. */
+  async hasWaitingJobs(workerId?: string): Promise<boolean> {
+    const queues = workerId ? this.workerSlots.get(workerId)?.queues : undefined
+    const rows = await this.storage.read((sql) => sql.all<{ queue: string }>(
+      "SELECT DISTINCT j.queue FROM jobs j JOIN queues q ON q.name = j.queue WHERE j.state IN ('pending', 'failed', 'blocked') AND q.paused = 0"))
+    return rows.some((r) => !queues || queues.includes(r.queue))
   }
 }
 
@@ -1632,6 +2138,8 @@ export interface RunningJob {
   done: Promise<AttemptOutcome>
   /** Stops the job's whole process group at once (`worker stop --force`). */
   kill(): void
+  /** `queuectl kill`: `signal` to the group, SIGKILL after the grace period. */
+  cancel(signal: NodeJS.Signals, graceMs: number): void
 }
 
 function signalGroup(pid: number, signal: NodeJS.Signals | 0): boolean {
@@ -1644,8 +2152,8 @@ function signalGroup(pid: number, signal: NodeJS.Signals | 0): boolean {
 }
 
 /** SIGTERM to the group, SIGKILL to whatever is left after the grace period: no process of the job survives. */
-async function terminateGroup(pid: number, graceMs = KILL_GRACE_MS): Promise<void> {
-  signalGroup(pid, 'SIGTERM')
+async function terminateGroup(pid: number, graceMs = KILL_GRACE_MS, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+  signalGroup(pid, signal)
   const deadline = Date.now() + graceMs
   while (Date.now() < deadline && signalGroup(pid, 0)) await sleep(25)
   signalGroup(pid, 'SIGKILL')
@@ -1705,6 +2213,7 @@ export function startCommand(claim: ClaimedJob, paths: { log: string; note: stri
     pid: undefined,
     done: Promise.resolve({ exit_code: null, signal: null, error, output_tail: null, finished_at: Date.now() }),
     kill: () => {},
+    cancel: () => {},
   })
   let fd: number
   let outputStart: number
@@ -1722,7 +2231,7 @@ export function startCommand(claim: ClaimedJob, paths: { log: string; note: stri
     if (!statSync(job.cwd, { throwIfNoEntry: false })?.isDirectory()) throw new Error(`the directory ${job.cwd} does not exist`)
     child = spawn('/bin/sh', ['-c', job.command], {
       cwd: job.cwd,
-      env: { ...claim.env, QUEUECTL_JOB_ID: job.id, QUEUECTL_ATTEMPT: String(job.attempts) },
+      env: { ...claim.env, QUEUECTL_JOB_ID: job.id, QUEUECTL_ATTEMPT: String(attempt), QUEUECTL_QUEUE: job.queue, QUEUECTL_SLOT: String(claim.slot) },
       detached: true,
       stdio: ['ignore', fd, fd],
     })
@@ -1783,6 +2292,9 @@ export function startCommand(claim: ClaimedJob, paths: { log: string; note: stri
       forced = true
       if (child?.pid) signalGroup(child.pid, 'SIGKILL')
     },
+    cancel: (signal, graceMs) => {
+      if (child?.pid && !termination) termination = terminateGroup(child.pid, graceMs, signal)
+    },
   }
 }
 
@@ -1794,84 +2306,113 @@ const MAINTENANCE = { recoverMs: 1_000, retentionMs: 5_000 }
 export interface WorkerOptions {
   /** Exit once no job is waiting (pending or failed), instead of waiting for more. */
   drain?: boolean
+  /** Jobs run at once (default: config worker_concurrency). */
+  concurrency?: number
+  /** Serve only these queues (default: all). */
+  queues?: string[]
   log?: (message: string) => void
 }
 
 /**
- * Runs jobs until stopped. SIGTERM/SIGINT/SIGHUP: finish the current job, then exit. A second one, or SIGUSR2:
- * kill the current job's process group and put the job back without counting the attempt.
+ * Runs jobs until stopped, up to `concurrency` at once. SIGTERM/SIGINT/SIGHUP: finish the running jobs, then exit.
+ * A second one, or SIGUSR2: kill their process groups and put the jobs back without counting the attempts.
+ * Slots that finish together are recorded, and their next jobs claimed, in one transaction.
  */
 export async function runWorker(queue: Queue, options: WorkerOptions = {}): Promise<void> {
   const log = options.log ?? ((message: string) => process.stderr.write(`${iso(Date.now())} ${message}\n`))
-  const workerId = await queue.registerWorker()
-  log(`worker ${workerId} (pid ${process.pid}) started on ${queue.home}`)
+  const slots = options.concurrency ?? (await queue.getConfig()).worker_concurrency
+  const workerId = await queue.registerWorker({ slots, queues: options.queues })
+  log(`worker ${workerId} (pid ${process.pid}) started on ${queue.home}${slots > 1 ? ` with ${slots} slots` : ''}${options.queues ? ` for ${options.queues.join(', ')}` : ''}`)
   let stopping: false | 'graceful' | 'force' = false
-  let running: RunningJob | undefined
+  const running = new Map<number, { claim: ClaimedJob; run: RunningJob; cancelled?: true }>()
+  const ended: { claim: ClaimedJob; outcome: AttemptOutcome }[] = []
   let changed = true
   let wake = () => {}
   const stop = (force: boolean) => {
     const next = force || stopping ? 'force' : 'graceful'
     if (next !== stopping) {
-      if (!running) log('stopping')
+      if (running.size === 0) log('stopping')
       else if (next === 'graceful') log('stopping after the current job (signal again to stop now)')
       else log('stopping now: the current job is killed and put back')
     }
     stopping = next
-    if (stopping === 'force') running?.kill()
+    if (stopping === 'force') for (const { run } of running.values()) run.kill()
     wake()
   }
-  const forced = () => stopping === 'force'
   const onStop = () => stop(false)
   const onForce = () => stop(true)
   for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(signal, onStop)
   process.on('SIGUSR2', onForce)
+  // A kill asked for through the queue (`queuectl kill`, on any host) is carried out here, by the owner.
+  const carryOutKills = async () => {
+    if (running.size === 0) return
+    for (const request of await queue.cancelRequests(workerId)) {
+      const slot = [...running.values()].find((r) => r.claim.job.id === request.id && r.claim.attempt === request.attempt)
+      if (!slot || slot.cancelled) continue
+      slot.cancelled = true
+      log(`killing job ${request.id} (attempt ${request.attempt}) with ${request.signal}, as asked`)
+      slot.run.cancel(request.signal, request.graceMs)
+    }
+  }
   let watcher: FSWatcher | undefined
   try {
     watcher = watch(queue.home, (_event, file) => {
       if (file !== null && !String(file).startsWith('queue.db') || String(file).includes('.lock')) return
       changed = true
+      void carryOutKills().catch(() => undefined)
       wake()
     })
   } catch {
-    // no inotify here: the idle poll still finds new jobs
+    // no inotify here: the idle poll still finds new jobs, and the heartbeat carries out kills
   }
-  // Also while a long job runs: a lost worker's job must not wait for this one to finish to be put back.
-  const heartbeat = setInterval(() => void queue.heartbeat(workerId).then(() => queue.recoverLostJobs()).catch((error) => log(`heartbeat failed: ${error.message}`)), HEARTBEAT_MS)
+  // Also while long jobs run: a lost worker's job must not wait for this one's to finish to be put back.
+  const heartbeat = setInterval(() => void queue.heartbeat(workerId).then(() => carryOutKills()).then(() => queue.recoverLostJobs())
+    .catch((error) => log(`heartbeat failed: ${error.message}`)), HEARTBEAT_MS)
   heartbeat.unref()
+  const start = (claim: ClaimedJob) => {
+    if (stopping) return void ended.push({ claim, outcome: { exit_code: null, signal: null, error: null, output_tail: null, finished_at: Date.now(), forced: true, notStarted: true } })
+    const run = startCommand(claim, { log: queue.logPath(claim.job.id), note: queue.processNotePath(claim.job.id) }, workerId)
+    running.set(claim.slot, { claim, run })
+    void run.done.then((outcome) => {
+      running.delete(claim.slot)
+      ended.push({ claim, outcome })
+      wake()
+    })
+  }
+  const freeSlots = () => Array.from({ length: slots }, (_, slot) => slot).filter((slot) => !running.has(slot))
   let lastRecovery = 0
   let lastRetention = 0
   let failures = 0
   try {
-    while (!stopping) {
+    for (;;) {
       try {
+        if (ended.length) {
+          const batch = ended.splice(0)
+          for (const claim of await recordEnds(queue, workerId, batch, stopping ? [] : freeSlots(), log)) start(claim)
+        }
+        if (stopping && running.size === 0 && ended.length === 0) break
         const now = Date.now()
-        if (now - lastRecovery >= MAINTENANCE.recoverMs) {
+        if (!stopping && now - lastRecovery >= MAINTENANCE.recoverMs) {
           lastRecovery = now
           const recovered = await queue.recoverLostJobs()
           if (recovered) log(`recovered ${recovered} job(s) of lost workers`)
         }
-        if (now - lastRetention >= MAINTENANCE.retentionMs) {
+        if (!stopping && now - lastRetention >= MAINTENANCE.retentionMs) {
           lastRetention = now
           await queue.applyRetention()
         }
-        changed = false
-        let claim = await queue.claimNextJob(workerId)
-        failures = 0
-        while (claim) {
-          if (stopping) {
-            // a stop arrived while this job was being claimed: hand it back rather than start it
-            await queue.releaseJob(claim, workerId, { exit_code: null, signal: null, error: null, output_tail: null, finished_at: Date.now() }, 'not started: the worker was stopping')
-            break
+        if (!stopping && ended.length === 0) {
+          changed = false
+          for (const slot of freeSlots()) {
+            const claim = await queue.claimNextJob(workerId, slot)
+            if (!claim) break
+            start(claim)
           }
-          running = startCommand(claim, { log: queue.logPath(claim.job.id), note: queue.processNotePath(claim.job.id) }, workerId)
-          if (forced()) running.kill()
-          const outcome = await running.done
-          running = undefined
-          claim = await recordOutcome(queue, claim, workerId, outcome, () => stopping, log)
         }
-        if (stopping) break
-        if (options.drain && !(await queue.hasWaitingJobs())) break
-        if (changed) continue
+        failures = 0
+        if (ended.length) continue
+        if (options.drain && running.size === 0 && !(await queue.hasWaitingJobs(workerId))) break
+        if (changed && !stopping && freeSlots().length) continue
         const next = await queue.nextRunAt()
         const idleMs = Math.max(5, Math.min(next ? next - Date.now() : IDLE_POLL_MS, IDLE_POLL_MS))
         await new Promise<void>((resolveWait) => {
@@ -1881,7 +2422,7 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
             wake = () => {}
             resolveWait()
           }
-          if (stopping || changed) wake()
+          if (ended.length || (stopping && running.size === 0) || (changed && freeSlots().length)) wake()
         })
       } catch (error) {
         if (++failures > 30) throw error
@@ -1900,21 +2441,35 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
 }
 
 /**
- * The outcome must reach the database: while this worker lives nobody else will put its job back. Returns the
- * next job, claimed in the same transaction, unless the worker is stopping.
+ * The outcomes must reach the database: while this worker lives nobody else will put its jobs back. Finished
+ * attempts are recorded together with the claims of `claimFor`'s slots; forced ends put their jobs back.
+ * Returns the jobs claimed.
  */
-async function recordOutcome(queue: Queue, claim: ClaimedJob, workerId: string, outcome: AttemptOutcome, stopping: () => false | 'graceful' | 'force', log: (m: string) => void): Promise<ClaimedJob | undefined> {
-  for (let tries = 1; ; tries++) {
+async function recordEnds(queue: Queue, workerId: string, ends: { claim: ClaimedJob; outcome: AttemptOutcome }[], claimFor: number[], log: (m: string) => void): Promise<ClaimedJob[]> {
+  const finished = ends.filter((end) => !end.outcome.forced)
+  let claimed: ClaimedJob[] = []
+  for (let tries = 1; finished.length; tries++) {
     try {
-      if (!outcome.forced) return (await queue.finishAttempt(claim, workerId, outcome, { claimNext: !stopping() })).next
-      await queue.releaseJob(claim, workerId, outcome)
-      return undefined
+      claimed = (await queue.finishAttempts(workerId, finished, claimFor)).next
+      break
     } catch (error) {
-      if (outcome.forced && tries >= 3) return undefined // once this worker is gone its job is recovered as lost
-      log(`cannot record the end of job ${claim.job.id} (${(error as Error).message}); retrying`)
+      log(`cannot record the end of job ${finished.map((end) => end.claim.job.id).join(', ')} (${(error as Error).message}); retrying`)
       await sleep(Math.min(100 * tries, 5_000))
     }
   }
+  for (const { claim, outcome } of ends.filter((end) => end.outcome.forced)) {
+    const reason = outcome.notStarted ? 'not started: the worker was stopping' : undefined
+    for (let tries = 1; tries <= 3; tries++) {
+      try {
+        await queue.releaseJob(claim, workerId, outcome, reason)
+        break
+      } catch (error) {
+        log(`cannot put job ${claim.job.id} back (${(error as Error).message})${tries < 3 ? '; retrying' : ': it is recovered as lost once this worker is gone'}`)
+        await sleep(100 * tries)
+      }
+    }
+  }
+  return claimed
 }
 
 /** This script's own path, to re-invoke it as a detached worker (works under tsx and as the built bin). */
@@ -1929,7 +2484,9 @@ function inheritedNodeArgs(): string[] {
 }
 
 /** Starts `count` detached `worker run` processes and waits until each has registered. Returns their pids. */
-export async function startWorkers(queue: Queue, count: number, timeoutMs = 15_000): Promise<number[]> {
+export async function startWorkers(queue: Queue, count: number, options: { concurrency?: number; queues?: string[]; timeoutMs?: number } = {}): Promise<number[]> {
+  const { timeoutMs = 15_000 } = options
+  const flags = [...(options.concurrency ? ['--concurrency', String(options.concurrency)] : []), ...(options.queues ? ['--queue', options.queues.join(',')] : [])]
   makeDirectory(join(queue.home, 'logs'))
   const out = openSync(join(queue.home, 'logs', 'worker.log'), 'a', 0o600)
   const { x } = await import('tinyexec') // loaded only here: every other command starts faster without it
@@ -1937,7 +2494,7 @@ export async function startWorkers(queue: Queue, count: number, timeoutMs = 15_0
   try {
     for (let i = 0; i < count; i++) {
       // persist = detached: a new session, so closing the terminal that ran `worker start` does not stop it
-      const worker = x(process.execPath, [...inheritedNodeArgs(), scriptPath(), 'worker', 'run', '--home', queue.home], {
+      const worker = x(process.execPath, [...inheritedNodeArgs(), scriptPath(), 'worker', 'run', '--home', queue.home, ...flags], {
         persist: true,
         nodePath: false,
         nodeOptions: { stdio: ['ignore', out, out], cwd: process.cwd() },
@@ -2252,10 +2809,10 @@ async function handleDashboardRequest(
     route('POST')
     const id = jobId(c)
     if (!(await queue.getJob(id))) throw new HttpError(404, `no job ${id}`)
-    sendJson(res, 200, { retried: await queue.retryDead([id]) })
+    sendJson(res, 200, await queue.retryJobs([id], { deadOnly: true }))
   } else if (parts.length === 3 && b === 'dlq' && c === 'retry-all') {
     route('POST')
-    sendJson(res, 200, { retried: await queue.retryDead('all') })
+    sendJson(res, 200, await queue.retryJobs('all'))
   } else {
     throw new HttpError(404, 'not found')
   }
@@ -2542,7 +3099,9 @@ const ANSI = { bold: 1, gray: 90, red: 31, green: 32, yellow: 33, magenta: 35, c
 const paint = (color: keyof typeof ANSI, text: string) => (stdoutIsTTY ? `\x1b[${color === 'bold' ? '1' : ANSI[color]}m${text}\x1b[${color === 'bold' ? 22 : 39}m` : text)
 // eslint-disable-next-line no-control-regex
 const stripAnsi = (text: string) => text.replace(/\x1b\[[0-9;]*m/g, '')
-const STATE_COLORS: Record<JobState, keyof typeof ANSI> = { pending: 'cyan', processing: 'yellow', completed: 'green', failed: 'magenta', dead: 'red' }
+const STATE_COLORS: Record<JobState, keyof typeof ANSI> = {
+  pending: 'cyan', blocked: 'gray', processing: 'yellow', completed: 'green', failed: 'magenta', dead: 'red', cancelled: 'gray', skipped: 'gray',
+}
 /** Messages on stderr: consola's fancy reporter on a terminal, its light one-line build otherwise (faster start). */
 let log: ConsolaInstance
 async function loadLog(): Promise<void> {
@@ -2671,6 +3230,11 @@ const enqueueCommand = define({
     delay: { type: 'string', description: 'Start after a delay: 30s, 5m, 2h, 1d' },
     cwd: { type: 'string', description: 'Directory to run in (default: the current one)' },
     file: { type: 'string', description: 'Enqueue many: a file of JSON lines or a JSON array; - for stdin' },
+    queue: { type: 'string', description: 'The named queue (default: default)' },
+    after: { type: 'string', description: 'Run only after these jobs completed: ID[,ID…]' },
+    'after-any': { type: 'string', description: 'Run only after these jobs ended, whatever the outcome: ID[,ID…]' },
+    'unique-key': { type: 'string', description: 'Add nothing while an active job of the queue holds this key' },
+    'unique-for': { type: 'string', description: 'With --unique-key: also while a job with the key finished less than this ago (1h)' },
     ...jsonArg,
   },
   examples: [
@@ -2690,6 +3254,11 @@ const enqueueCommand = define({
       run_at: stringFlag(args['run-at'], '--run-at'),
       delay: stringFlag(args.delay, '--delay'),
       cwd: stringFlag(args.cwd, '--cwd'),
+      queue: stringFlag(args.queue, '--queue'),
+      after: stringFlag(args.after, '--after'),
+      after_any: stringFlag(args['after-any'], '--after-any'),
+      unique_key: stringFlag(args['unique-key'], '--unique-key'),
+      unique_for: stringFlag(args['unique-for'], '--unique-for'),
     }
     for (const key of Object.keys(defaults)) if (defaults[key] === undefined) delete defaults[key]
     let specs: unknown[]
@@ -2719,23 +3288,48 @@ const enqueueCommand = define({
     } else {
       specs = [{ ...defaults, id: stringFlag(args.id, '--id'), command: positionals.join(' ') }]
     }
-    const jobs = await withQueue((queue) => queue.enqueueMany(specs))
+    const [jobs, paused] = await withQueue(async (queue) => {
+      const added = await queue.enqueueMany(specs)
+      const queues = new Set(added.filter((job) => !job.duplicate).map((job) => job.queue))
+      return [added, (await queue.listQueues()).filter((q) => q.paused && queues.has(q.name)).map((q) => q.name)] as const
+    })
     if (args.json) printJson(file !== undefined ? jobs : jobs[0])
     else print(jobs.map((job) => job.id).join('\n'))
-    if (file !== undefined) log.success(`enqueued ${jobs.length} job${jobs.length === 1 ? '' : 's'}`)
+    for (const job of jobs) if (job.duplicate) log.info(`duplicate of ${job.id} (${job.state}): not enqueued`)
+    const added = jobs.filter((job) => !job.duplicate).length
+    if (file !== undefined) log.success(`enqueued ${added} job${added === 1 ? '' : 's'}${added < jobs.length ? ` (${jobs.length - added} duplicate${jobs.length - added === 1 ? '' : 's'})` : ''}`)
+    for (const name of paused) log.warn(`queue ${name} is paused: its jobs wait until queuectl resume --queue ${name}`)
   },
 })
+
+const workerArgs = {
+  concurrency: { type: 'string', description: 'Jobs one worker runs at once (default: config worker_concurrency)' },
+  queue: { type: 'string', description: 'Serve only these queues: Q[,Q…] (default: all)' },
+} as const
+
+function workerFlags(args: { concurrency?: unknown; queue?: unknown }): { concurrency?: number; queues?: string[] } {
+  return { concurrency: wholeFlag(args.concurrency, '--concurrency', 1, 256), queues: queueListFlag(args.queue, '--queue') }
+}
+
+function queueListFlag(value: unknown, flag: string): string[] | undefined {
+  const text = stringFlag(value, flag)
+  if (text === undefined) return undefined
+  const names = text.split(',').map((name) => name.trim()).filter(Boolean)
+  for (const name of names) if (!isValidQueueName(name)) throw new UsageError(`${flag}: invalid queue name ${describeValue(name)}: use 1–64 letters, digits, _ . - (not starting with . or -)`)
+  if (names.length === 0) throw new UsageError(`${flag} needs a queue name`)
+  return names
+}
 
 const workerCommand = define({
   meta: { name: 'worker', description: 'Start, stop or run workers' },
   subCommands: {
     start: define({
       meta: { name: 'start', description: 'Start detached background workers; prints their pids and returns' },
-      args: { count: { type: 'string', description: 'How many workers', default: '1' }, ...jsonArg },
-      examples: ['queuectl worker start', 'queuectl worker start --count 4'],
+      args: { count: { type: 'string', description: 'How many workers', default: '1' }, ...workerArgs, ...jsonArg },
+      examples: ['queuectl worker start', 'queuectl worker start --concurrency 4   # one process, 4 jobs at once', 'queuectl worker start --count 2 --queue build,deploy'],
       async run({ args }) {
         const count = wholeFlag(args.count, '--count', 1, 256)!
-        const pids = await withQueue((queue) => startWorkers(queue, count))
+        const pids = await withQueue((queue) => startWorkers(queue, count, workerFlags(args)))
         if (args.json) printJson(pids)
         else print(pids.join('\n'))
         log.success(`started ${count} worker${count === 1 ? '' : 's'}`)
@@ -2765,10 +3359,10 @@ const workerCommand = define({
     }),
     run: define({
       meta: { name: 'run', description: 'Run one worker in the foreground (for systemd, containers, CI); SIGTERM/SIGINT stop it gracefully' },
-      args: { drain: { type: 'boolean', description: 'Exit once no job is waiting to run' } },
-      examples: ['queuectl worker run', 'queuectl worker run --drain   # run everything queued, then exit'],
+      args: { drain: { type: 'boolean', description: 'Exit once no job is waiting to run' }, ...workerArgs },
+      examples: ['queuectl worker run', 'queuectl worker run --drain   # run everything queued, then exit', 'queuectl worker run --concurrency 8 --queue build'],
       async run({ args }) {
-        await withQueue((queue) => runWorker(queue, { drain: Boolean(args.drain) }))
+        await withQueue((queue) => runWorker(queue, { drain: Boolean(args.drain), ...workerFlags(args) }))
       },
     }),
   },
@@ -2971,15 +3565,270 @@ const dlqCommand = define({
         if (args.all && ids.length) throw new UsageError('give job ids or --all, not both')
         if (!args.all && ids.length === 0) throw new UsageError('name the dead jobs to retry, or use --all')
         for (const id of ids) if (!isValidJobId(id)) throw new UsageError(`invalid job id ${describeValue(id)}`)
-        const retried = await withQueue((queue) => queue.retryDead(args.all ? 'all' : ids))
+        const { retried, revived } = await withQueue((queue) => queue.retryJobs(args.all ? 'all' : ids, { deadOnly: true }))
         if (args.json) return printJson(retried)
         if (retried.length) print(retried.join('\n'))
         log.success(`${retried.length} job${retried.length === 1 ? '' : 's'} moved back to pending`)
+        if (revived) log.info(`${revived} skipped dependant${revived === 1 ? '' : 's'} back to blocked`)
       },
     }),
   },
   examples: ['queuectl dlq list', 'queuectl dlq retry job1', 'queuectl dlq retry --all'],
 })
+
+const SIGNALS = new Set(Object.keys(osConstants.signals))
+
+function signalFlag(value: unknown): NodeJS.Signals | undefined {
+  const text = stringFlag(value, '--signal')
+  if (text === undefined) return undefined
+  const name = (/^SIG/i.test(text) ? text : `SIG${text}`).toUpperCase()
+  if (!SIGNALS.has(name)) throw new UsageError(`unknown signal "${text}": use e.g. TERM, INT, HUP, KILL or USR1`)
+  return name as NodeJS.Signals
+}
+
+function durationFlag(value: unknown, flag: string): number | undefined {
+  const text = stringFlag(value, flag)
+  if (text === undefined) return undefined
+  try {
+    return parseDuration(text)
+  } catch {
+    throw new UsageError(`${flag} must be a duration such as 30s, 5m, 2h or a number of seconds, not "${text}"`)
+  }
+}
+
+function jobIdArgs(args: { _: unknown[] }): string[] {
+  const ids = args._.map(String)
+  for (const id of ids) if (!isValidJobId(id)) throw new UsageError(`invalid job id ${describeValue(id)}`)
+  return ids
+}
+
+const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`
+
+/**
+ * Waits until every job of `ids` is terminal, woken by changes to the home (a poll backs it up). Says on stderr
+ * what ended and, once nothing has moved for STALL_MS, why nothing can. Resolves to wait's exit code.
+ */
+async function waitForJobs(queue: Queue, ids: string[], options: { timeoutMs?: number; quiet?: boolean; json?: boolean }): Promise<number> {
+  const say = (text: string) => options.quiet || log.info(text)
+  const deadline = options.timeoutMs === undefined ? Infinity : Date.now() + options.timeoutMs
+  const ended = new Map<string, { id: string; state: JobState | 'removed'; exit_code: number | null; attempts: number }>()
+  let lastMove = Date.now()
+  let explained = false
+  let changed: () => void = () => {}
+  let watcher: FSWatcher | undefined
+  try {
+    watcher = watch(queue.home, () => changed())
+  } catch {
+    // the poll below still sees every change
+  }
+  try {
+    say(ids.length === 1 ? `waiting for job ${ids[0]}` : `waiting for ${plural(ids.length, 'job')}`)
+    for (;;) {
+      await queue.recoverLostJobs()
+      const states = await queue.jobStates(ids.filter((id) => !ended.has(id)))
+      for (const [id, job] of states) {
+        if (job && !isTerminal(job.state)) continue
+        ended.set(id, job ? { id, state: job.state, exit_code: job.exit_code, attempts: job.attempts } : { id, state: 'removed', exit_code: null, attempts: 0 })
+        lastMove = Date.now()
+        say(job ? `job ${id} ${job.state}${job.state === 'completed' || !job.last_error ? '' : `: ${job.last_error}`}` : `job ${id} was removed`)
+      }
+      const left = ids.filter((id) => !ended.has(id))
+      if (left.length === 0) break
+      if (Date.now() >= deadline) {
+        say(`timed out with ${plural(left.length, 'job')} not finished: ${left.slice(0, 10).join(', ')}${left.length > 10 ? ', …' : ''}`)
+        if (options.json) printJson(ids.map((id) => ended.get(id) ?? pick(states.get(id)!)))
+        return 124
+      }
+      if (!explained && Date.now() - lastMove > STALL_MS) {
+        explained = true
+        for (const reason of await stallReasons(queue, left)) say(`nothing is moving: ${reason}`)
+      }
+      await new Promise<void>((resolveWait) => {
+        const timer = setTimeout(resolveWait, Math.min(500, Math.max(1, deadline - Date.now())))
+        changed = () => {
+          clearTimeout(timer)
+          resolveWait()
+        }
+      })
+    }
+  } finally {
+    watcher?.close()
+  }
+  const results = ids.map((id) => ended.get(id)!)
+  if (options.json) printJson(results)
+  return results.every((r) => r.state === 'completed') ? 0 : 1
+}
+
+const pick = (job: { id: string; state: JobState; exit_code: number | null; attempts: number }) => ({ id: job.id, state: job.state, exit_code: job.exit_code, attempts: job.attempts })
+const STALL_MS = envNumber('QUEUECTL_STALL_SECONDS', 10) * 1000
+
+/** Why the jobs still waited for cannot progress: no worker, a paused queue, a blocked job and what holds it. */
+async function stallReasons(queue: Queue, ids: string[]): Promise<string[]> {
+  const reasons: string[] = []
+  const { workers } = await queue.status()
+  if (workers.length === 0) reasons.push('no worker is alive (start one: queuectl worker start)')
+  const states = await queue.jobStates(ids)
+  const queues = new Map((await queue.listQueues()).map((q) => [q.name, q]))
+  for (const name of new Set([...states.values()].flatMap((job) => (job ? [job.queue] : [])))) {
+    if (queues.get(name)?.paused) reasons.push(`queue ${name} is paused (queuectl resume --queue ${name})`)
+  }
+  for (const job of states.values()) {
+    if (job?.state !== 'blocked' || reasons.length >= 5) continue
+    const parents = (await queue.getJob(job.id))?.parents.filter((p) => p.required ? p.state !== 'completed' : !isTerminal(p.state)) ?? []
+    reasons.push(`job ${job.id} is blocked: it waits for ${parents.map((p) => `${p.id} (${p.state})`).join(', ')}`)
+  }
+  return reasons
+}
+
+const waitCommand = define({
+  meta: { name: 'wait', description: 'Wait until jobs are finished: exit 0 if all completed, 1 if any did not, 124 on --timeout' },
+  args: {
+    queue: { type: 'string', description: 'Wait for the jobs of this queue that are active now' },
+    all: { type: 'boolean', description: 'Wait for every job active now (the default without ids)' },
+    timeout: { type: 'string', description: 'Give up after this long (exit 124): 30s, 5m, 2h' },
+    quiet: { type: 'boolean', alias: 'q', description: 'Print nothing on stderr' },
+    ...jsonArg,
+  },
+  examples: ['queuectl wait job1 job2', 'id=$(queuectl enqueue "make build") && queuectl wait "$id" && ./deploy.sh', 'queuectl wait --queue build --timeout 10m', 'queuectl wait --all --quiet; echo $?'],
+  async run({ args }) {
+    const ids = jobIdArgs(args)
+    const queueName = stringFlag(args.queue, '--queue')
+    if ([ids.length > 0, queueName !== undefined, Boolean(args.all)].filter(Boolean).length > 1) throw new UsageError('wait for job ids, --queue Q or --all: one of them')
+    if (queueName !== undefined && !isValidQueueName(queueName)) throw new UsageError(`invalid queue name ${describeValue(queueName)}`)
+    const timeoutMs = durationFlag(args.timeout, '--timeout')
+    process.exitCode = await withQueue(async (queue) => {
+      if (ids.length) {
+        for (const [id, job] of await queue.jobStates(ids)) if (!job) throw new UsageError(`no job with id "${id}"`)
+      }
+      const targets = ids.length ? [...new Set(ids)] : await queue.activeJobIds(queueName)
+      return waitForJobs(queue, targets, { timeoutMs, quiet: Boolean(args.quiet), json: Boolean(args.json) })
+    })
+  },
+})
+
+const killCommand = define({
+  meta: { name: 'kill', description: 'Cancel jobs: waiting ones at once; running ones get --signal, then SIGKILL after --grace' },
+  args: {
+    queue: { type: 'string', description: 'Every active job of this queue' },
+    all: { type: 'boolean', description: 'Every active job' },
+    signal: { type: 'string', description: 'Signal for a running job\'s process group (default TERM)' },
+    grace: { type: 'string', description: 'Time between the signal and SIGKILL (default 10s)' },
+    wait: { type: 'boolean', description: 'Return once the jobs are finished, not when the request is stored' },
+    ...jsonArg,
+  },
+  examples: ['queuectl kill job1', 'queuectl kill --queue build --signal INT --grace 30s', 'queuectl kill --all --wait'],
+  async run({ args }) {
+    const ids = jobIdArgs(args)
+    const queueName = stringFlag(args.queue, '--queue')
+    const targets = [ids.length > 0, queueName !== undefined, Boolean(args.all)].filter(Boolean).length
+    if (targets === 0) throw new UsageError('kill what? give job ids, --queue Q or --all')
+    if (targets > 1) throw new UsageError('give job ids, --queue Q or --all: one of them')
+    if (queueName !== undefined && !isValidQueueName(queueName)) throw new UsageError(`invalid queue name ${describeValue(queueName)}`)
+    const signal = signalFlag(args.signal)
+    const graceMs = durationFlag(args.grace, '--grace')
+    await withQueue(async (queue) => {
+      const result = await queue.kill(ids.length ? { ids } : { queue: queueName }, { signal, graceMs })
+      if (args.json) printJson(result)
+      else for (const id of [...result.cancelled, ...result.signalled]) print(id)
+      if (result.cancelled.length) log.success(`cancelled ${plural(result.cancelled.length, 'job')}`)
+      if (result.signalled.length) log.info(`asked the workers of ${plural(result.signalled.length, 'running job')} to stop ${result.signalled.length === 1 ? 'it' : 'them'} (${signal ?? 'SIGTERM'})`)
+      if (result.finished.length) {
+        log.warn(`already finished: ${result.finished.map((f) => `${f.id} (${f.state})`).join(', ')}`)
+        process.exitCode = 1
+      }
+      if (args.wait && result.signalled.length) {
+        const code = await waitForJobs(queue, result.signalled, { quiet: true })
+        if (code === 124) process.exitCode = 1
+      }
+    })
+  },
+})
+
+const rmCommand = define({
+  meta: { name: 'rm', description: 'Delete jobs that are not running, with their history and logs' },
+  args: { force: { type: 'boolean', description: 'Kill a running job first (SIGKILL), then delete it' }, ...jsonArg },
+  examples: ['queuectl rm job1 job2', 'queuectl rm --force job1'],
+  async run({ args }) {
+    const ids = jobIdArgs(args)
+    if (ids.length === 0) throw new UsageError('name the jobs to remove: queuectl rm ID…')
+    const removed = await withQueue(async (queue) => {
+      if (args.force) {
+        const running = [...(await queue.jobStates(ids)).values()].flatMap((job) => (job?.state === 'processing' ? [job.id] : []))
+        if (running.length) await queue.kill({ ids: running }, { signal: 'SIGKILL', graceMs: 0 })
+        if (running.length) await waitForJobs(queue, running, { quiet: true })
+      }
+      return queue.removeJobs(ids)
+    })
+    if (args.json) return printJson(removed)
+    print(removed.join('\n'))
+    log.success(`removed ${plural(removed.length, 'job')}`)
+  },
+})
+
+const retryCommand = define({
+  meta: { name: 'retry', description: 'Move dead, cancelled or skipped jobs back to pending, attempts reset to 0' },
+  args: { ...jsonArg },
+  examples: ['queuectl retry job1', 'queuectl retry $(queuectl list --state cancelled --json | jq -r ".[].id")'],
+  async run({ args }) {
+    const ids = jobIdArgs(args)
+    if (ids.length === 0) throw new UsageError('name the jobs to retry: queuectl retry ID…')
+    const { retried, revived } = await withQueue((queue) => queue.retryJobs(ids))
+    if (args.json) return printJson(retried)
+    print(retried.join('\n'))
+    log.success(`${plural(retried.length, 'job')} moved back to pending`)
+    if (revived) log.info(`${plural(revived, 'skipped dependant')} back to blocked`)
+  },
+})
+
+const queueCommand = define({
+  meta: { name: 'queue', description: 'Named queues: their limits, pause state and counts' },
+  subCommands: {
+    ls: define({
+      meta: { name: 'ls', description: 'Every queue with its limit, pause state and jobs by state' },
+      args: { ...jsonArg },
+      examples: ['queuectl queue ls', 'queuectl queue ls --json'],
+      async run({ args }) {
+        const queues = await withQueue((queue) => queue.listQueues())
+        if (args.json) return printJson(queues)
+        printTable(['QUEUE', 'LIMIT', 'PAUSED', ...JOB_STATES.map((s) => s.toUpperCase())], queues.map((q) => [
+          q.name, q.concurrency === null ? 'unlimited' : String(q.concurrency), q.paused ? paint('yellow', 'paused') : 'no', ...JOB_STATES.map((s) => String(q.counts[s])),
+        ]))
+      },
+    }),
+    set: define({
+      meta: { name: 'set', description: 'Cap how many jobs of a queue run at once, across all workers and hosts' },
+      args: { name: { type: 'positional', description: 'Queue name' }, concurrency: { type: 'string', description: 'A number from 1 to 10000, or unlimited' } },
+      examples: ['queuectl queue set deploy --concurrency 1', 'queuectl queue set build --concurrency unlimited'],
+      async run({ args }) {
+        const name = String(args.name)
+        const text = stringFlag(args.concurrency, '--concurrency')
+        if (text === undefined) throw new UsageError('queue set needs --concurrency N (1–10000) or --concurrency unlimited')
+        if (text.trim() === '0') throw new UsageError('--concurrency 0 would stop the queue: use queuectl pause --queue ' + name)
+        const limit = text.trim() === 'unlimited' ? null : wholeFlag(text, '--concurrency', 1, 10_000)!
+        await withQueue((queue) => queue.setQueueConcurrency(name, limit))
+        print(`${name}: concurrency ${limit ?? 'unlimited'}`)
+      },
+    }),
+  },
+  examples: ['queuectl queue ls', 'queuectl queue set deploy --concurrency 1'],
+})
+
+function pauseCommand(paused: boolean) {
+  const verb = paused ? 'pause' : 'resume'
+  return define({
+    meta: { name: verb, description: paused ? 'Stop starting jobs from a queue (or all); running jobs go on; stored until resume' : 'Start jobs from a paused queue (or all) again' },
+    args: { queue: { type: 'string', description: `The queue to ${verb}` }, all: { type: 'boolean', description: `Every queue${paused ? ', also those created later' : ''}` } },
+    examples: [`queuectl ${verb} --queue deploy`, `queuectl ${verb} --all`],
+    async run({ args }) {
+      const queueName = stringFlag(args.queue, '--queue')
+      if ((queueName === undefined) === !args.all) throw new UsageError(`${verb} what? give --queue Q or --all`)
+      const changed = await withQueue((queue) => queue.setPaused(args.all ? { all: true } : { queue: queueName }, paused))
+      const state = paused ? 'paused' : 'running'
+      if (args.all) print(changed.length ? `${verb}d ${changed.join(', ')}` : `every queue was already ${state}`)
+      else print(changed.length ? `queue ${queueName} ${paused ? 'paused' : 'resumed'}` : `queue ${queueName} was already ${state}`)
+    },
+  })
+}
 
 const configCommand = define({
   meta: { name: 'config', description: 'Settings stored with the queue' },
@@ -3107,6 +3956,13 @@ const cli = define({
     stats: statsCommand,
     purge: purgeCommand,
     dashboard: dashboardCommand,
+    wait: waitCommand,
+    kill: killCommand,
+    rm: rmCommand,
+    retry: retryCommand,
+    queue: queueCommand,
+    pause: pauseCommand(true),
+    resume: pauseCommand(false),
   },
   examples: [
     'queuectl enqueue "make test"',

@@ -58,13 +58,40 @@ describe('upgrades', { concurrency: true }, () => {
       for (const args of [['list'], ['enqueue', 'echo from-the-old-bin']]) {
         const r = await oldBin(home, args)
         assert.equal(r.code, 1, `0.1.0 ${args[0]}: ${r.stderr}`)
-        assert.match(r.stderr, /newer queuectl \(schema 2\)/)
+        assert.match(r.stderr, /newer queuectl \(schema \d+\)/)
         assert.equal(r.stderr.trim().split('\n').length, 1, 'one line')
       }
       assert.ok(readFileSync(join(home.dir, 'queue.db')).equals(db), 'queue.db is unchanged')
       assert.ok(readFileSync(join(home.dir, 'queue.db.journal')).equals(journal), 'the journal is unchanged')
     } finally {
       await home.cleanup()
+    }
+  })
+
+  test('a migrated home has the same tables, columns and indexes as a new one', async () => {
+    const migrated = homeFromFixture()
+    const fresh = new Home()
+    try {
+      await migrated.ok(['status'])
+      await fresh.ok(['status'])
+      const SQL = await (createRequire(join(ROOT, 'package.json'))('sql.js') as () => Promise<any>)()
+      const shape = (home: Home) => {
+        const db = new SQL.Database(readFileSync(join(home.dir, 'queue.db')))
+        try {
+          const objects = db.exec("SELECT type, name, tbl_name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name")[0].values
+          const columns = objects.filter(([type]: string[]) => type === 'table').map(([, name]: string[]) =>
+            [name, db.exec(`PRAGMA table_info(${name})`)[0].values.map((c: unknown[]) => `${c[1]} ${c[2]} ${c[3]} ${c[4]}`)])
+          const indexes = objects.filter(([type]: string[]) => type === 'index').map(([, name]: string[]) =>
+            [name, db.exec(`PRAGMA index_xinfo(${name})`)[0].values.map((c: unknown[]) => `${c[2]} ${c[3]}`), db.exec(`SELECT sql FROM sqlite_master WHERE name = '${name}'`)[0].values[0][0]?.replace(/\s+/g, ' ')])
+          return { objects, columns, indexes }
+        } finally {
+          db.close()
+        }
+      }
+      assert.deepEqual(shape(migrated), shape(fresh))
+    } finally {
+      await migrated.cleanup()
+      await fresh.cleanup()
     }
   })
 
