@@ -2294,15 +2294,16 @@ async function api(path, opts) {
   if (!res.ok) throw new Error(data.error || res.status + ' ' + res.statusText);
   return data;
 }
-async function retry(ids) {
+async function retryBy(path) {
   try {
-    const r = ids === 'all' ? await api('/api/dlq/retry-all', { method: 'POST' })
-      : await api('/api/jobs/' + encodeURIComponent(ids) + '/retry', { method: 'POST' });
+    const r = await api(path, { method: 'POST' });
     toast(r.retried.length === 1 ? 'Retried ' + r.retried[0] : 'Retried ' + r.retried.length + ' jobs');
   } catch (e) { toast('Retry failed: ' + e.message); }
   refresh();
 }
-const retryButton = (id) => h('button', { class: 'btn', 'data-retry': id, onclick: () => retry(id) }, 'Retry');
+const retryJob = (id) => retryBy('/api/jobs/' + encodeURIComponent(id) + '/retry');
+const retryAllDead = () => retryBy('/api/dlq/retry-all');
+const retryButton = (id) => h('button', { class: 'btn', 'data-retry': id, onclick: () => retryJob(id) }, 'Retry');
 
 // A poll loop per view; a newer view (or filter) bumps generation so a late answer is dropped.
 let refresh = () => {};
@@ -2343,7 +2344,7 @@ function overview() {
   let typing = 0;
   const search = h('input', { type: 'search', placeholder: 'Search id or command', 'aria-label': 'Search',
     oninput: () => { clearTimeout(typing); typing = setTimeout(() => { view.search = search.value; view.offset = 0; refresh(); }, 250); } });
-  const retryAll = h('button', { class: 'btn', onclick: () => { if (confirm('Move every dead job back to pending?')) retry('all'); } });
+  const retryAll = h('button', { class: 'btn', onclick: () => { if (confirm('Move every dead job back to pending?')) retryAllDead(); } });
   const bar = h('div', { class: 'bar' }, filter, search, h('span', { class: 'grow' }), retryAll);
   let form = null;
   if (document.body.dataset.enqueue === '1') {
