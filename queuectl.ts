@@ -2546,17 +2546,24 @@ export async function stopWorkers(queue: Queue, options: { force?: boolean; time
 
 // Dashboard: `queuectl dashboard` — one node:http server: an inline page, a JSON API under /api, and /metrics.
 //
-// Security model. Loopback without a token: reads are open to local processes, but every request must name a
-// loopback Host (a foreign page that rebinds its DNS name to 127.0.0.1 still sends its own Host), and a POST
-// needs `X-Queuectl: 1` (a custom header forces a CORS preflight, which we never grant) and, if the browser sent
-// an Origin, one that matches Host. With a token every request must carry it (`Authorization: Bearer`, or
-// `?token=` on a GET so the page can be opened from the printed URL); a foreign page cannot know it.
+// Security model. Every request, on loopback too, must carry the token: other users of the host can reach a
+// loopback port (directly, or through someone's nginx proxy_pass or ssh -L forward), and the API hands out
+// commands, environments and output, and starts jobs. Scripts send `Authorization: Bearer`; the page is opened
+// once as `/?token=` and gets the token as an HttpOnly, SameSite=Strict cookie, then drops it from the address
+// bar. A cookie is sent by the browser on its own, so a cookie-authenticated POST must also prove it comes from
+// the page: `X-Queuectl: 1` (a custom header forces a CORS preflight, which we never grant), an Origin, if any,
+// that matches Host, and no Sec-Fetch-Site other than same-origin (cookies ignore ports: a page on another port
+// of the same host is "same-site"). On a loopback bind every request must also name a loopback Host, so a page
+// whose DNS name is rebound to 127.0.0.1 is refused even before its lack of a cookie is.
 // The page builds its DOM with textContent only, and a CSP with a per-response nonce blocks any other script.
 
 const DASHBOARD_LOG_CHUNK = 1024 * 1024 // bytes per /log response; the page asks again while there is more
 const DASHBOARD_BODY_LIMIT = 64 * 1024
 const DASHBOARD_BUCKETS = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600] // seconds
 const ENQUEUE_KEYS = ['command', 'id', 'priority', 'max_retries', 'timeout', 'delay'] as const
+// Safe as it is in a URL and a cookie; 16 characters or more, so that it cannot be guessed by trying.
+const DASHBOARD_TOKEN = /^[A-Za-z0-9._~-]{16,512}$/
+const DASHBOARD_TOKEN_RULE = '16 to 512 characters from A-Z a-z 0-9 . _ ~ -'
 
 class HttpError extends Error {
   constructor(readonly status: number, message: string, readonly headers: Record<string, string> = {}) {
@@ -2571,13 +2578,46 @@ const isLoopbackName = (host: string) =>
 const sameSecret = (a: string, b: string) =>
   timingSafeEqual(createHash('sha256').update(a).digest(), createHash('sha256').update(b).digest())
 
+/** The dashboard token chosen by the user: --token, else $QUEUECTL_DASHBOARD_TOKEN (which keeps it out of `ps`). */
+function givenDashboardToken(flag: string | undefined): string | undefined {
+  const [source, token] = flag !== undefined ? ['--token', flag] : ['QUEUECTL_DASHBOARD_TOKEN', process.env.QUEUECTL_DASHBOARD_TOKEN || undefined]
+  if (token !== undefined && !DASHBOARD_TOKEN.test(token)) throw new UsageError(`${source} must be ${DASHBOARD_TOKEN_RULE} (leave it out to use the generated one)`)
+  return token
+}
+
+/** The dashboard token generated on first use into `<home>/dashboard.token` (mode 0600), and reused from then on. */
+function storedDashboardToken(home: string): string {
+  const path = join(home, 'dashboard.token')
+  if (!existsSync(path)) {
+    // Written whole under a temporary name, then linked: a dashboard starting at the same moment either makes
+    // the file or finds the other's, never an empty one.
+    const tmp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}`
+    try {
+      const fd = openSync(tmp, 'wx', 0o600)
+      try {
+        writeSync(fd, `${randomBytes(24).toString('base64url')}\n`)
+        fsyncSync(fd)
+      } finally {
+        closeSync(fd)
+      }
+      linkSync(tmp, path)
+      fsyncDirectory(home)
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
+    } finally {
+      rmQuiet(tmp)
+    }
+  }
+  const stored = readFileSync(path, 'utf8').trim()
+  if (!DASHBOARD_TOKEN.test(stored)) throw new QueueError(`${path} does not hold a dashboard token (${DASHBOARD_TOKEN_RULE}): delete it, and the next start makes a new one`)
+  return stored
+}
+
 export async function serveDashboard(
   queue: Queue,
-  opts: { port: number; host: string; token?: string; allowEnqueue: boolean },
+  opts: { port: number; host: string; token: string; allowEnqueue: boolean },
 ): Promise<Server> {
-  if (!opts.token && !isLoopbackName(opts.host)) {
-    throw new UsageError(`dashboard: --host ${opts.host} is reachable from other machines, so it needs a token (--token)`)
-  }
+  if (!DASHBOARD_TOKEN.test(opts.token)) throw new UsageError(`dashboard: the token must be ${DASHBOARD_TOKEN_RULE}`)
   const { createServer } = await import('node:http')
   const server = createServer((req, res) => {
     handleDashboardRequest(queue, opts, req, res).catch((error: unknown) => {
@@ -2615,26 +2655,47 @@ function send(res: ServerResponse, status: number, body: string | Buffer, header
   res.end(body)
 }
 
-function authorize(opts: { host: string; token?: string }, req: IncomingMessage, url: URL): void {
-  if (opts.token) {
-    const bearer = /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? '')?.[1]
-    const given = bearer ?? (req.method === 'GET' ? url.searchParams.get('token') : null)
-    if (given == null || !sameSecret(given, opts.token)) {
-      throw new HttpError(401, 'a token is required: open the URL printed by `queuectl dashboard` (…/?token=…)', {
-        'WWW-Authenticate': 'Bearer realm="queuectl"',
-      })
-    }
-    return
+// Cookies are per host, not per port: the port in the name keeps two dashboards on one host apart.
+const tokenCookie = (req: IncomingMessage) => `queuectl-${req.socket.localPort}`
+
+function cookie(req: IncomingMessage, name: string): string | undefined {
+  for (const pair of (req.headers.cookie ?? '').split(';')) {
+    const eq = pair.indexOf('=')
+    if (eq !== -1 && pair.slice(0, eq).trim() === name) return pair.slice(eq + 1).trim()
+  }
+  return undefined
+}
+
+/** Refuses a request the security model above does not allow; says how it proved it knows the token. */
+function authorize(opts: { host: string; token: string }, req: IncomingMessage, url: URL): 'bearer' | 'url' | 'cookie' {
+  const bearer = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '')?.[1]
+  const inUrl = req.method === 'GET' && url.pathname === '/' ? url.searchParams.get('token') ?? undefined : undefined
+  const inCookie = cookie(req, tokenCookie(req))
+  // A freshly opened URL beats an older cookie (the token may have changed since).
+  const [how, given] = bearer !== undefined ? ['bearer', bearer] as const
+    : inUrl !== undefined ? ['url', inUrl] as const
+    : ['cookie', inCookie] as const
+  if (given === undefined || !sameSecret(given, opts.token)) {
+    throw new HttpError(401, 'a token is required: open the URL printed by `queuectl dashboard` (…/?token=…), ' +
+      'or send Authorization: Bearer <token>', {
+      'WWW-Authenticate': 'Bearer realm="queuectl"',
+    })
   }
   const host = req.headers.host ?? ''
-  const name = host.startsWith('[') ? host.slice(0, host.indexOf(']') + 1) : host.replace(/:\d+$/, '')
-  if (!isLoopbackName(name)) throw new HttpError(403, `unexpected Host header ${JSON.stringify(host)}`)
-  if (req.method === 'POST') {
+  if (isLoopbackName(opts.host)) {
+    const name = host.startsWith('[') ? host.slice(0, host.indexOf(']') + 1) : host.replace(/:\d+$/, '')
+    if (!isLoopbackName(name)) throw new HttpError(403, `unexpected Host header ${JSON.stringify(host)}`)
+  }
+  if (how === 'cookie' && req.method !== 'GET') {
     if (req.headers['x-queuectl'] !== '1') throw new HttpError(403, 'a POST needs the header X-Queuectl: 1')
     const origin = req.headers.origin
-    if (origin !== undefined && origin !== `http://${host}`) throw new HttpError(403, `cross-origin POST from ${origin}`)
-    if (req.headers['sec-fetch-site'] === 'cross-site') throw new HttpError(403, 'cross-site POST')
+    if (origin !== undefined && origin !== `http://${host}` && origin !== `https://${host}`) {
+      throw new HttpError(403, `cross-origin POST from ${origin}`)
+    }
+    const site = req.headers['sec-fetch-site']
+    if (site !== undefined && site !== 'same-origin') throw new HttpError(403, `${site} POST`)
   }
+  return how
 }
 
 function readBody(req: IncomingMessage): Promise<string> {
@@ -2725,12 +2786,12 @@ async function metricsText(queue: Queue): Promise<string> {
 
 async function handleDashboardRequest(
   queue: Queue,
-  opts: { host: string; token?: string; allowEnqueue: boolean },
+  opts: { host: string; token: string; allowEnqueue: boolean },
   req: IncomingMessage,
   res: ServerResponse,
 ): Promise<void> {
   const url = new URL(req.url ?? '/', 'http://localhost')
-  authorize(opts, req, url)
+  const how = authorize(opts, req, url)
   // Split before decoding, so an encoded "/" stays inside its segment (and then fails isValidJobId).
   const parts = url.pathname.split('/').slice(1).map((part) => {
     try {
@@ -2750,7 +2811,12 @@ async function handleDashboardRequest(
   if (parts.length === 1 && a === '') {
     route('GET')
     const nonce = randomBytes(16).toString('base64')
+    // The page itself answers `/?token=` (and drops it from the address bar), not a redirect to `/`: after a
+    // link from another site, a redirect would still be cross-site, and the browser would not send the
+    // SameSite=Strict cookie it had just been given.
+    const login: Record<string, string> = how === 'url' ? { 'Set-Cookie': `${tokenCookie(req)}=${opts.token}; HttpOnly; SameSite=Strict; Path=/` } : {}
     send(res, 200, DASHBOARD_PAGE.replaceAll('{{nonce}}', nonce).replace('{{enqueue}}', opts.allowEnqueue ? '1' : '0'), {
+      ...login,
       'Content-Type': 'text/html; charset=utf-8',
       'Content-Security-Policy': `default-src 'none'; script-src 'nonce-${nonce}'; style-src 'nonce-${nonce}'; ` +
         `connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'`,
@@ -2874,7 +2940,8 @@ pre.log{background:#0e1116;color:#e6e9ee;padding:12px;border-radius:8px;max-heig
 'use strict';
 // Everything shown is built with createElement + text nodes: job data never goes through innerHTML.
 const STATES = ['pending', 'processing', 'completed', 'failed', 'dead'];
-const token = new URLSearchParams(location.search).get('token') || '';
+// The server has put the token of /?token= into an HttpOnly cookie: out of the address bar and the history with it.
+if (location.search) history.replaceState(null, '', location.pathname + location.hash);
 const app = document.getElementById('app');
 let timer = 0, generation = 0;
 
@@ -2920,7 +2987,6 @@ function live(ok, text) {
 async function api(path, opts) {
   opts = opts || {};
   const headers = { 'X-Queuectl': '1' };
-  if (token) headers.Authorization = 'Bearer ' + token;
   if (opts.body !== undefined) headers['Content-Type'] = 'application/json';
   const res = await fetch(path, { method: opts.method || 'GET', headers, body: opts.body === undefined ? undefined : JSON.stringify(opts.body) });
   if (opts.raw && res.ok) return res;
@@ -2928,15 +2994,16 @@ async function api(path, opts) {
   if (!res.ok) throw new Error(data.error || res.status + ' ' + res.statusText);
   return data;
 }
-async function retry(ids) {
+async function retryBy(path) {
   try {
-    const r = ids === 'all' ? await api('/api/dlq/retry-all', { method: 'POST' })
-      : await api('/api/jobs/' + encodeURIComponent(ids) + '/retry', { method: 'POST' });
+    const r = await api(path, { method: 'POST' });
     toast(r.retried.length === 1 ? 'Retried ' + r.retried[0] : 'Retried ' + r.retried.length + ' jobs');
   } catch (e) { toast('Retry failed: ' + e.message); }
   refresh();
 }
-const retryButton = (id) => h('button', { class: 'btn', 'data-retry': id, onclick: () => retry(id) }, 'Retry');
+const retryJob = (id) => retryBy('/api/jobs/' + encodeURIComponent(id) + '/retry');
+const retryAllDead = () => retryBy('/api/dlq/retry-all');
+const retryButton = (id) => h('button', { class: 'btn', 'data-retry': id, onclick: () => retryJob(id) }, 'Retry');
 
 // A poll loop per view; a newer view (or filter) bumps generation so a late answer is dropped.
 let refresh = () => {};
@@ -2977,7 +3044,7 @@ function overview() {
   let typing = 0;
   const search = h('input', { type: 'search', placeholder: 'Search id or command', 'aria-label': 'Search',
     oninput: () => { clearTimeout(typing); typing = setTimeout(() => { view.search = search.value; view.offset = 0; refresh(); }, 250); } });
-  const retryAll = h('button', { class: 'btn', onclick: () => { if (confirm('Move every dead job back to pending?')) retry('all'); } });
+  const retryAll = h('button', { class: 'btn', onclick: () => { if (confirm('Move every dead job back to pending?')) retryAllDead(); } });
   const bar = h('div', { class: 'bar' }, filter, search, h('span', { class: 'grow' }), retryAll);
   let form = null;
   if (document.body.dataset.enqueue === '1') {
@@ -3917,20 +3984,21 @@ const dashboardCommand = define({
   meta: { name: 'dashboard', description: 'Serve a web page for monitoring the queue (JSON API under /api, /metrics)' },
   args: {
     port: { type: 'string', description: 'Port (default 7777; 0 = any free port)' },
-    host: { type: 'string', description: 'Address to bind (default 127.0.0.1; any other needs a token)' },
-    token: { type: 'string', description: 'Require this token (generated when --host is not loopback)' },
+    host: { type: 'string', description: 'Address to bind (default 127.0.0.1)' },
+    token: { type: 'string', description: 'The token every request needs (default: $QUEUECTL_DASHBOARD_TOKEN, else <home>/dashboard.token)' },
     'allow-enqueue': { type: 'boolean', description: 'Let the page and the API add jobs' },
   },
-  examples: ['queuectl dashboard', 'queuectl dashboard --port 8080', 'queuectl dashboard --host 0.0.0.0   # prints a URL with a token'],
+  examples: ['queuectl dashboard   # prints the URL to open, with the token', 'queuectl dashboard --port 8080 --allow-enqueue', 'queuectl dashboard --host 0.0.0.0'],
   async run({ args }) {
     const port = wholeFlag(args.port, '--port', 0, 65535) ?? 7777
     const host = stringFlag(args.host, '--host') ?? '127.0.0.1'
-    const token = stringFlag(args.token, '--token') ?? (isLoopbackName(host) ? undefined : randomBytes(18).toString('base64url'))
+    const given = givenDashboardToken(stringFlag(args.token, '--token'))
     const queue = await openQueue(cliHome ?? defaultHome())
+    const token = given ?? storedDashboardToken(queue.home)
     const server = await serveDashboard(queue, { port, host, token, allowEnqueue: Boolean(args['allow-enqueue']) })
     const { port: bound } = server.address() as import('node:net').AddressInfo
     const shown = host.includes(':') ? `[${host}]` : host === '0.0.0.0' ? hostname() : host
-    print(`Dashboard: http://${shown}:${bound}/${token ? `?token=${token}` : ''}`)
+    print(`Dashboard: http://${shown}:${bound}/?token=${token}`)
     log.info('Ctrl-C to stop')
     await new Promise<void>((resolveStop) => {
       for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.once(signal, () => resolveStop())
