@@ -2422,8 +2422,9 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
             wake = () => {}
             resolveWait()
           }
-          if (ended.length || (stopping && running.size === 0) || (changed && freeSlots().length)) wake()
+          if (ended.length || (stopping && running.size === 0) || (!stopping && changed && freeSlots().length)) wake()
         })
+        await new Promise((resolveTurn) => setImmediate(resolveTurn)) // a turn of the event loop: children's exits are reaped there
       } catch (error) {
         if (++failures > 30) throw error
         log(`error: ${(error as Error).message}; retrying`)
@@ -3455,7 +3456,8 @@ function printJobs(jobs: Job[]): void {
   if (jobs.length === 0) return print(paint('gray', 'no jobs'))
   printTable(['ID', 'STATE', 'ATTEMPTS', 'PRIORITY', 'UPDATED', 'COMMAND'], jobs.map((job) => [
     job.id, stateCell(job.state), `${job.attempts}/${job.max_retries + 1}`, String(job.priority),
-    job.state === 'pending' && Date.parse(job.run_at) > Date.now() ? `runs ${ago(job.run_at)}` : ago(job.updated_at), oneLine(job.command),
+    job.state === 'blocked' ? `waits for ${[...job.after, ...job.after_any].join(', ')}`
+      : job.state === 'pending' && Date.parse(job.run_at) > Date.now() ? `runs ${ago(job.run_at)}` : ago(job.updated_at), oneLine(job.command),
   ]))
 }
 
