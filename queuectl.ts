@@ -234,6 +234,15 @@ export function formatDuration(ms: number): string {
   return `${ms}ms`
 }
 
+const SIGNALS = new Set(Object.keys(osConstants.signals))
+
+/** `TERM`, `sigterm` or `SIGTERM` as `SIGTERM`: a signal this system knows (`kill --signal`, the dashboard's kill). */
+function parseSignal(text: string): NodeJS.Signals {
+  const name = (/^SIG/i.test(text) ? text : `SIG${text}`).toUpperCase()
+  if (!SIGNALS.has(name)) throw new UsageError(`unknown signal "${text}": use e.g. TERM, INT, HUP, KILL or USR1`)
+  return name as NodeJS.Signals
+}
+
 /** Seconds to wait after the k-th failed attempt: base^k, capped by max. */
 export function retryDelay(failedAttempts: number, base: number, max: number): number {
   return Math.min(base ** failedAttempts, max)
@@ -2562,6 +2571,7 @@ const DASHBOARD_LOG_CHUNK = 1024 * 1024 // bytes per /log response; the page ask
 const DASHBOARD_BODY_LIMIT = 64 * 1024
 const DASHBOARD_BUCKETS = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600] // seconds
 const ENQUEUE_KEYS = ['command', 'id', 'priority', 'max_retries', 'timeout', 'delay'] as const
+const KILL_KEYS = ['signal', 'grace'] as const
 // Safe as it is in a URL and a cookie; 16 characters or more, so that it cannot be guessed by trying.
 const DASHBOARD_TOKEN = /^[A-Za-z0-9._~-]{16,512}$/
 const DASHBOARD_TOKEN_RULE = '16 to 512 characters from A-Z a-z 0-9 . _ ~ -'
@@ -2715,6 +2725,40 @@ function readBody(req: IncomingMessage): Promise<string> {
   })
 }
 
+/** The request's body as a JSON object with only `allowed` keys; an empty body is `{}` when `optional`. */
+async function readJsonObject(req: IncomingMessage, allowed: readonly string[], optional = false): Promise<Record<string, unknown>> {
+  const text = await readBody(req)
+  if (optional && text.trim() === '') return {}
+  let body: unknown
+  try {
+    body = JSON.parse(text)
+  } catch {
+    body = undefined
+  }
+  if (!body || typeof body !== 'object' || Array.isArray(body)) throw new HttpError(400, 'the body must be a JSON object')
+  const unknown = Object.keys(body).filter((k) => !allowed.includes(k))
+  if (unknown.length) throw new HttpError(400, `unknown key ${unknown[0]}: allowed are ${allowed.join(', ')}`)
+  return body as Record<string, unknown>
+}
+
+/** `{signal, grace}` of a kill, read as `kill --signal --grace` reads them. */
+function killOptions(body: Record<string, unknown>): { signal?: NodeJS.Signals; graceMs?: number } {
+  const { signal, grace } = body
+  if (signal !== undefined && typeof signal !== 'string') throw new HttpError(400, 'signal must be a signal name such as TERM, INT or KILL')
+  if (grace !== undefined && typeof grace !== 'string' && typeof grace !== 'number') {
+    throw new HttpError(400, 'grace must be a duration such as 30s, 5m or a number of seconds')
+  }
+  return {
+    signal: signal === undefined ? undefined : parseSignal(signal),
+    graceMs: grace === undefined ? undefined : parseDuration(grace),
+  }
+}
+
+function queueName(name: string): string {
+  if (!isValidQueueName(name)) throw new HttpError(400, `invalid queue name ${JSON.stringify(name)}: use 1–64 letters, digits, _ . - (not starting with . or -)`)
+  return name
+}
+
 function intParam(url: URL, name: string, fallback: number, min: number, max: number): number {
   const text = url.searchParams.get(name)
   if (text === null || text === '') return fallback
@@ -2829,7 +2873,7 @@ async function handleDashboardRequest(
     throw new HttpError(404, 'not found')
   } else if (parts.length === 2 && b === 'overview') {
     route('GET')
-    sendJson(res, 200, { ...(await queue.status()), stats: await queue.stats(), allow_enqueue: opts.allowEnqueue })
+    sendJson(res, 200, { ...(await queue.status()), stats: await queue.stats(), queues: await queue.listQueues(), allow_enqueue: opts.allowEnqueue })
   } else if (parts.length === 2 && b === 'status') {
     route('GET')
     sendJson(res, 200, await queue.status())
@@ -2838,19 +2882,11 @@ async function handleDashboardRequest(
     sendJson(res, 200, await queue.stats())
   } else if (parts.length === 2 && b === 'jobs' && req.method === 'POST') {
     if (!opts.allowEnqueue) throw new HttpError(403, 'enqueue is disabled: start the dashboard with --allow-enqueue')
-    let body: unknown
-    try {
-      body = JSON.parse(await readBody(req))
-    } catch (error) {
-      throw error instanceof HttpError ? error : new HttpError(400, 'the body must be a JSON object')
-    }
-    if (!body || typeof body !== 'object' || Array.isArray(body)) throw new HttpError(400, 'the body must be a JSON object')
-    const unknown = Object.keys(body).filter((k) => !(ENQUEUE_KEYS as readonly string[]).includes(k))
-    if (unknown.length) throw new HttpError(400, `unknown key ${unknown[0]}: allowed are ${ENQUEUE_KEYS.join(', ')}`)
-    sendJson(res, 201, await queue.enqueue(body as JobSpec))
+    sendJson(res, 201, await queue.enqueue(await readJsonObject(req, ENQUEUE_KEYS) as unknown as JobSpec))
   } else if (parts.length === 2 && b === 'jobs') {
     route('GET', 'POST')
-    const filter = { state: stateParam(url), search: url.searchParams.get('search')?.slice(0, 200) || undefined }
+    const inQueue = url.searchParams.get('queue') || undefined
+    const filter = { state: stateParam(url), queue: inQueue && queueName(inQueue), search: url.searchParams.get('search')?.slice(0, 200) || undefined }
     const limit = intParam(url, 'limit', 50, 1, 500)
     const offset = intParam(url, 'offset', 0, 0, Number.MAX_SAFE_INTEGER)
     sendJson(res, 200, { jobs: await queue.listJobs({ ...filter, limit, offset }), total: await queue.countJobs(filter), limit, offset })
@@ -2876,17 +2912,37 @@ async function handleDashboardRequest(
     route('POST')
     const id = jobId(c)
     if (!(await queue.getJob(id))) throw new HttpError(404, `no job ${id}`)
-    sendJson(res, 200, await queue.retryJobs([id], { deadOnly: true }))
+    sendJson(res, 200, await queue.retryJobs([id]))
+  } else if (parts.length === 4 && b === 'jobs' && d === 'kill') {
+    route('POST')
+    const id = jobId(c)
+    const options = killOptions(await readJsonObject(req, KILL_KEYS, true))
+    if (!(await queue.getJob(id))) throw new HttpError(404, `no job ${id}`)
+    const result = await queue.kill({ ids: [id] }, options)
+    if (result.finished.length) throw new HttpError(409, `job ${id} is already ${result.finished[0].state}: nothing to kill`)
+    sendJson(res, 200, result)
   } else if (parts.length === 3 && b === 'dlq' && c === 'retry-all') {
     route('POST')
     sendJson(res, 200, await queue.retryJobs('all'))
+  } else if (parts.length === 2 && b === 'queues') {
+    route('GET')
+    sendJson(res, 200, await queue.listQueues())
+  } else if (parts.length === 3 && b === 'queues' && (c === 'pause-all' || c === 'resume-all')) {
+    route('POST')
+    const paused = c === 'pause-all'
+    sendJson(res, 200, { paused, changed: await queue.setPaused({ all: true }, paused) })
+  } else if (parts.length === 4 && b === 'queues' && (d === 'pause' || d === 'resume')) {
+    route('POST')
+    const paused = d === 'pause'
+    sendJson(res, 200, { paused, changed: await queue.setPaused({ queue: queueName(c) }, paused) })
   } else {
     throw new HttpError(404, 'not found')
   }
 }
 
 // The page: one template, no build and nothing fetched from outside. String.raw keeps the script's backslashes;
-// the script uses no template literals, so nothing in it is interpolated here.
+// the script uses no template literals: only the state lists on <body> are interpolated here, from the one definition.
+const RETRYABLE_STATES = TERMINAL_STATES.filter((state) => state !== 'completed')
 const DASHBOARD_PAGE = String.raw`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>queuectl</title><link rel="icon" href="data:,">
@@ -2901,11 +2957,13 @@ header{display:flex;align-items:center;gap:16px;padding:10px 24px;background:var
 main{max-width:1200px;margin:0 auto;padding:16px 24px 48px}
 h1{font-size:18px;margin:8px 0 12px;display:flex;gap:10px;align-items:center;word-break:break-all}
 h2{font-size:14px;margin:24px 0 8px}
+.section{display:flex;gap:8px;align-items:center;margin:24px 0 8px}.section h2{margin:0;flex:1}
+.scroll{overflow-x:auto}
 a{color:var(--accent);text-decoration:none}a:hover{text-decoration:underline}
-.cards{display:grid;grid-template-columns:repeat(5,1fr);gap:12px}
-.card{font:inherit;color:inherit;text-align:left;cursor:pointer;background:var(--card);border:1px solid var(--line);border-left:4px solid var(--c);border-radius:8px;padding:10px 14px}
-.card b{display:block;font-size:26px;font-weight:650;font-variant-numeric:tabular-nums}
-.card span{color:var(--muted);font-size:12px;text-transform:uppercase;letter-spacing:.04em}
+.cards{display:grid;grid-template-columns:repeat(8,minmax(0,1fr));gap:10px}
+.card{font:inherit;color:inherit;text-align:left;cursor:pointer;background:var(--card);border:1px solid var(--line);border-left:4px solid var(--c);border-radius:8px;padding:10px 12px;min-width:0}
+.card b{display:block;font-size:24px;font-weight:650;font-variant-numeric:tabular-nums}
+.card span{display:block;color:var(--muted);font-size:12px;text-transform:uppercase;letter-spacing:.04em;overflow:hidden;text-overflow:ellipsis}
 .card.on{box-shadow:0 0 0 2px var(--accent)}
 .stats{display:grid;grid-template-columns:repeat(auto-fill,minmax(140px,1fr));gap:8px 16px;margin:12px 0 0;padding:10px 14px;background:var(--card);border:1px solid var(--line);border-radius:8px}
 .stats dt{color:var(--muted);font-size:12px}.stats dd{margin:0;font-weight:600;font-variant-numeric:tabular-nums}
@@ -2914,14 +2972,16 @@ th,td{padding:6px 10px;text-align:left;border-bottom:1px solid var(--line);verti
 th{font-size:12px;font-weight:600;color:var(--muted);background:var(--bg)}
 tr:last-child td,tr:last-child th{border-bottom:0}
 td .btn{padding:0 8px;font-size:12px}
-h1 .mono{font-size:inherit}
+h1 .mono{font-size:inherit}h1 .btn{font-size:13px;font-weight:500}
 td{font-variant-numeric:tabular-nums}
 .mono,td.cmd{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12.5px}
 td.cmd{max-width:380px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
 td.err{max-width:220px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap;color:var(--muted)}
 .kv th{width:150px;background:none;vertical-align:top}.kv td{word-break:break-all;white-space:pre-wrap}
 .badge{display:inline-block;padding:1px 8px;border-radius:99px;font-size:12px;font-weight:600;color:#fff;background:var(--c)}
-.s-pending{--c:#7b8494}.s-processing{--c:#2f6fdf}.s-completed{--c:#1f9d55}.s-failed{--c:#d9822b}.s-dead{--c:#d23b3b}
+.s-pending{--c:#7b8494}.s-blocked{--c:#8a63d2}.s-processing{--c:#2f6fdf}.s-completed{--c:#1f9d55}.s-failed{--c:#d9822b}
+.s-dead{--c:#d23b3b}.s-cancelled{--c:#4b5563}.s-skipped{--c:#a8739b}.s-paused{--c:#b7791f}
+td.zero{color:var(--muted);opacity:.6}
 .bar{display:flex;gap:8px;align-items:center;flex-wrap:wrap;margin-bottom:8px}.bar .grow{flex:1}
 input,select,.btn{font:inherit;color:inherit;background:var(--card);border:1px solid var(--line);border-radius:6px;padding:4px 9px}
 .btn{cursor:pointer}.btn:hover{border-color:var(--accent)}.btn:disabled{opacity:.5;cursor:default}
@@ -2932,15 +2992,18 @@ input[type=search]{width:260px}
 pre.log{background:#0e1116;color:#e6e9ee;padding:12px;border-radius:8px;max-height:60vh;overflow:auto;font-size:12.5px;white-space:pre-wrap;word-break:break-all;margin:0}
 #toast{position:fixed;right:16px;bottom:16px;padding:8px 14px;border-radius:8px;background:#23262b;color:#fff;opacity:0;transition:opacity .2s;pointer-events:none}
 #toast.show{opacity:.95}
-@media (max-width:760px){.cards{grid-template-columns:repeat(2,1fr)}td.cmd{max-width:160px}.hide-s{display:none}}
+@media (max-width:1100px){.cards{grid-template-columns:repeat(4,minmax(0,1fr))}}
+@media (max-width:760px){.cards{grid-template-columns:repeat(2,minmax(0,1fr))}td.cmd{max-width:160px}.hide-s{display:none}}
 </style></head>
-<body data-enqueue="{{enqueue}}">
+<body data-enqueue="{{enqueue}}" data-states="${JOB_STATES.join(' ')}" data-active="${ACTIVE_STATES.join(' ')}" data-retryable="${RETRYABLE_STATES.join(' ')}">
 <header><a class="brand" href="#/">queuectl</a><span class="muted">dashboard</span><span id="live">connecting…</span></header>
 <main id="app"></main><div id="toast" role="status"></div>
 <script nonce="{{nonce}}">
 'use strict';
 // Everything shown is built with createElement + text nodes: job data never goes through innerHTML.
-const STATES = ['pending', 'processing', 'completed', 'failed', 'dead'];
+const STATES = document.body.dataset.states.split(' ');
+const isActive = (state) => document.body.dataset.active.split(' ').includes(state);
+const isRetryable = (state) => document.body.dataset.retryable.split(' ').includes(state);
 // The server has put the token of /?token= into an HttpOnly cookie: out of the address bar and the history with it.
 if (location.search) history.replaceState(null, '', location.pathname + location.hash);
 const app = document.getElementById('app');
@@ -2995,16 +3058,27 @@ async function api(path, opts) {
   if (!res.ok) throw new Error(data.error || res.status + ' ' + res.statusText);
   return data;
 }
-async function retryBy(path) {
-  try {
-    const r = await api(path, { method: 'POST' });
-    toast(r.retried.length === 1 ? 'Retried ' + r.retried[0] : 'Retried ' + r.retried.length + ' jobs');
-  } catch (e) { toast('Retry failed: ' + e.message); }
+// An action: POST, say what happened (or why not), then poll again at once.
+async function act(path, failed, said) {
+  try { toast(said(await api(path, { method: 'POST' }))); } catch (e) { toast(failed + ': ' + e.message); }
   refresh();
 }
-const retryJob = (id) => retryBy('/api/jobs/' + encodeURIComponent(id) + '/retry');
-const retryAllDead = () => retryBy('/api/dlq/retry-all');
+const jobPath = (id) => '/api/jobs/' + encodeURIComponent(id);
+const plural = (n, what) => n + ' ' + what + (n === 1 ? '' : 's');
+const retried = (r) => (r.retried.length === 1 ? 'Retried ' + r.retried[0] : 'Retried ' + plural(r.retried.length, 'job')) +
+  (r.revived ? '; ' + plural(r.revived, 'skipped dependant') + ' back to blocked' : '');
+const retryJob = (id) => act(jobPath(id) + '/retry', 'Retry failed', retried);
+const retryAllDead = () => act('/api/dlq/retry-all', 'Retry failed', retried);
+const killJob = (id) => act(jobPath(id) + '/kill', 'Kill failed',
+  (r) => r.cancelled.length ? 'Cancelled ' + id : 'Asked the worker to stop ' + id);
+// name null: every queue, also those made later.
+const pauseQueue = (name, paused) => act(name == null ? '/api/queues/' + (paused ? 'pause-all' : 'resume-all')
+  : '/api/queues/' + encodeURIComponent(name) + (paused ? '/pause' : '/resume'), (paused ? 'Pause' : 'Resume') + ' failed',
+  (r) => r.changed.length ? (paused ? 'Paused ' : 'Resumed ') + r.changed.join(', ') : (name == null ? 'Every queue was' : name + ' was') + ' already ' + (paused ? 'paused' : 'running'));
 const retryButton = (id) => h('button', { class: 'btn', 'data-retry': id, onclick: () => retryJob(id) }, 'Retry');
+const killButton = (id, state) => h('button', { class: 'btn', onclick: () => {
+  if (confirm(state === 'processing' ? 'Kill job ' + id + '? Its processes get SIGTERM, then SIGKILL.' : 'Cancel job ' + id + '?')) killJob(id);
+} }, 'Kill');
 
 // A poll loop per view; a newer view (or filter) bumps generation so a late answer is dropped.
 let refresh = () => {};
@@ -3037,16 +3111,21 @@ function patch(el, data, render) {
 }
 
 function overview() {
-  const view = { state: '', search: '', offset: 0, limit: 25 };
+  const view = { state: '', queue: '', search: '', offset: 0, limit: 25 };
   const cards = h('div', { class: 'cards' }), stats = h('dl', { class: 'stats' });
-  const workers = h('div'), rows = h('div'), pager = h('div', { class: 'pager' });
-  const filter = h('select', { 'aria-label': 'State', onchange: () => { view.state = filter.value; view.offset = 0; refresh(); } },
+  const queues = h('div', { class: 'scroll' }), workers = h('div'), rows = h('div', { class: 'scroll' }), pager = h('div', { class: 'pager' });
+  const show = (changes) => { Object.assign(view, changes, { offset: 0 }); filter.value = view.state; queueFilter.value = view.queue; refresh(); };
+  const filter = h('select', { 'aria-label': 'State', onchange: () => show({ state: filter.value }) },
     h('option', { value: '' }, 'All states'), STATES.map((s) => h('option', { value: s }, s)));
+  const queueFilter = h('select', { 'aria-label': 'Queue', onchange: () => show({ queue: queueFilter.value }) });
   let typing = 0;
   const search = h('input', { type: 'search', placeholder: 'Search id or command', 'aria-label': 'Search',
-    oninput: () => { clearTimeout(typing); typing = setTimeout(() => { view.search = search.value; view.offset = 0; refresh(); }, 250); } });
+    oninput: () => { clearTimeout(typing); typing = setTimeout(() => show({ search: search.value }), 250); } });
   const retryAll = h('button', { class: 'btn', onclick: () => { if (confirm('Move every dead job back to pending?')) retryAllDead(); } });
-  const bar = h('div', { class: 'bar' }, filter, search, h('span', { class: 'grow' }), retryAll);
+  const bar = h('div', { class: 'bar' }, filter, queueFilter, search, h('span', { class: 'grow' }), retryAll);
+  const queuesHead = h('div', { class: 'section' }, h('h2', null, 'Queues'),
+    h('button', { class: 'btn', onclick: () => pauseQueue(null, true) }, 'Pause all'),
+    h('button', { class: 'btn', onclick: () => pauseQueue(null, false) }, 'Resume all'));
   let form = null;
   if (document.body.dataset.enqueue === '1') {
     const cmd = h('input', { placeholder: 'Command to enqueue', 'aria-label': 'Command', class: 'mono' });
@@ -3059,16 +3138,17 @@ function overview() {
     } }, cmd, h('button', { class: 'btn primary', type: 'submit' }, 'Enqueue'));
     cmd.style.flex = '1';
   }
-  app.replaceChildren(cards, stats, h('h2', null, 'Workers'), workers, h('h2', null, 'Jobs'), ...(form ? [form] : []), bar, rows, pager);
+  app.replaceChildren(cards, stats, queuesHead, queues, h('h2', null, 'Workers'), workers, h('h2', null, 'Jobs'), ...(form ? [form] : []), bar, rows, pager);
   poll(async (current) => {
     const q = new URLSearchParams({ limit: view.limit, offset: view.offset });
     if (view.state) q.set('state', view.state);
+    if (view.queue) q.set('queue', view.queue);
     if (view.search) q.set('search', view.search);
     const [o, list] = await Promise.all([api('/api/overview'), api('/api/jobs?' + q)]);
     if (!current()) return;
     patch(cards, [o.counts, view.state], () => STATES.map((s) => h('button', {
       class: 'card s-' + s + (view.state === s ? ' on' : ''), title: 'Show ' + s + ' jobs',
-      onclick: () => { view.state = view.state === s ? '' : s; filter.value = view.state; view.offset = 0; refresh(); },
+      onclick: () => show({ state: view.state === s ? '' : s }),
     }, h('b', null, o.counts[s]), h('span', null, s))));
     const st = o.stats, pct = st.success_rate == null ? '—' : (st.success_rate * 100).toFixed(1) + ' %';
     patch(stats, st, () => [
@@ -3077,6 +3157,19 @@ function overview() {
       ['Finished 1m / 5m / 15m', st.finished.last_1m + ' / ' + st.finished.last_5m + ' / ' + st.finished.last_15m],
       ['Oldest pending wait', dur(st.oldest_pending_wait_ms)],
     ].map(([k, v]) => h('div', null, h('dt', null, k), h('dd', null, v))));
+    patch(queues, o.queues, () => h('table', null,
+      h('tr', null, ['Queue', 'Limit', 'Status', ...STATES, ''].map((x) => h('th', null, x))),
+      o.queues.map((qu) => h('tr', { 'data-queue': qu.name },
+        h('td', null, h('a', { href: '#/', class: 'mono', title: 'Show the jobs of ' + qu.name,
+          onclick: (ev) => { ev.preventDefault(); show({ queue: qu.name }); } }, qu.name)),
+        h('td', null, qu.concurrency == null ? 'unlimited' : qu.concurrency),
+        h('td', null, qu.paused ? h('span', { class: 'badge s-paused' }, 'paused') : h('span', { class: 'muted' }, 'running')),
+        STATES.map((s) => h('td', { class: qu.counts[s] ? null : 'zero', 'data-state': s }, qu.counts[s])),
+        h('td', null, h('button', { class: 'btn', onclick: () => pauseQueue(qu.name, !qu.paused) }, qu.paused ? 'Resume' : 'Pause'))))));
+    const names = o.queues.map((qu) => qu.name);
+    if (view.queue && !names.includes(view.queue)) names.push(view.queue);
+    patch(queueFilter, names, () => [h('option', { value: '' }, 'All queues'), names.map((n) => h('option', { value: n }, n))]);
+    queueFilter.value = view.queue;
     patch(workers, o.workers, () => o.workers.length === 0
       ? h('div', { class: 'empty' }, 'No workers running. Start some with: queuectl worker start')
       : h('table', null, h('tr', null, ['Worker', 'PID', 'Host', 'Current job', 'Since', 'Heartbeat'].map((x) => h('th', null, x))),
@@ -3086,14 +3179,15 @@ function overview() {
     retryAll.textContent = 'Retry all dead (' + o.counts.dead + ')';
     retryAll.disabled = o.counts.dead === 0;
     patch(rows, list.jobs, () => list.jobs.length === 0
-      ? h('div', { class: 'empty' }, 'No jobs' + (view.state || view.search ? ' match.' : ' yet.'))
+      ? h('div', { class: 'empty' }, 'No jobs' + (view.state || view.queue || view.search ? ' match.' : ' yet.'))
       : h('table', null,
-        h('tr', null, ['ID', 'State', 'Command', 'Attempts', 'Priority', 'Updated', 'Last error', ''].map((x, i) => h('th', { class: i > 3 && i < 7 ? 'hide-s' : null }, x))),
+        h('tr', null, ['ID', 'State', 'Queue', 'Command', 'Attempts', 'Priority', 'Updated', 'Last error', ''].map((x, i) => h('th', { class: i > 4 && i < 8 ? 'hide-s' : null }, x))),
         list.jobs.map((j) => h('tr', { 'data-id': j.id },
-          h('td', null, jobLink(j.id)), h('td', null, badge(j.state)), h('td', { class: 'cmd', title: j.command }, j.command),
+          h('td', null, jobLink(j.id)), h('td', null, badge(j.state)), h('td', { class: 'mono' }, j.queue),
+          h('td', { class: 'cmd', title: j.command }, j.command),
           h('td', null, j.attempts + ' / ' + (j.max_retries + 1)), h('td', { class: 'hide-s' }, j.priority),
           h('td', { class: 'hide-s' }, when(j.updated_at)), h('td', { class: 'err hide-s', title: j.last_error || '' }, j.last_error || ''),
-          h('td', null, j.state === 'dead' ? retryButton(j.id) : null)))));
+          h('td', null, isRetryable(j.state) ? retryButton(j.id) : null)))));
     const first = list.total ? list.offset + 1 : 0, last = list.offset + list.jobs.length;
     patch(pager, [first, last, list.total], () => [
       h('button', { class: 'btn', disabled: view.offset === 0, onclick: () => { view.offset = Math.max(0, view.offset - view.limit); refresh(); } }, '‹ Prev'),
@@ -3104,9 +3198,9 @@ function overview() {
 }
 
 function jobPage(id) {
-  const head = h('h1'), fields = h('div'), attempts = h('div'), log = h('pre', { class: 'log', id: 'log' });
+  const head = h('h1'), fields = h('div'), deps = h('div'), attempts = h('div'), log = h('pre', { class: 'log', id: 'log' });
   const follow = h('span', { class: 'muted' });
-  app.replaceChildren(h('a', { href: '#/' }, '‹ Overview'), head, fields, h('h2', null, 'Attempts'), attempts,
+  app.replaceChildren(h('a', { href: '#/' }, '‹ Overview'), head, fields, deps, h('h2', null, 'Attempts'), attempts,
     h('h2', null, 'Log ', follow), log);
   const path = '/api/jobs/' + encodeURIComponent(id);
   let offset = -1, decoder;
@@ -3134,12 +3228,20 @@ function jobPage(id) {
     const job = await api(path);
     if (!current()) return;
     document.title = job.id + ' · queuectl';
-    patch(head, [job.id, job.state], () => [h('span', { class: 'mono' }, job.id), badge(job.state), job.state === 'dead' ? retryButton(job.id) : null]);
-    const shown = Object.entries(job).filter(([k]) => k !== 'history' && k !== 'output_tail');
+    patch(head, [job.id, job.state], () => [h('span', { class: 'mono' }, job.id), badge(job.state),
+      isActive(job.state) ? killButton(job.id, job.state) : null, isRetryable(job.state) ? retryButton(job.id) : null]);
+    const shown = Object.entries(job).filter(([k]) => !['history', 'output_tail', 'parents', 'dependants'].includes(k));
     patch(fields, shown, () => h('table', { class: 'kv' }, shown.map(([k, v]) => h('tr', null, h('th', null, k),
       h('td', { class: k === 'command' || k === 'cwd' ? 'mono' : null },
         v == null ? h('span', { class: 'muted' }, 'null') : typeof v === 'object' ? JSON.stringify(v, null, 2)
           : /_at$/.test(k) ? [v, ' · ', when(v)] : String(v))))));
+    const related = (rel, what, must) => (r) => h('tr', { ['data-' + rel]: r.id }, h('td', null, what), h('td', null, jobLink(r.id)),
+      h('td', null, badge(r.state)), h('td', { class: 'muted' }, r.required ? 'after: ' + must[0] : 'after_any: ' + must[1]));
+    patch(deps, [job.parents, job.dependants], () => job.parents.length + job.dependants.length === 0 ? null : [
+      h('h2', null, 'Dependencies'),
+      h('table', null, h('tr', null, ['', 'Job', 'State', 'Condition'].map((x) => h('th', null, x))),
+        job.parents.map(related('parent', 'waits for', ['it must complete', 'it must end'])),
+        job.dependants.map(related('dependant', 'needed by', ['runs once this completes', 'runs once this ends'])))]);
     patch(attempts, job.history, (hist) => hist.length === 0 ? h('div', { class: 'empty' }, 'Not started yet.')
       : h('table', null, h('tr', null, ['#', 'Worker', 'Started', 'Finished', 'Duration', 'Exit code', 'Signal', 'Error'].map((x) => h('th', null, x))),
         hist.map((a) => h('tr', null, h('td', null, a.attempt), h('td', { class: 'mono' }, a.worker || '—'), h('td', null, when(a.started_at)),
@@ -3645,14 +3747,9 @@ const dlqCommand = define({
   examples: ['queuectl dlq list', 'queuectl dlq retry job1', 'queuectl dlq retry --all'],
 })
 
-const SIGNALS = new Set(Object.keys(osConstants.signals))
-
 function signalFlag(value: unknown): NodeJS.Signals | undefined {
   const text = stringFlag(value, '--signal')
-  if (text === undefined) return undefined
-  const name = (/^SIG/i.test(text) ? text : `SIG${text}`).toUpperCase()
-  if (!SIGNALS.has(name)) throw new UsageError(`unknown signal "${text}": use e.g. TERM, INT, HUP, KILL or USR1`)
-  return name as NodeJS.Signals
+  return text === undefined ? undefined : parseSignal(text)
 }
 
 function durationFlag(value: unknown, flag: string): number | undefined {

@@ -1,7 +1,9 @@
 // The web dashboard (issue 4): the JSON API, /metrics and the security rules over HTTP (a token on every request,
 // loopback included, also tried as another user of the host), then the page itself in real headless Chromium
 // (Debian's package, driven by playwright-core): opened from the printed URL, it shows a completed and a dead job,
-// retries the dead one, follows a running job's log, and shows HTML in commands and output as text.
+// retries the dead one, follows a running job's log, and shows HTML in commands and output as text. Then the control
+// features: the queue panel pauses and resumes, Kill cancels, Retry takes dead, cancelled and skipped jobs,
+// a job's page links its parents and dependants; their API is checked through the CLI (`queue ls`, `show`).
 // `UPDATE_SCREENSHOT=1` also saves the overview to docs/dashboard.png (off by default: it would dirty the tree).
 import { test, describe, before, after } from 'node:test'
 import assert from 'node:assert/strict'
@@ -11,7 +13,7 @@ import { createServer, request, type IncomingHttpHeaders } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import type { ChildProcess } from 'node:child_process'
-import { Home, ROOT, runProgram, waitFor } from './helpers.ts'
+import { Home, ROOT, runProgram, waitFor, waitForState } from './helpers.ts'
 
 const CHROMIUM = '/usr/bin/chromium'
 const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic',
@@ -22,7 +24,12 @@ const JOB_FIELDS = ['id', 'command', 'cwd', 'state', 'attempts', 'max_retries', 
   'created_at', 'updated_at', 'started_at', 'finished_at', 'exit_code', 'last_error', 'worker']
 // Every kind of path the server answers (and one it does not): each must refuse a request without the token.
 const ALL_PATHS = ['/', '/metrics', '/api/overview', '/api/status', '/api/stats', '/api/jobs', '/api/jobs/broken-sync',
-  '/api/jobs/broken-sync/log', '/api/jobs/broken-sync/retry', '/api/dlq/retry-all', '/nope']
+  '/api/jobs/broken-sync/log', '/api/jobs/broken-sync/retry', '/api/jobs/nightly-report/kill', '/api/dlq/retry-all',
+  '/api/queues', '/api/queues/default/pause', '/api/queues/default/resume', '/api/queues/pause-all', '/api/queues/resume-all', '/nope']
+// The POSTs that change something: each needs the token, and with the cookie, proof that it comes from the page.
+const ACTIONS = ['/api/jobs/broken-sync/retry', '/api/jobs/nightly-report/kill', '/api/dlq/retry-all',
+  '/api/queues/default/pause', '/api/queues/default/resume', '/api/queues/pause-all', '/api/queues/resume-all']
+const NO_JOBS = { pending: 0, blocked: 0, processing: 0, completed: 0, failed: 0, dead: 0, cancelled: 0, skipped: 0 }
 
 // ---------- local helpers ----------
 
@@ -175,6 +182,7 @@ describe('dashboard on 127.0.0.1, with the token it generated', () => {
       assert.equal((await get(path)).status, 200, path)
     }
     assert.equal((await home.job('broken-sync')).state, 'dead')
+    assert.deepEqual((await home.json(['queue', 'ls'])).map((q: any) => [q.name, q.paused]), [['default', false]])
   })
 
   test('the token is generated once into the home, mode 0600, and the next start reuses it', async () => {
@@ -238,7 +246,8 @@ describe('dashboard on 127.0.0.1, with the token it generated', () => {
 
   test('JSON API: overview, job list with filter/search/paging, a job with its attempts, its log by offset', async () => {
     const overview = await (await get('/api/overview')).json()
-    assert.deepEqual(overview.counts, { pending: 0, processing: 0, completed: 2, failed: 0, dead: 3 })
+    assert.deepEqual(overview.counts, { ...NO_JOBS, completed: 2, dead: 3 })
+    assert.deepEqual(overview.queues, [{ name: 'default', concurrency: null, paused: false, counts: { ...NO_JOBS, completed: 2, dead: 3 } }])
     assert.deepEqual(overview.workers, [])
     assert.equal(typeof overview.stats.success_rate, 'number')
     assert.equal(overview.allow_enqueue, false)
@@ -305,7 +314,7 @@ describe('dashboard on 127.0.0.1, with the token it generated', () => {
     }
     assert.equal(value('queuectl_jobs{state="completed"}'), 2)
     assert.equal(value('queuectl_jobs{state="dead"}'), 3)
-    assert.equal(value('queuectl_jobs{state="pending"}'), 0)
+    for (const state of Object.keys(NO_JOBS)) assert.equal(value(`queuectl_jobs{state="${state}"}`), state === 'completed' ? 2 : state === 'dead' ? 3 : 0)
     assert.equal(value('queuectl_workers'), 0)
     assert.equal(value('queuectl_attempts_total{outcome="success"}'), 2)
     assert.equal(value('queuectl_attempts_total{outcome="failure"}'), 3)
@@ -332,7 +341,10 @@ describe('dashboard on 127.0.0.1, with the token it generated', () => {
     assert.equal((await post(retry, { ...cookie, 'x-queuectl': '1', 'sec-fetch-site': 'same-site' })).status, 403,
       'a page on another port of this host is same-site: the cookie goes there too')
     assert.equal((await post(retry, { ...cookie, 'x-queuectl': '1', 'sec-fetch-site': 'cross-site' })).status, 403)
-    assert.equal((await post('/api/dlq/retry-all', cookie)).status, 403)
+    for (const path of ACTIONS) {
+      assert.equal((await post(path, cookie)).status, 403, `${path} without X-Queuectl`)
+      assert.equal((await post(path, { ...cookie, 'x-queuectl': '1', origin: 'http://evil.example' })).status, 403, `${path} from a foreign Origin`)
+    }
     assert.equal((await rawRequest(dash.port, '/api/overview', { ...auth, host: `evil.example:${dash.port}` })).status, 403,
       'DNS rebinding: a foreign Host')
     assert.equal((await rawRequest(dash.port, '/', { ...cookie, host: `evil.example:${dash.port}` })).status, 403)
@@ -349,6 +361,7 @@ describe('dashboard on 127.0.0.1, with the token it generated', () => {
     assert.equal((await fetch(`${dash.base}/api/jobs/nope/retry`, { method: 'POST', headers: auth })).status, 404)
     for (const id of ['broken-sync', 'all', 'also-dead']) assert.equal((await home.job(id)).state, 'dead', id)
     assert.equal((await home.job('nightly-report')).state, 'completed')
+    assert.deepEqual((await home.json(['queue', 'ls'])).map((q: any) => [q.name, q.paused]), [['default', false]])
     assert.equal((await home.json(['list'])).length, 5)
   })
 
@@ -369,11 +382,6 @@ describe('dashboard on 127.0.0.1, with the token it generated', () => {
       assert.equal(await page.locator('.card.s-dead b').textContent(), '3')
       assert.equal(await row('html-test').locator('td.cmd').textContent(), `echo '${XSS}'`)
       assert.equal(await page.locator('img').count(), 0)
-      if (process.env.UPDATE_SCREENSHOT) {
-        mkdirSync(join(ROOT, 'docs'), { recursive: true })
-        await page.screenshot({ path: join(ROOT, 'docs', 'dashboard.png') })
-      }
-
       await row('broken-sync').getByRole('button', { name: 'Retry' }).click()
       await row('broken-sync').locator('.badge', { hasText: 'pending' }).waitFor()
       const job = await home.job('broken-sync')
@@ -437,6 +445,274 @@ describe('dashboard on 127.0.0.1, with the token it generated', () => {
     } finally {
       await page.close()
       other.close()
+    }
+  })
+})
+
+// ---------- queues, kill, retry and dependencies ----------
+
+describe('dashboard API: queues, pause, kill, retry and dependencies', () => {
+  const home = new Home()
+  let dash: Dashboard
+  let auth: { authorization: string }
+  const get = (path: string) => fetch(dash.base + path, { headers: auth })
+  const post = (path: string, body?: string) => fetch(dash.base + path, {
+    method: 'POST', headers: body === undefined ? auth : { ...auth, 'content-type': 'application/json' }, body,
+  })
+  const paused = async () => Object.fromEntries((await home.json(['queue', 'ls'])).map((q: any) => [q.name, q.paused]))
+
+  before(async () => {
+    await enqueueJson(home, { id: 'parent-dead', command: 'exit 3', max_retries: 0, queue: 'build' })
+    await enqueueJson(home, { id: 'child-skipped', command: 'echo never', after: 'parent-dead', queue: 'build' })
+    await home.ok(['worker', 'run', '--drain'], { timeoutMs: 20_000 })
+    for (const id of ['wait-here', 'all', 'other']) await enqueueJson(home, { id, command: 'echo waiting' })
+    await enqueueJson(home, { id: 'deploy-1', command: 'echo deploy', queue: 'deploy' })
+    await home.ok(['queue', 'set', 'deploy', '--concurrency', '2'])
+    dash = await startDashboard(home)
+    auth = bearer(dash.token)
+  })
+  after(async () => {
+    await dash?.stop()
+    await home.cleanup()
+  })
+
+  test('GET /api/jobs takes every state and ?queue=; a bad queue name is 400', async () => {
+    const ids = async (query: string) => {
+      const res = await get(`/api/jobs?${query}`)
+      assert.equal(res.status, 200, query)
+      return (await res.json()).jobs.map((j: any) => j.id)
+    }
+    assert.deepEqual(await ids('queue=build'), ['child-skipped', 'parent-dead'])
+    assert.deepEqual(await ids('queue=deploy'), ['deploy-1'])
+    assert.deepEqual(await ids('queue=default&state=pending'), ['other', 'all', 'wait-here'])
+    assert.deepEqual(await ids('state=skipped'), ['child-skipped'])
+    assert.deepEqual(await ids('queue=no-such-queue'), [])
+    for (const state of ['blocked', 'cancelled', 'processing', 'failed']) assert.deepEqual(await ids(`state=${state}`), [], state)
+    assert.deepEqual((await (await get('/api/jobs?queue=build')).json()).jobs.map((j: any) => j.queue), ['build', 'build'])
+    for (const bad of ['.hidden', '-x', 'a/b', 'q'.repeat(65)]) {
+      const res = await get(`/api/jobs?queue=${encodeURIComponent(bad)}`)
+      assert.equal(res.status, 400, bad)
+      assert.match((await res.json()).error, /invalid queue name/)
+    }
+  })
+
+  test('GET /api/queues is what `queue ls --json` shows; pause and resume a queue, or all of them, as the CLI sees it', async () => {
+    const queues = await (await get('/api/queues')).json()
+    assert.deepEqual(queues, await home.json(['queue', 'ls']))
+    assert.deepEqual(queues.map((q: any) => [q.name, q.concurrency, q.paused]), [['build', null, false], ['default', null, false], ['deploy', 2, false]])
+    assert.deepEqual(queues[0].counts, { ...NO_JOBS, dead: 1, skipped: 1 })
+
+    const pause = await post('/api/queues/deploy/pause')
+    assert.equal(pause.status, 200)
+    assert.deepEqual(await pause.json(), { paused: true, changed: ['deploy'] })
+    assert.deepEqual(await paused(), { build: false, default: false, deploy: true })
+    assert.deepEqual(await (await post('/api/queues/deploy/pause')).json(), { paused: true, changed: [] }, 'already paused')
+    assert.deepEqual(await (await post('/api/queues/deploy/resume')).json(), { paused: false, changed: ['deploy'] })
+    assert.deepEqual(await paused(), { build: false, default: false, deploy: false })
+
+    assert.deepEqual(await (await post('/api/queues/pause-all')).json(), { paused: true, changed: ['build', 'default', 'deploy'] })
+    await enqueueJson(home, { id: 'later-1', command: 'echo later', queue: 'later' })
+    assert.deepEqual(await paused(), { build: true, default: true, deploy: true, later: true }, 'pause-all also covers a queue made later')
+    assert.deepEqual(await (await post('/api/queues/resume-all')).json(), { paused: false, changed: ['build', 'default', 'deploy', 'later'] })
+    assert.deepEqual(await paused(), { build: false, default: false, deploy: false, later: false })
+    await home.ok(['rm', 'later-1'])
+
+    for (const bad of ['.hidden', '-x', 'a%2Fb', 'q'.repeat(65), '%20']) {
+      const res = await post(`/api/queues/${bad}/pause`)
+      assert.equal(res.status, 400, bad)
+      assert.match((await res.json()).error, /invalid queue name/)
+    }
+    assert.equal((await get('/api/queues/deploy/pause')).status, 405)
+    assert.equal((await get('/api/queues/pause-all')).status, 405)
+    assert.equal((await post('/api/queues')).status, 405)
+    assert.equal((await post('/api/queues/deploy/stop')).status, 404)
+    assert.deepEqual(await paused(), { build: false, default: false, deploy: false, later: false })
+  })
+
+  test('POST /api/jobs/:id/kill cancels a waiting job; {signal, grace} are read as kill reads its flags; bad ones change nothing', async () => {
+    for (const [body, error] of [
+      ['{"signal":"NOPE"}', /unknown signal "NOPE"/], ['{"signal":9}', /signal must be a signal name/],
+      ['{"grace":"soon"}', /invalid duration "soon"/], ['{"grace":-1}', /invalid duration/], ['{"grace":true}', /grace must be a duration/],
+      ['{"force":true}', /unknown key force: allowed are signal, grace/], ['[1]', /must be a JSON object/], ['{', /must be a JSON object/],
+    ] as const) {
+      const res = await post('/api/jobs/wait-here/kill', body)
+      assert.equal(res.status, 400, body)
+      assert.match((await res.json()).error, error, body)
+    }
+    assert.equal((await home.job('wait-here')).state, 'pending')
+
+    const kill = await post('/api/jobs/wait-here/kill')
+    assert.equal(kill.status, 200)
+    assert.deepEqual(await kill.json(), { cancelled: ['wait-here'], signalled: [], finished: [] })
+    const job = await home.job('wait-here')
+    assert.deepEqual([job.state, job.last_error], ['cancelled', 'cancelled'])
+    const again = await post('/api/jobs/wait-here/kill')
+    assert.equal(again.status, 409)
+    assert.match((await again.json()).error, /already cancelled/)
+    assert.equal((await post('/api/jobs/no-such-job/kill')).status, 404)
+    assert.equal((await post('/api/jobs/..%2Fx/kill')).status, 400)
+    assert.equal((await get('/api/jobs/other/kill')).status, 405)
+
+    // `all` is a job id: it kills that job, not every job.
+    assert.deepEqual(await (await post('/api/jobs/all/kill', '{"signal":"int","grace":"2s"}')).json(), { cancelled: ['all'], signalled: [], finished: [] })
+    assert.equal((await home.job('all')).state, 'cancelled')
+    assert.equal((await home.job('other')).state, 'pending')
+  })
+
+  test('POST /api/jobs/:id/kill of a running job: its worker sends the given signal and records it cancelled', async () => {
+    await enqueueJson(home, {
+      id: 'running', queue: 'slow', max_retries: 3,
+      command: "trap 'echo got-int; exit 7' INT; echo started; while :; do sleep 0.1; done",
+    })
+    const worker = home.spawn(['worker', 'run', '--queue', 'slow'])
+    try {
+      await waitFor('the job to start', () => /started/.test(readFileSync(join(home.dir, 'logs', 'running.log'), 'utf8')))
+      const kill = await post('/api/jobs/running/kill', JSON.stringify({ signal: 'SIGINT', grace: 10 }))
+      assert.equal(kill.status, 200)
+      assert.deepEqual(await kill.json(), { cancelled: [], signalled: ['running'], finished: [] })
+      const job = await waitForState(home, 'running', ['cancelled', 'failed', 'dead', 'completed'])
+      assert.equal(job.state, 'cancelled')
+      assert.equal(job.history.at(-1).exit_code, 7)
+      assert.match(readFileSync(join(home.dir, 'logs', 'running.log'), 'utf8'), /got-int/, 'SIGINT, not the default SIGTERM')
+    } finally {
+      worker.kill('SIGTERM')
+      await once(worker, 'exit')
+    }
+  })
+
+  test('POST /api/jobs/:id/retry takes dead, cancelled and skipped jobs; a skipped job comes back with its parent', async () => {
+    await enqueueJson(home, { id: 'to-cancel', command: 'echo hi' })
+    await home.ok(['kill', 'to-cancel'])
+    const cancelled = await post('/api/jobs/to-cancel/retry')
+    assert.equal(cancelled.status, 200)
+    assert.deepEqual(await cancelled.json(), { retried: ['to-cancel'], revived: 0 })
+    assert.deepEqual([(await home.job('to-cancel')).state, (await home.job('to-cancel')).attempts], ['pending', 0])
+
+    const skipped = await post('/api/jobs/child-skipped/retry')
+    assert.equal(skipped.status, 409)
+    assert.match((await skipped.json()).error, /waits for parent-dead, which is dead/)
+    assert.equal((await home.job('child-skipped')).state, 'skipped')
+    const parent = await post('/api/jobs/parent-dead/retry')
+    assert.equal(parent.status, 200)
+    assert.deepEqual(await parent.json(), { retried: ['parent-dead'], revived: 1 })
+    assert.equal((await home.job('parent-dead')).state, 'pending')
+    assert.equal((await home.job('child-skipped')).state, 'blocked')
+
+    const detail = await (await get('/api/jobs/child-skipped')).json()
+    assert.deepEqual(detail.parents, [{ id: 'parent-dead', state: 'pending', required: true }])
+    assert.deepEqual((await (await get('/api/jobs/parent-dead')).json()).dependants, [{ id: 'child-skipped', state: 'blocked', required: true }])
+    assert.equal((await post('/api/jobs/other/retry')).status, 409, 'a pending job is not retried')
+    assert.equal((await home.job('other')).state, 'pending')
+  })
+})
+
+describe('dashboard page: the queue panel, Kill, Retry and dependencies', () => {
+  const home = new Home()
+  let dash: Dashboard
+
+  before(async () => {
+    const jobs = [
+      { id: 'page-parent', command: 'echo building; exit 3', max_retries: 0, queue: 'build' },
+      { id: 'page-child', command: 'echo packaging', after: 'page-parent', queue: 'build' },
+      { id: 'report', command: 'echo report done' },
+      { id: 'lint', command: 'echo lint ok', queue: 'build' },
+    ]
+    await home.ok(['enqueue', '--file', '-'], { input: jobs.map((job) => JSON.stringify(job)).join('\n') })
+    await home.ok(['worker', 'run', '--drain'], { timeoutMs: 20_000 })
+    await enqueueJson(home, { id: 'doomed', command: 'sleep 60' })
+    await enqueueJson(home, { id: 'ship', command: './deploy.sh', queue: 'deploy', after: 'doomed' })
+    await home.ok(['queue', 'set', 'deploy', '--concurrency', '1'])
+    await home.ok(['pause', '--queue', 'build'])
+    dash = await startDashboard(home)
+  })
+  after(async () => {
+    await dash?.stop()
+    await home.cleanup()
+  })
+
+  test('a paused queue shows as paused and Resume resumes it; Pause all and Resume all', async (t) => {
+    if (!existsSync(CHROMIUM)) return t.skip(`${CHROMIUM} is missing (CI installs it)`)
+    const { page, problems } = await openPage()
+    const pausedNow = async () => Object.fromEntries((await home.json(['queue', 'ls'])).map((q: any) => [q.name, q.paused]))
+    try {
+      await page.goto(dash.url)
+      const queueRow = (name: string) => page.locator(`tr[data-queue="${name}"]`)
+      await queueRow('build').locator('.badge', { hasText: 'paused' }).waitFor()
+      assert.equal(await queueRow('build').locator('td[data-state="dead"]').textContent(), '1')
+      assert.equal(await queueRow('build').locator('td[data-state="skipped"]').textContent(), '1')
+      assert.equal(await queueRow('build').locator('td[data-state="completed"]').textContent(), '1')
+      assert.match(await queueRow('deploy').textContent() ?? '', /^deploy1running/)
+      assert.match(await queueRow('default').textContent() ?? '', /^defaultunlimitedrunning/)
+      for (const state of Object.keys(NO_JOBS)) await page.locator(`.card.s-${state}`).waitFor()
+      assert.equal(await page.locator('.card.s-skipped b').textContent(), '1')
+      assert.equal(await page.locator('.card.s-blocked b').textContent(), '1')
+      assert.equal(await page.locator('tr[data-id="ship"] td').nth(2).textContent(), 'deploy', 'the jobs table shows the queue')
+      if (process.env.UPDATE_SCREENSHOT) {
+        mkdirSync(join(ROOT, 'docs'), { recursive: true })
+        await page.screenshot({ path: join(ROOT, 'docs', 'dashboard.png'), fullPage: true })
+      }
+
+      await queueRow('build').getByRole('button', { name: 'Resume' }).click()
+      await queueRow('build').getByRole('button', { name: 'Pause' }).waitFor()
+      assert.equal(await queueRow('build').locator('.badge').count(), 0)
+      assert.deepEqual(await pausedNow(), { build: false, default: false, deploy: false })
+
+      await page.getByRole('button', { name: 'Pause all' }).click()
+      for (const name of ['build', 'default', 'deploy']) await queueRow(name).locator('.badge', { hasText: 'paused' }).waitFor()
+      assert.deepEqual(await pausedNow(), { build: true, default: true, deploy: true })
+      await page.getByRole('button', { name: 'Resume all' }).click()
+      await waitFor('no queue shown as paused', async () => (await page.locator('tr[data-queue] .badge').count()) === 0, 10_000)
+      assert.deepEqual(await pausedNow(), { build: false, default: false, deploy: false })
+
+      // A queue's name shows its jobs only.
+      await queueRow('deploy').getByRole('link', { name: 'deploy' }).click()
+      await waitFor('the jobs of deploy only', async () =>
+        JSON.stringify(await page.locator('tr[data-id]').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-id')))) === '["ship"]', 10_000)
+      assert.deepEqual(problems, [])
+    } finally {
+      await page.close()
+    }
+  })
+
+  test('a pending job\'s Kill cancels it; a skipped job shows its dead parent, and comes back when that parent is retried', async (t) => {
+    if (!existsSync(CHROMIUM)) return t.skip(`${CHROMIUM} is missing (CI installs it)`)
+    const { page, problems } = await openPage({ acceptConfirms: true })
+    try {
+      await page.goto(`${dash.url}#/jobs/doomed`)
+      const title = page.locator('h1')
+      await title.locator('.badge', { hasText: 'pending' }).waitFor()
+      assert.equal(await title.getByRole('button', { name: 'Retry' }).count(), 0)
+      await title.getByRole('button', { name: 'Kill' }).click()
+      await title.locator('.badge', { hasText: 'cancelled' }).waitFor()
+      await title.getByRole('button', { name: 'Retry' }).waitFor()
+      assert.equal(await title.getByRole('button', { name: 'Kill' }).count(), 0)
+      assert.equal((await home.job('doomed')).state, 'cancelled')
+
+      await page.goto(`${dash.base}/#/jobs/page-child`)
+      await title.locator('.badge', { hasText: 'skipped' }).waitFor()
+      const parentRow = page.locator('tr[data-parent="page-parent"]')
+      await parentRow.locator('.badge', { hasText: 'dead' }).waitFor()
+      await title.getByRole('button', { name: 'Retry' }).click()
+      await page.locator('#toast', { hasText: /Retry failed: .*waits for page-parent, which is dead/ }).waitFor()
+      assert.equal((await home.job('page-child')).state, 'skipped')
+
+      await parentRow.getByRole('link', { name: 'page-parent' }).click()
+      await title.locator('.mono', { hasText: 'page-parent' }).waitFor()
+      const childRow = page.locator('tr[data-dependant="page-child"]')
+      await childRow.locator('.badge', { hasText: 'skipped' }).waitFor()
+      await title.getByRole('button', { name: 'Retry' }).click()
+      await title.locator('.badge', { hasText: 'pending' }).waitFor()
+      await childRow.locator('.badge', { hasText: 'blocked' }).waitFor()
+      assert.deepEqual([(await home.job('page-parent')).state, (await home.job('page-child')).state], ['pending', 'blocked'])
+
+      await childRow.getByRole('link', { name: 'page-child' }).click()
+      await title.locator('.badge', { hasText: 'blocked' }).waitFor()
+      await title.getByRole('button', { name: 'Kill' }).waitFor()
+      assert.equal(await title.getByRole('button', { name: 'Retry' }).count(), 0)
+      await page.locator('tr[data-parent="page-parent"] .badge', { hasText: 'pending' }).waitFor()
+      assert.deepEqual(problems, [])
+    } finally {
+      await page.close()
     }
   })
 })
