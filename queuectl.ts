@@ -33,6 +33,7 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import { createRequire } from 'node:module'
 import { hostname } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
+import { StringDecoder } from 'node:string_decoder'
 import { fileURLToPath } from 'node:url'
 import { setFlagsFromString } from 'node:v8'
 import * as zlib from 'node:zlib'
@@ -2650,14 +2651,26 @@ function ago(timestamp: string | null): string {
 const oneLine = (text: string) => text.replace(/[\r\n\t]+/g, ' ')
 const stateCell = (state: JobState) => paint(STATE_COLORS[state], state)
 
+/** Resolves once stdout has taken `data`: a pipe's reader sets the pace, and the buffer may be used again. */
+function writeStdout(data: string | Uint8Array): Promise<void> {
+  return new Promise((resolve) => process.stdout.write(data, () => resolve()))
+}
+
 /** Control characters would drive the terminal: on a TTY show them escaped; into a pipe, the bytes as they are. */
-function writeOutput(bytes: Buffer): void {
-  if (!stdoutIsTTY) {
-    process.stdout.write(bytes)
-    return
-  }
+function outputWriter() {
+  const decoder = new StringDecoder('utf8') // a character split between two chunks is decoded whole
   // eslint-disable-next-line no-control-regex
-  process.stdout.write(bytes.toString('utf8').replace(/[\x00-\x08\x0b-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`))
+  const escape = (text: string) => text.replace(/[\x00-\x08\x0b-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`)
+  const write = (bytes: Buffer) => writeStdout(stdoutIsTTY ? escape(decoder.write(bytes)) : bytes)
+  return {
+    write,
+    /** Bytes [start, end) of an open file, a chunk at a time. */
+    async copy(fd: number, start: number, end: number) {
+      const buffer = Buffer.allocUnsafe(LOG_CHUNK)
+      for (let pos = start; pos < end; pos += LOG_CHUNK) await write(readAt(fd, pos, end, buffer))
+    },
+    end: () => writeStdout(stdoutIsTTY ? escape(decoder.end()) : ''),
+  }
 }
 
 function wholeFlag(value: unknown, flag: string, min: number, max: number): number | undefined {
@@ -2915,48 +2928,156 @@ const showCommand = define({
     ]))
     if (tail) {
       print(`\n${paint('bold', 'output (tail)')}`)
-      writeOutput(Buffer.from(tail.endsWith('\n') ? tail : `${tail}\n`))
+      const out = outputWriter()
+      await out.write(Buffer.from(tail.endsWith('\n') ? tail : `${tail}\n`))
+      await out.end()
     }
   },
 })
 
-/** Where each attempt lies in the log: from its `=== attempt N · started` header to the next header. */
-function attemptRanges(data: Buffer): { attempt: number; started_at: string; start: number; body: number; end: number }[] {
-  // As latin1 each byte is one character, so string offsets are byte offsets (the header's "·" is 2 bytes).
-  const text = data.toString('latin1')
-  const headers = [...text.matchAll(new RegExp(`^=== attempt (\\d+) ${Buffer.from('·').toString('latin1')} started (\\S+) .*\n`, 'gm'))]
-  return headers.map((header, i) => ({
-    attempt: Number(header[1]),
-    started_at: header[2],
-    start: header.index!,
-    body: header.index! + header[0].length,
-    end: headers[i + 1]?.index ?? data.length,
-  }))
+const LOG_CHUNK = 1024 * 1024 // bytes read at a time: a log of any size is read and printed in constant memory
+const LOG_LINE_LIMIT = 4096 // a longer line is output, never an attempt's header or footer
+const HEADER_MARK = Buffer.from('\n=== attempt ')
+// As latin1 each byte is one character, so string offsets are byte offsets (the "·" is 2 bytes).
+const DOT = Buffer.from('·').toString('latin1')
+const HEADER_LINE = new RegExp(`^=== attempt (\\d+) ${DOT} started (\\S+) .*$`)
+const FOOTER_LINE = new RegExp(`\n?=== attempt \\d+ ${DOT} (.*) ${DOT} [\\d.]+s ===\n$`)
+/** The states a job ends in, and what `logs --follow` exits with when it sees one. */
+const FOLLOW_EXIT_CODES: Partial<Record<JobState, number>> = { completed: 0, dead: 1 }
+
+interface LogHeader {
+  attempt: number
+  started_at: string
+  start: number
+  body: number
 }
 
-/** The log's attempts as text: number, start, output, and the footer's summary once it has ended. */
-function logSections(data: Buffer): { attempt: number; started_at: string; output: string; ended: string | null }[] {
-  return attemptRanges(data).map((range) => {
-    let output = data.subarray(range.body, range.end).toString('utf8')
-    const footer = /\n?=== attempt \d+ · (.*) · [\d.]+s ===\n$/.exec(output)
-    if (footer) output = output.slice(0, footer.index) + (output[footer.index] === '\n' ? '\n' : '')
-    return { attempt: range.attempt, started_at: range.started_at, output, ended: footer?.[1] ?? null }
-  })
+/** Runs `fn` on the job's log open for reading; undefined if the job has no log yet. */
+async function withLog<T>(path: string, fn: (fd: number, size: number) => Promise<T>): Promise<T | undefined> {
+  let fd: number
+  try {
+    fd = openSync(path, 'r')
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    throw error
+  }
+  try {
+    return await fn(fd, fstatSync(fd).size)
+  } finally {
+    closeSync(fd)
+  }
 }
 
-/** One attempt's part of the log (header to footer), or undefined if it has not begun. */
-function attemptLog(data: Buffer, attempt: number): Buffer | undefined {
-  const range = attemptRanges(data).find((r) => r.attempt === attempt)
-  return range && data.subarray(range.start, range.end)
+/** Bytes from `start` up to `end` of the file, as many as `buffer` holds (fewer past the file's end). */
+function readAt(fd: number, start: number, end: number, buffer = Buffer.allocUnsafe(Math.max(0, end - start))): Buffer {
+  const length = Math.min(buffer.length, end - start)
+  return buffer.subarray(0, length > 0 ? readSync(fd, buffer, 0, length, start) : 0)
 }
 
-/** The last `lines` lines. */
-function tailLines(data: Buffer, lines: number): Buffer {
-  let end = data.length
-  if (data[end - 1] === 10) end--
-  let start = end
-  for (let seen = 0; start > 0; start--) if (data[start - 1] === 10 && ++seen === lines) break
-  return data.subarray(start)
+/** The attempt header that is the line at `start`: 'partial' while that line is still being written. */
+function headerAt(fd: number, start: number, size: number): LogHeader | 'partial' | undefined {
+  const line = readAt(fd, start, Math.min(size, start + LOG_LINE_LIMIT))
+  const eol = line.indexOf(10)
+  if (eol === -1) return line.length < LOG_LINE_LIMIT ? 'partial' : undefined
+  const match = HEADER_LINE.exec(line.toString('latin1', 0, eol))
+  return match ? { attempt: Number(match[1]), started_at: match[2], start, body: start + eol + 1 } : undefined
+}
+
+/**
+ * The first attempt header (of `attempt`, if given) that begins a line in [from, size), scanning in chunks. Without
+ * one, `resume` is where a look at the log once it has grown goes on from.
+ */
+function findHeader(fd: number, from: number, size: number, attempt?: number): { header?: LogHeader; resume: number } {
+  const at = (start: number) => {
+    const header = headerAt(fd, start, size)
+    if (header === 'partial') return { resume: start }
+    if (header && (attempt === undefined || header.attempt === attempt)) return { header, resume: header.body }
+  }
+  const first = from === 0 ? at(0) : undefined
+  if (first) return first
+  const buffer = Buffer.allocUnsafe(LOG_CHUNK)
+  let pos = Math.max(0, from - 1)
+  for (;;) {
+    const chunk = readAt(fd, pos, size, buffer)
+    if (chunk.length < HEADER_MARK.length) break
+    for (let i = chunk.indexOf(HEADER_MARK); i !== -1; i = chunk.indexOf(HEADER_MARK, i + 1)) {
+      const found = at(pos + i + 1)
+      if (found) return found
+    }
+    pos += chunk.length - HEADER_MARK.length + 1 // a mark across the chunk's end is found in the next one
+  }
+  return { resume: Math.max(from, pos + 1) }
+}
+
+/** The footer that closes an attempt's part [body, end) of the log, once the attempt has ended. */
+function footerOf(fd: number, body: number, end: number): { start: number; newline: boolean; ended: string } | undefined {
+  const from = Math.max(body, end - LOG_LINE_LIMIT)
+  const match = FOOTER_LINE.exec(readAt(fd, from, end).toString('latin1'))
+  return match ? { start: from + match.index, newline: match[0][0] === '\n', ended: Buffer.from(match[1], 'latin1').toString('utf8') } : undefined
+}
+
+/** Where the last `lines` lines of [start, end) begin, reading backwards from the end in chunks. */
+function tailStart(fd: number, start: number, end: number, lines: number): number {
+  if (lines === 0) return end
+  const buffer = Buffer.allocUnsafe(LOG_CHUNK)
+  let seen = 0
+  for (let chunkEnd = end; chunkEnd > start;) {
+    const chunkStart = Math.max(start, chunkEnd - LOG_CHUNK)
+    const chunk = readAt(fd, chunkStart, chunkEnd, buffer)
+    // the newline that ends the last line does not begin one
+    let i = chunk.length - (chunkEnd === end && chunk[chunk.length - 1] === 10 ? 2 : 1)
+    for (; i >= 0 && (i = chunk.lastIndexOf(10, i)) !== -1; i--) if (++seen === lines) return chunkStart + i + 1
+    chunkEnd = chunkStart
+  }
+  return start
+}
+
+/**
+ * The part of a log `logs` shows: all of it, or one attempt's (its header up to the next header). Each call looks
+ * only at what the log gained since the last, so following a growing log never reads it again.
+ */
+function logSelection(attempt: number | undefined): (fd: number, size: number) => { start: number; end: number } | undefined {
+  let start = attempt === undefined ? 0 : undefined
+  let end: number | undefined
+  let scanned = 0
+  return (fd, size) => {
+    if (start === undefined) {
+      const found = findHeader(fd, scanned, size, attempt)
+      scanned = found.resume
+      if (!found.header) return undefined
+      start = found.header.start
+    }
+    if (attempt !== undefined && end === undefined) {
+      const next = findHeader(fd, scanned, size)
+      scanned = next.resume
+      end = next.header?.start
+    }
+    return { start, end: Math.min(end ?? size, size) }
+  }
+}
+
+/** `logs --json`: one object per attempt, its output streamed from the log (it may be longer than a string can be). */
+async function printLogSections(fd: number, size: number, attempt: number | undefined): Promise<number> {
+  const buffer = Buffer.allocUnsafe(LOG_CHUNK)
+  let count = 0
+  for (let found = findHeader(fd, 0, size); found.header;) {
+    const header = found.header
+    found = findHeader(fd, header.body, size)
+    if (attempt !== undefined && header.attempt !== attempt) continue
+    const end = found.header?.start ?? size
+    const footer = footerOf(fd, header.body, end)
+    const section = { attempt: header.attempt, started_at: header.started_at, output: '', ended: footer?.ended ?? null }
+    const [before, after] = JSON.stringify([section], null, 2).slice(2, -2).split('"output": ""')
+    await writeStdout(`${count++ ? ',' : '['}\n${before}"output": "`)
+    const decoder = new StringDecoder('utf8')
+    const outputEnd = footer?.start ?? end
+    for (let pos = header.body; pos < outputEnd; pos += LOG_CHUNK) {
+      await writeStdout(JSON.stringify(decoder.write(readAt(fd, pos, outputEnd, buffer))).slice(1, -1))
+    }
+    await writeStdout(`${JSON.stringify(decoder.end() + (footer?.newline ? '\n' : '')).slice(1, -1)}"${after}`)
+  }
+  await writeStdout(count ? '\n]\n' : '[]\n')
+  return count
 }
 
 const logsCommand = define({
@@ -2979,29 +3100,35 @@ const logsCommand = define({
       let job = await queue.getJob(id)
       if (!job) throw new QueueError(`no job with id "${id}"`)
       const path = queue.logPath(id)
-      const readLog = () => (existsSync(path) ? readFileSync(path) : Buffer.alloc(0))
-      const data = readLog()
-      if (args.json) return printJson(logSections(data).filter((section) => attempt === undefined || section.attempt === attempt))
-      if (data.length === 0 && !args.follow) log.info(`job ${id} has no output yet`)
-      const view = (log: Buffer) => (attempt === undefined ? log : attemptLog(log, attempt))
-      if (!args.follow) {
-        const selected = view(data)
-        if (!selected) throw new QueueError(`this job has no attempt ${attempt} in its log`)
-        return writeOutput(tail === undefined ? selected : tailLines(selected, tail))
+      if (args.json) {
+        if ((await withLog(path, (fd, size) => printLogSections(fd, size, attempt))) === undefined) printJson([]) // no log yet
+        return
       }
-      // Following: print what the selected view gained since the last look (an attempt may not have begun yet).
-      const first = view(data) ?? Buffer.alloc(0)
-      writeOutput(tail === undefined ? first : tailLines(first, tail))
-      let printed = first.length
+      // Following: each look prints what the selection gained since the last (an attempt may not have begun yet).
+      const selection = logSelection(attempt)
+      const out = outputWriter()
+      let printed: number | undefined
+      let lines = tail // only the first look is cut to its last lines: what comes later is all new
       for (;;) {
-        const ended = job!.state === 'completed' || job!.state === 'dead'
-        const current = view(readLog()) ?? Buffer.alloc(0)
-        if (current.length > printed) {
-          writeOutput(current.subarray(printed))
-          printed = current.length
+        const exitCode = FOLLOW_EXIT_CODES[job!.state]
+        const size = await withLog(path, async (fd, size) => {
+          const selected = selection(fd, size)
+          if (selected) {
+            printed ??= lines === undefined ? selected.start : tailStart(fd, selected.start, selected.end, lines)
+            await out.copy(fd, printed, selected.end)
+            printed = Math.max(printed, selected.end)
+          }
+          return size
+        })
+        lines = undefined
+        if (!args.follow) {
+          if (!size) log.info(`job ${id} has no output yet`)
+          if (attempt !== undefined && printed === undefined) throw new QueueError(`this job has no attempt ${attempt} in its log`)
+          return out.end()
         }
-        if (ended) {
-          process.exitCode = job!.state === 'completed' ? 0 : 1
+        if (exitCode !== undefined) {
+          await out.end()
+          process.exitCode = exitCode
           return
         }
         await sleep(100)
