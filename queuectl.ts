@@ -114,7 +114,12 @@ export interface QueueStatus {
 export interface QueueStats {
   counts: Record<JobState, number>
   success_rate: number | null
+  /** failed or lost attempts that the job followed with another run */
   retries: number
+  /** attempts that failed or whose worker was lost */
+  failures: number
+  /** finished attempts by how they ended; `released` ones count nowhere else */
+  attempts: Record<AttemptEnd, number>
   duration_ms: { mean: number | null; p50: number | null; p95: number | null }
   finished: { last_1m: number; last_5m: number; last_15m: number }
   oldest_pending_wait_ms: number | null
@@ -1069,6 +1074,10 @@ export interface ClaimedJob {
   timeout: number
 }
 
+/** How an attempt ended, as stored in `attempts.outcome`: `released` ones are not counted (worker stop --force, not started). */
+export type AttemptEnd = 'completed' | 'failed' | 'lost' | 'released'
+const ATTEMPT_ENDS: readonly AttemptEnd[] = ['completed', 'failed', 'lost', 'released']
+
 /** How one attempt ended, as the runner saw it. */
 export interface AttemptOutcome {
   exit_code: number | null
@@ -1080,6 +1089,8 @@ export interface AttemptOutcome {
 }
 
 const HOST = hostname()
+/** Attempts that count: anything but released ones (a force stop, a job not started); unfinished ones have no outcome yet. */
+const COUNTED_ATTEMPT = "outcome IN ('completed', 'failed', 'lost')"
 const PICK_READY = `SELECT * FROM jobs INDEXED BY jobs_ready WHERE state IN ('pending', 'failed') AND run_at <= ? ORDER BY priority DESC, seq LIMIT 1`
 const COLUMNS = 'seq, id, command, cwd, env_hash, state, attempts, runs, max_retries, priority, run_at, timeout, created_at, updated_at'
 
@@ -1378,16 +1389,24 @@ export class Queue {
     const now = Date.now()
     return this.storage.read(async (sql) => {
       const counts = await this.counts(sql)
-      const durations = (await sql.all<{ d: number }>('SELECT duration_ms AS d FROM attempts WHERE duration_ms IS NOT NULL ORDER BY duration_ms')).map((r) => r.d)
+      const durations = (await sql.all<{ d: number }>(`SELECT duration_ms AS d FROM attempts WHERE duration_ms IS NOT NULL AND ${COUNTED_ATTEMPT} ORDER BY duration_ms`)).map((r) => r.d)
       const finishedSince = async (ms: number) =>
         Number((await sql.get<{ n: number }>("SELECT count(*) AS n FROM jobs WHERE state IN ('completed', 'dead') AND finished_at >= ?", [now - ms]))!.n)
-      const retries = await sql.get<{ n: number | null }>('SELECT sum(runs - 1) AS n FROM jobs WHERE runs > 1')
+      const attempts = Object.fromEntries(ATTEMPT_ENDS.map((end) => [end, 0])) as Record<AttemptEnd, number>
+      for (const row of await sql.all<{ outcome: AttemptEnd; n: number }>('SELECT outcome, count(*) AS n FROM attempts WHERE outcome IS NOT NULL GROUP BY outcome')) {
+        if (ATTEMPT_ENDS.includes(row.outcome)) attempts[row.outcome] = row.n
+      }
+      // A retry is a failed or lost attempt that the job followed with another run (running now, or ended any way but released).
+      const retries = await sql.get<{ n: number }>(`SELECT count(*) AS n FROM attempts a WHERE outcome IN ('failed', 'lost')
+        AND EXISTS (SELECT 1 FROM attempts b WHERE b.job_id = a.job_id AND b.attempt > a.attempt AND (b.outcome IS NULL OR b.outcome <> 'released'))`)
       const oldest = await sql.get<{ t: number | null }>("SELECT min(run_at) AS t FROM jobs WHERE state IN ('pending', 'failed') AND run_at <= ?", [now])
       const ended = counts.completed + counts.dead
       return {
         counts,
         success_rate: ended ? counts.completed / ended : null,
         retries: Number(retries?.n ?? 0),
+        failures: attempts.failed + attempts.lost,
+        attempts,
         duration_ms: {
           mean: durations.length ? Math.round(durations.reduce((a, b) => a + b, 0) / durations.length) : null,
           p50: percentile(durations, 50),
@@ -1539,7 +1558,7 @@ export class Queue {
    */
   async finishAttempt(claim: ClaimedJob, workerId: string, outcome: AttemptOutcome, options: { claimNext?: boolean } = {}): Promise<{ job?: Job; next?: ClaimedJob }> {
     return this.storage.write(async (sql) => {
-      await this.closeAttempt(sql, claim.job.id, claim.attempt, outcome)
+      await this.closeAttempt(sql, claim.job.id, claim.attempt, outcome, outcome.exit_code === 0 && !outcome.error ? 'completed' : 'failed')
       await sql.run('UPDATE workers SET job_id = NULL, since = NULL WHERE id = ?', [workerId])
       const row = await sql.get<JobRow>('SELECT * FROM jobs WHERE id = ?', [claim.job.id])
       const current = row && row.state === 'processing' && row.worker === workerId && row.runs === claim.attempt // else recovered meanwhile
@@ -1551,7 +1570,7 @@ export class Queue {
   /** `worker stop --force` (or a stop just after a claim): the job goes back to pending, the attempt not counted. */
   async releaseJob(claim: ClaimedJob, workerId: string, outcome: AttemptOutcome, reason = 'stopped by worker stop --force'): Promise<void> {
     await this.storage.write(async (sql) => {
-      await this.closeAttempt(sql, claim.job.id, claim.attempt, { ...outcome, error: `${reason} (not counted)` })
+      await this.closeAttempt(sql, claim.job.id, claim.attempt, { ...outcome, error: `${reason} (not counted)` }, 'released')
       await sql.run('UPDATE workers SET job_id = NULL, since = NULL WHERE id = ?', [workerId])
       const row = await sql.get<JobRow>('SELECT * FROM jobs WHERE id = ?', [claim.job.id])
       if (!row || row.state !== 'processing' || row.worker !== workerId || row.runs !== claim.attempt) return
@@ -1583,7 +1602,7 @@ export class Queue {
         const row = await sql.get<JobRow>('SELECT * FROM jobs WHERE id = ?', [id])
         if (!row || row.state !== 'processing' || (row.worker && alive.has(row.worker))) continue
         const outcome = { exit_code: null, signal: null, error: 'worker lost', output_tail: row.output_tail, finished_at: Date.now() }
-        await this.closeAttempt(sql, row.id, row.runs, outcome)
+        await this.closeAttempt(sql, row.id, row.runs, outcome, 'lost')
         await this.endAttempt(sql, row, outcome, true)
         recovered++
       }
@@ -1591,11 +1610,11 @@ export class Queue {
     })
   }
 
-  private async closeAttempt(sql: SqlSession, id: string, attempt: number, outcome: AttemptOutcome): Promise<void> {
+  private async closeAttempt(sql: SqlSession, id: string, attempt: number, outcome: AttemptOutcome, ended: AttemptEnd): Promise<void> {
     const open = await sql.get<{ started_at: number }>('SELECT started_at FROM attempts WHERE job_id = ? AND attempt = ? AND finished_at IS NULL', [id, attempt])
     if (!open) return
-    await sql.run('UPDATE attempts SET finished_at = ?, exit_code = ?, signal = ?, error = ?, duration_ms = ? WHERE job_id = ? AND attempt = ?',
-      [outcome.finished_at, outcome.exit_code, outcome.signal, outcome.error, outcome.finished_at - open.started_at, id, attempt])
+    await sql.run('UPDATE attempts SET finished_at = ?, exit_code = ?, signal = ?, error = ?, duration_ms = ?, outcome = ? WHERE job_id = ? AND attempt = ?',
+      [outcome.finished_at, outcome.exit_code, outcome.signal, outcome.error, outcome.finished_at - open.started_at, ended, id, attempt])
   }
 
   private async endAttempt(sql: SqlSession, row: JobRow, outcome: AttemptOutcome, retryAtOnce = false): Promise<Job> {
@@ -2138,8 +2157,7 @@ async function metricsText(queue: Queue): Promise<string> {
   const stats = await queue.stats()
   const cols = DASHBOARD_BUCKETS.map((le, i) => `sum(duration_ms <= ${le * 1000}) AS b${i}`).join(', ')
   const [row] = await queue.query<Record<string, number | null>>(
-    `SELECT count(*) AS n, total(duration_ms) AS sum_ms, sum(exit_code = 0) AS ok, ${cols}
-       FROM attempts WHERE finished_at IS NOT NULL AND duration_ms IS NOT NULL`,
+    `SELECT count(*) AS n, total(duration_ms) AS sum_ms, ${cols} FROM attempts WHERE duration_ms IS NOT NULL AND ${COUNTED_ATTEMPT}`,
   )
   const n = row?.n ?? 0
   const lines = [
@@ -2149,11 +2167,13 @@ async function metricsText(queue: Queue): Promise<string> {
     '# HELP queuectl_workers Live workers.',
     '# TYPE queuectl_workers gauge',
     `queuectl_workers ${workers.length}`,
-    '# HELP queuectl_attempts_total Finished attempts of the jobs still stored (purge removes them), by outcome.',
+    '# HELP queuectl_attempts_total Finished attempts of the jobs still stored (purge removes them), by outcome; released ones were not counted.',
     '# TYPE queuectl_attempts_total counter',
-    `queuectl_attempts_total{outcome="success"} ${row?.ok ?? 0}`,
-    `queuectl_attempts_total{outcome="failure"} ${n - (row?.ok ?? 0)}`,
-    '# HELP queuectl_attempt_duration_seconds Duration of finished attempts.',
+    ...ATTEMPT_ENDS.map((end) => `queuectl_attempts_total{outcome="${end}"} ${stats.attempts[end]}`),
+    '# HELP queuectl_retries_total Failed or lost attempts that their job followed with another run.',
+    '# TYPE queuectl_retries_total counter',
+    `queuectl_retries_total ${stats.retries}`,
+    '# HELP queuectl_attempt_duration_seconds Duration of finished attempts that counted (not released ones).',
     '# TYPE queuectl_attempt_duration_seconds histogram',
     ...DASHBOARD_BUCKETS.map((le, i) => `queuectl_attempt_duration_seconds_bucket{le="${le}"} ${row?.[`b${i}`] ?? 0}`),
     `queuectl_attempt_duration_seconds_bucket{le="+Inf"} ${n}`,
@@ -3035,10 +3055,11 @@ const statsCommand = define({
     const stats = await withQueue((queue) => queue.stats())
     if (args.json) return printJson(stats)
     const ms = (value: number | null) => (value == null ? '-' : formatSeconds(value))
-    const { finished } = stats
+    const { finished, attempts } = stats
     printTable(['METRIC', 'VALUE'], [
       ['jobs', JOB_STATES.map((state) => `${stats.counts[state]} ${state}`).join(', ')],
       ['success rate', stats.success_rate == null ? '-' : `${(stats.success_rate * 100).toFixed(1)}% of finished jobs`],
+      ['attempts', `${attempts.completed} completed · ${attempts.failed} failed · ${attempts.lost} worker lost · ${attempts.released} not counted (released)`],
       ['retries', String(stats.retries)],
       ['duration', `mean ${ms(stats.duration_ms.mean)} · p50 ${ms(stats.duration_ms.p50)} · p95 ${ms(stats.duration_ms.p95)}`],
       ['finished', `${finished.last_1m} in 1m · ${finished.last_5m} in 5m · ${finished.last_15m} in 15m (${(finished.last_5m / 5).toFixed(1)}/min)`],

@@ -200,8 +200,8 @@ describe('dashboard on 127.0.0.1 without a token', () => {
     assert.equal(value('queuectl_jobs{state="dead"}'), 1)
     assert.equal(value('queuectl_jobs{state="pending"}'), 0)
     assert.equal(value('queuectl_workers'), 0)
-    assert.equal(value('queuectl_attempts_total{outcome="success"}'), 2)
-    assert.equal(value('queuectl_attempts_total{outcome="failure"}'), 1)
+    assert.equal(value('queuectl_attempts_total{outcome="completed"}'), 2)
+    assert.equal(value('queuectl_attempts_total{outcome="failed"}'), 1)
     assert.match(text, /^# TYPE queuectl_attempt_duration_seconds histogram$/m)
     const buckets = [...text.matchAll(/^queuectl_attempt_duration_seconds_bucket\{le="([^"]+)"\} (\d+)$/gm)]
     assert.ok(buckets.length >= 5, 'histogram buckets')
