@@ -93,7 +93,8 @@ export interface JobSpec {
   priority?: number
   run_at?: string | Date
   delay?: string | number
-  timeout?: number
+  /** seconds, or a duration such as `5m` */
+  timeout?: string | number
 }
 
 export interface WorkerInfo {
@@ -132,6 +133,9 @@ export class QueueError extends Error {}
 
 interface ConfigKey {
   default: number
+  /** what the key does, for `config list` */
+  does: string
+  /** the values it takes, for `config list` and the error that refuses another */
   range: string
   parse: (text: string) => number | undefined
 }
@@ -157,11 +161,11 @@ const durationSeconds = (max: number) => (text: string) => {
 const MAX_TIMEOUT_S = 2_000_000 // setTimeout overflows past 2^31 ms (24.8 days)
 
 export const CONFIG_KEYS: Record<string, ConfigKey> = {
-  max_retries: { default: 3, range: 'a whole number from 0 to 1000', parse: wholeNumber(0, 1000) },
-  backoff_base: { default: 2, range: 'a number of seconds from 0 to 1000 (0 = retry at once)', parse: decimal(0, 1000) },
-  backoff_max: { default: 3600, range: 'a number of seconds from 0 to 604800', parse: decimal(0, 604_800) },
-  job_timeout: { default: 0, range: 'a duration up to 23d such as 30s, 5m, 2h, or seconds (0 = no timeout)', parse: durationSeconds(MAX_TIMEOUT_S) },
-  retention: { default: 0, range: 'a duration such as 7d, 12h, 30m or seconds (0 = keep finished jobs forever)', parse: durationSeconds(3_650 * 86_400) },
+  max_retries: { default: 3, does: 'retries after the first attempt, for jobs without --max-retries', range: 'a whole number from 0 to 1000', parse: wholeNumber(0, 1000) },
+  backoff_base: { default: 2, does: 'a failed job waits backoff_base^k seconds before retry k', range: 'a number from 0 to 1000 (0 = retry at once)', parse: decimal(0, 1000) },
+  backoff_max: { default: 3600, does: 'the longest wait before a retry', range: 'a duration up to 7d such as 90s, 1h, or seconds', parse: durationSeconds(604_800) },
+  job_timeout: { default: 0, does: 'an attempt running longer is killed, for jobs without --timeout', range: 'a duration up to 23d such as 30s, 5m, 2h, or seconds (0 = no limit)', parse: durationSeconds(MAX_TIMEOUT_S) },
+  retention: { default: 0, does: 'completed and dead jobs are deleted, with their logs, this long after they end', range: 'a duration up to 3650d such as 7d, 12h, or seconds (0 = keep them)', parse: durationSeconds(3_650 * 86_400) },
 }
 export type Config = Record<keyof typeof CONFIG_KEYS, number>
 
@@ -189,14 +193,16 @@ const JOB_FIELDS = ['id', 'command', 'max_retries', 'priority', 'run_at', 'delay
 
 const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 }
 
-/** `30s`, `5m`, `2h`, `1d`, `1.5s`, `250ms` or a bare number of seconds, in milliseconds. */
-export function parseDuration(text: string | number): number {
+const DURATION_FORMS = 'a duration such as 500ms, 30s, 5m, 2h, 1d, or a number of seconds'
+
+/** `30s`, `5m`, `2h`, `1d`, `1.5s`, `250ms` or a bare number of seconds, in milliseconds: every length of time. */
+export function parseDuration(text: string | number, what = 'duration'): number {
   if (typeof text === 'number') {
     if (Number.isFinite(text) && text >= 0) return text * 1000
-    throw new UsageError(`invalid duration ${text}: use a number of seconds ≥ 0`)
+    throw new UsageError(`invalid ${what} ${text}: use ${DURATION_FORMS} (≥ 0)`)
   }
   const match = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$/.exec(text)
-  if (!match) throw new UsageError(`invalid duration "${text}": use e.g. 30s, 5m, 2h, 1d or a number of seconds`)
+  if (!match) throw new UsageError(`invalid ${what} ${describeValue(text)}: use ${DURATION_FORMS}`)
   return Number(match[1]) * DURATION_UNITS[match[2] ?? 's']
 }
 
@@ -242,10 +248,26 @@ function describeValue(value: unknown): string {
 
 const iso = (ms: number | null | undefined): string | null => (ms == null ? null : new Date(ms).toISOString())
 
+const ISO_TIME = /^(\d{4})-(\d\d)-(\d\d)(?:[T ](\d\d):(\d\d)(?::(\d\d)(?:[.,](\d+))?)?(Z|([+-])(\d\d)(?::?(\d\d))?)?)?$/i
+
+/**
+ * ISO-8601 with one rule for zones: a time with `Z` or an offset keeps it; without one, a date-time and a date alone
+ * alike are local time (`Date.parse` would read `2030-01-01` as UTC midnight but `2030-01-01T10:00` as local).
+ */
 function parseTime(text: string | Date, what: string): number {
-  const ms = text instanceof Date ? text.getTime() : /^\d{4}-\d\d-\d\d/.test(text) ? Date.parse(text) : NaN
-  if (!Number.isFinite(ms)) throw new UsageError(`invalid ${what} "${String(text)}": use an ISO-8601 time such as 2026-11-23T10:15:00Z`)
-  return ms
+  if (text instanceof Date) {
+    if (Number.isFinite(text.getTime())) return text.getTime()
+  } else {
+    const m = ISO_TIME.exec(text.trim())
+    const [year, month, day, hour, minute, second] = (m?.slice(1, 7) ?? []).map((part) => Number(part ?? 0))
+    const ms = Number((m?.[7] ?? '').padEnd(3, '0').slice(0, 3))
+    if (m && month >= 1 && month <= 12 && day >= 1 && day <= new Date(Date.UTC(year, month, 0)).getUTCDate() && hour <= 23 && minute <= 59 && second <= 59) {
+      if (!m[8]) return new Date(year, month - 1, day, hour, minute, second, ms).getTime()
+      const offsetMinutes = m[9] ? (m[9] === '-' ? -1 : 1) * (Number(m[10]) * 60 + Number(m[11] ?? 0)) : 0
+      return Date.UTC(year, month - 1, day, hour, minute, second, ms) - offsetMinutes * 60_000
+    }
+  }
+  throw new UsageError(`invalid ${what} ${describeValue(String(text))}: use an ISO-8601 time such as 2026-11-23T10:15 (local time) or 2026-11-23T10:15:00Z`)
 }
 
 function percentile(sorted: number[], p: number): number | null {
@@ -1184,17 +1206,17 @@ export function validateJobSpec(input: unknown, now = Date.now(), defaultEnv?: R
     runAt = parseTime(spec.run_at, 'run_at')
   }
   if (spec.delay != null) {
-    if (typeof spec.delay !== 'string' && typeof spec.delay !== 'number') throw new UsageError('"delay" must be a duration such as "30s" or a number of seconds')
-    const delay = parseDuration(spec.delay)
+    if (typeof spec.delay !== 'string' && typeof spec.delay !== 'number') throw new UsageError(`"delay" must be ${DURATION_FORMS}`)
+    const delay = parseDuration(spec.delay, 'delay')
     if (delay > 3_650 * 86_400_000) throw new UsageError('"delay" must be at most 10 years')
     runAt = now + Math.round(delay)
   }
   let timeout: number | null = null
   if (spec.timeout != null) {
-    if (typeof spec.timeout !== 'number' || !Number.isFinite(spec.timeout) || spec.timeout < 0 || spec.timeout > MAX_TIMEOUT_S) {
-      throw new UsageError(`"timeout" must be a number of seconds from 0 to ${MAX_TIMEOUT_S}, not ${describeValue(spec.timeout)}`)
-    }
-    timeout = spec.timeout || null
+    if (typeof spec.timeout !== 'string' && typeof spec.timeout !== 'number') throw new UsageError(`"timeout" must be ${DURATION_FORMS}`)
+    const seconds = parseDuration(spec.timeout, 'timeout') / 1000
+    if (seconds > MAX_TIMEOUT_S) throw new UsageError(`"timeout" must be at most ${MAX_TIMEOUT_S} seconds (23 days), not ${describeValue(spec.timeout)}`)
+    timeout = seconds || null
   }
   let cwd = process.cwd()
   if (spec.cwd != null) {
@@ -1475,13 +1497,23 @@ export class Queue {
     return this.storage.read((sql) => this.readConfig(sql))
   }
 
+  /** Each setting as it was set (`7d`; `config list` shows that), or its default. */
+  async getConfigText(): Promise<Record<keyof Config, string>> {
+    const settings = await this.storage.read((sql) => this.readSettings(sql))
+    return Object.fromEntries(Object.entries(settings).map(([key, { text }]) => [key, text]))
+  }
+
   private async readConfig(sql: SqlSession): Promise<Config> {
-    const config = Object.fromEntries(Object.entries(CONFIG_KEYS).map(([key, def]) => [key, def.default])) as Config
+    return Object.fromEntries(Object.entries(await this.readSettings(sql)).map(([key, { value }]) => [key, value])) as Config
+  }
+
+  private async readSettings(sql: SqlSession): Promise<Record<keyof Config, { text: string; value: number }>> {
+    const settings = Object.fromEntries(Object.entries(CONFIG_KEYS).map(([key, def]) => [key, { text: String(def.default), value: def.default }]))
     for (const row of await sql.all<{ key: string; value: string }>('SELECT key, value FROM config')) {
       const parsed = Object.prototype.hasOwnProperty.call(CONFIG_KEYS, row.key) ? CONFIG_KEYS[row.key].parse(row.value) : undefined
-      if (parsed !== undefined) config[row.key] = parsed
+      if (parsed !== undefined) settings[row.key] = { text: row.value, value: parsed }
     }
-    return config
+    return settings
   }
 
   /** Parses and range-checks `value` for `key`, then stores it as given (so `config list` shows `7d`, not 604800). */
@@ -2620,17 +2652,16 @@ function wholeFlag(value: unknown, flag: string, min: number, max: number): numb
   return n
 }
 
-function numberFlag(value: unknown, flag: string): number | undefined {
-  if (value === undefined || value === false) return undefined
-  const n = Number(value)
-  if (String(value).trim() === '' || !Number.isFinite(n)) throw new UsageError(`${flag} must be a number, not "${String(value)}"`)
-  return n
-}
-
 function stringFlag(value: unknown, flag: string): string | undefined {
   if (value === undefined || value === false) return undefined
   if (value === true || value === '') throw new UsageError(`${flag} needs a value`)
   return String(value)
+}
+
+/** A flag that is a length of time, in milliseconds. */
+function durationFlag(value: unknown, flag: string): number | undefined {
+  const text = stringFlag(value, flag)
+  return text === undefined ? undefined : parseDuration(text, flag)
 }
 
 async function withQueue<T>(fn: (queue: Queue) => Promise<T>): Promise<T> {
@@ -2686,8 +2717,8 @@ const enqueueCommand = define({
     id: { type: 'string', description: 'Job id (default: generated)' },
     priority: { type: 'string', description: 'Higher runs first (default 0)' },
     'max-retries': { type: 'string', description: 'Retries after the first attempt (default: config max_retries)' },
-    timeout: { type: 'string', description: 'Seconds an attempt may run (default: config job_timeout)' },
-    'run-at': { type: 'string', description: 'Earliest start, ISO-8601 (e.g. 2026-11-23T18:00:00Z)' },
+    timeout: { type: 'string', description: 'How long an attempt may run: 30s, 5m, 2h, or seconds (default: config job_timeout)' },
+    'run-at': { type: 'string', description: 'Earliest start, ISO-8601: 2026-11-23T18:00 is local time, 2026-11-23T18:00:00Z UTC' },
     delay: { type: 'string', description: 'Start after a delay: 30s, 5m, 2h, 1d' },
     cwd: { type: 'string', description: 'Directory to run in (default: the current one)' },
     file: { type: 'string', description: 'Enqueue many: a file of JSON lines or a JSON array; - for stdin' },
@@ -2706,7 +2737,7 @@ const enqueueCommand = define({
     const defaults: Record<string, unknown> = {
       priority: wholeFlag(args.priority, '--priority', -1_000_000_000, 1_000_000_000),
       max_retries: wholeFlag(args['max-retries'], '--max-retries', 0, 1000),
-      timeout: numberFlag(args.timeout, '--timeout'),
+      timeout: stringFlag(args.timeout, '--timeout'),
       run_at: stringFlag(args['run-at'], '--run-at'),
       delay: stringFlag(args.delay, '--delay'),
       cwd: stringFlag(args.cwd, '--cwd'),
@@ -2765,16 +2796,15 @@ const workerCommand = define({
       meta: { name: 'stop', description: 'Stop all workers gracefully (each finishes its current job) and wait for them' },
       args: {
         force: { type: 'boolean', description: 'Kill running jobs at once and put them back to pending (attempt not counted)' },
-        timeout: { type: 'string', description: 'Give up waiting after this many seconds (exit 1)' },
+        timeout: { type: 'string', description: 'Give up waiting after this long (exit 1): 30s, 5m, or seconds' },
         ...jsonArg,
       },
-      examples: ['queuectl worker stop', 'queuectl worker stop --force', 'queuectl worker stop --timeout 60'],
+      examples: ['queuectl worker stop', 'queuectl worker stop --force', 'queuectl worker stop --timeout 1m'],
       async run({ args }) {
-        const timeout = numberFlag(args.timeout, '--timeout')
-        if (timeout !== undefined && timeout < 0) throw new UsageError('--timeout must be a number of seconds ≥ 0')
+        const timeoutMs = durationFlag(args.timeout, '--timeout')
         const result = await withQueue((queue) => stopWorkers(queue, {
           force: Boolean(args.force),
-          timeoutMs: timeout === undefined ? undefined : timeout * 1000,
+          timeoutMs,
           onWait: (left) => log.info(`waiting for ${left} worker${left === 1 ? '' : 's'} to finish the current job…`),
         }))
         if (args.json) printJson(result)
@@ -3009,9 +3039,9 @@ const configCommand = define({
       args: { ...jsonArg },
       examples: ['queuectl config list'],
       async run({ args }) {
-        const config = await withQueue((queue) => queue.getConfig())
+        const config = await withQueue(async (queue) => (args.json ? queue.getConfig() : queue.getConfigText()))
         if (args.json) return printJson(config)
-        printTable(['KEY', 'VALUE', 'DEFAULT', 'MEANING'], Object.entries(CONFIG_KEYS).map(([key, def]) => [key, String(config[key]), String(def.default), def.range]))
+        printTable(['KEY', 'VALUE', 'DEFAULT', 'MEANING'], Object.entries(CONFIG_KEYS).map(([key, def]) => [key, String(config[key]), String(def.default), `${def.does}; ${def.range}`]))
       },
     }),
     get: define({
@@ -3020,9 +3050,9 @@ const configCommand = define({
       examples: ['queuectl config get max-retries'],
       async run({ args }) {
         const key = normalizeConfigKey(String(args.key))
-        const config = await withQueue((queue) => queue.getConfig())
-        if (args.json) printJson({ [key]: config[key] })
-        else print(String(config[key]))
+        const value = await withQueue(async (queue) => (args.json ? queue.getConfig() : queue.getConfigText()))
+        if (args.json) printJson({ [key]: value[key] })
+        else print(String(value[key]))
       },
     }),
     set: define({
@@ -3031,8 +3061,11 @@ const configCommand = define({
       examples: ['queuectl config set max-retries 5', 'queuectl config set backoff_base 3', 'queuectl config set retention 7d'],
       async run({ args }) {
         const key = normalizeConfigKey(String(args.key))
-        const value = await withQueue((queue) => queue.setConfig(key, String(args.value)))
-        print(`${key} = ${value}`)
+        const text = await withQueue(async (queue) => {
+          await queue.setConfig(key, String(args.value))
+          return (await queue.getConfigText())[key]
+        })
+        print(`${key} = ${text}`)
       },
     }),
     reset: define({
@@ -3078,8 +3111,8 @@ const purgeCommand = define({
   examples: ['queuectl purge --older-than 7d', 'queuectl purge --state completed', 'queuectl config set retention 7d   # purge automatically'],
   async run({ args }) {
     const state = stringFlag(args.state, '--state') as JobState | undefined
-    const olderThan = stringFlag(args['older-than'], '--older-than')
-    const ids = await withQueue((queue) => queue.purge({ states: state ? [state] : undefined, olderThanMs: olderThan === undefined ? 0 : parseDuration(olderThan) }))
+    const olderThanMs = durationFlag(args['older-than'], '--older-than') ?? 0
+    const ids = await withQueue((queue) => queue.purge({ states: state ? [state] : undefined, olderThanMs }))
     if (args.json) return printJson(ids)
     print(`Purged ${ids.length} job${ids.length === 1 ? '' : 's'}.`)
   },
