@@ -213,6 +213,14 @@ export function formatDuration(ms: number): string {
   return `${ms}ms`
 }
 
+/**
+ * A command line that `/bin/sh -c` runs with exactly these arguments (`enqueue -- printf '%s\n' "a b" c`): each one
+ * the shell would change is single-quoted; a first word holding `=` too, or sh would take it for an assignment.
+ */
+export function quoteCommand(args: string[]): string {
+  return args.map((arg, i) => (/^[\w@%+=:,./-]+$/.test(arg) && !(i === 0 && arg.includes('=')) ? arg : `'${arg.replace(/'/g, `'\\''`)}'`)).join(' ')
+}
+
 /** Seconds to wait after the k-th failed attempt: base^k, capped by max. */
 export function retryDelay(failedAttempts: number, base: number, max: number): number {
   return Math.min(base ** failedAttempts, max)
@@ -1116,6 +1124,11 @@ const COUNTED_ATTEMPT = "outcome IN ('completed', 'failed', 'lost')"
 const PICK_READY = `SELECT * FROM jobs INDEXED BY jobs_ready WHERE state IN ('pending', 'failed') AND run_at <= ? ORDER BY priority DESC, seq LIMIT 1`
 const COLUMNS = 'seq, id, command, cwd, env_hash, state, attempts, runs, max_retries, priority, run_at, timeout, created_at, updated_at'
 
+/** A worker on this host is judged by its process, one elsewhere by its heartbeat. */
+function isWorkerGone(w: WorkerRow, now: number): boolean {
+  return w.host === HOST ? !isProcessAlive(w.pid, w.proc_start || undefined) : now - w.heartbeat_at > REMOTE_LEASE_MS
+}
+
 function toJob(row: JobRow): Job {
   return {
     id: row.id,
@@ -1400,6 +1413,12 @@ export class Queue {
     })
   }
 
+  /** Whether a live worker is registered: one read of the workers table, no lock (enqueue's hint on a terminal). */
+  async hasLiveWorker(): Promise<boolean> {
+    const now = Date.now()
+    return this.storage.read(async (sql) => (await sql.all<WorkerRow>('SELECT * FROM workers')).some((w) => !isWorkerGone(w, now)))
+  }
+
   private async counts(sql: SqlSession): Promise<Record<JobState, number>> {
     const counts = emptyCounts()
     for (const row of await sql.all<{ state: JobState; n: number }>('SELECT state, count(*) AS n FROM jobs GROUP BY state')) counts[row.state] = row.n
@@ -1617,7 +1636,7 @@ export class Queue {
    */
   async recoverLostJobs(): Promise<number> {
     const now = Date.now()
-    const gone = (w: WorkerRow) => (w.host === HOST ? !isProcessAlive(w.pid, w.proc_start || undefined) : now - w.heartbeat_at > REMOTE_LEASE_MS)
+    const gone = (w: WorkerRow) => isWorkerGone(w, now)
     const [orphans, deadWorkers] = await this.storage.read(async (sql) => {
       const workers = await sql.all<WorkerRow>('SELECT * FROM workers')
       const alive = new Set(workers.filter((w) => !gone(w)).map((w) => w.id))
@@ -2595,6 +2614,19 @@ const paint = (color: keyof typeof ANSI, text: string) => (stdoutIsTTY ? `\x1b[$
 // eslint-disable-next-line no-control-regex
 const stripAnsi = (text: string) => text.replace(/\x1b\[[0-9;]*m/g, '')
 const STATE_COLORS: Record<JobState, keyof typeof ANSI> = { pending: 'cyan', processing: 'yellow', completed: 'green', failed: 'magenta', dead: 'red' }
+
+/**
+ * Text as the terminal gets it: control characters (C0, DEL, C1) shown as `\n`, `\t`, `\x1b`…, so a job's command,
+ * id, error or output can neither drive the terminal nor break a line; `keep` lists those let through (output keeps
+ * its line breaks and tabs). Table cells, `show`'s fields and error lines are always escaped (a row stays one line,
+ * into a pipe too); output only on a terminal (see writeOutput).
+ */
+function escapeControls(text: string, keep = ''): string {
+  // eslint-disable-next-line no-control-regex
+  return text.replace(/[\x00-\x1f\x7f-\x9f]/g, (c) =>
+    keep.includes(c) ? c : c === '\n' ? '\\n' : c === '\t' ? '\\t' : c === '\r' ? '\\r' : `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`)
+}
+
 /** Messages on stderr: consola's fancy reporter on a terminal, its light one-line build otherwise (faster start). */
 let log: ConsolaInstance
 async function loadLog(): Promise<void> {
@@ -2612,15 +2644,20 @@ function printJson(value: unknown): void {
   print(JSON.stringify(value, null, 2))
 }
 
-/** Aligned columns; the last one is cut to the terminal's width rather than wrapped. */
-function printTable(headers: string[], rows: string[][]): void {
-  const all = [headers, ...rows]
-  const widths = headers.map((_, i) => Math.max(...all.map((row) => stripAnsi(row[i] ?? '').length)))
-  const width = process.stdout.columns ?? Infinity
-  for (const [n, row] of all.entries()) {
-    let line = row.map((cell, i) => (i === row.length - 1 ? cell : cell + ' '.repeat(widths[i] - stripAnsi(cell).length))).join('  ')
-    if (stdoutIsTTY && stripAnsi(line).length > width) line = line.slice(0, width - 1) + '…'
-    print(n === 0 ? paint('bold', line) : line)
+/** A table cell: text, or text in a colour. */
+type Cell = string | readonly [keyof typeof ANSI, string]
+
+/** Aligned columns of escaped cells; on a terminal the last column is cut to its width rather than wrapped. */
+function printTable(headers: string[], rows: Cell[][]): void {
+  const texts = rows.map((row) => row.map((cell) => escapeControls(typeof cell === 'string' ? cell : cell[1])))
+  const widths = headers.map((header, i) => texts.reduce((width, row) => Math.max(width, row[i].length), header.length))
+  const before = widths.slice(0, -1).reduce((sum, width) => sum + width + 2, 0)
+  const room = (stdoutIsTTY && process.stdout.columns) || Infinity // a pseudo-terminal may report 0 columns
+  const fit = (text: string, i: number) =>
+    i < widths.length - 1 ? text.padEnd(widths[i]) : before + text.length > room ? `${text.slice(0, Math.max(0, room - before - 1))}…` : text
+  print(paint('bold', headers.map(fit).join('  ')))
+  for (const [r, row] of rows.entries()) {
+    print(row.map((cell, i) => (typeof cell === 'string' ? fit(texts[r][i], i) : paint(cell[0], fit(texts[r][i], i)))).join('  '))
   }
 }
 
@@ -2632,17 +2669,12 @@ function ago(timestamp: string | null): string {
   return ms >= 0 ? `${text} ago` : `in ${text}`
 }
 
-const oneLine = (text: string) => text.replace(/[\r\n\t]+/g, ' ')
-const stateCell = (state: JobState) => paint(STATE_COLORS[state], state)
+const paintState = (state: JobState) => paint(STATE_COLORS[state], state)
+const stateCell = (state: JobState): Cell => [STATE_COLORS[state], state]
 
-/** Control characters would drive the terminal: on a TTY show them escaped; into a pipe, the bytes as they are. */
+/** A job's output: on a terminal with its control characters escaped; into a pipe, the bytes as they are. */
 function writeOutput(bytes: Buffer): void {
-  if (!stdoutIsTTY) {
-    process.stdout.write(bytes)
-    return
-  }
-  // eslint-disable-next-line no-control-regex
-  process.stdout.write(bytes.toString('utf8').replace(/[\x00-\x08\x0b-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`))
+  process.stdout.write(stdoutIsTTY ? escapeControls(bytes.toString('utf8'), '\n\t') : bytes)
 }
 
 function wholeFlag(value: unknown, flag: string, min: number, max: number): number | undefined {
@@ -2768,12 +2800,15 @@ const enqueueCommand = define({
       if (typeof job !== 'object' || job === null || Array.isArray(job)) throw new UsageError('a JSON job must be an object such as {"command":"echo hi"}')
       specs = [{ ...defaults, ...(args.id !== undefined ? { id: stringFlag(args.id, '--id') } : {}), ...job }]
     } else {
-      specs = [{ ...defaults, id: stringFlag(args.id, '--id'), command: positionals.join(' ') }]
+      // One argument is a command line for sh as it is; several are the words of one, each quoted as needed.
+      specs = [{ ...defaults, id: stringFlag(args.id, '--id'), command: positionals.length === 1 ? positionals[0] : quoteCommand(positionals) }]
     }
-    const jobs = await withQueue((queue) => queue.enqueueMany(specs))
+    const [jobs, unattended] = await withQueue(async (queue) =>
+      [await queue.enqueueMany(specs), Boolean(process.stderr.isTTY) && !(await queue.hasLiveWorker())] as const)
     if (args.json) printJson(file !== undefined ? jobs : jobs[0])
     else print(jobs.map((job) => job.id).join('\n'))
     if (file !== undefined) log.success(`enqueued ${jobs.length} job${jobs.length === 1 ? '' : 's'}`)
+    if (unattended) log.info('no worker is running: start one with queuectl worker start')
   },
 })
 
@@ -2834,17 +2869,23 @@ const statusCommand = define({
     if (args.json) return printJson(status)
     print(`${status.workers.length} worker${status.workers.length === 1 ? '' : 's'} active`)
     if (status.workers.length) {
-      printTable(['  PID', 'WORKER', 'HOST', 'JOB', 'SINCE'], status.workers.map((w) => [`  ${w.pid}`, w.id, w.host, w.job_id ?? paint('gray', 'idle'), w.job_id ? ago(w.since) : ago(w.started_at)]))
+      printTable(['  PID', 'WORKER', 'HOST', 'JOB', 'SINCE'], status.workers.map((w) => [`  ${w.pid}`, w.id, w.host, w.job_id ?? ['gray', 'idle'], w.job_id ? ago(w.since) : ago(w.started_at)]))
     }
-    print(`jobs: ${JOB_STATES.map((state) => `${status.counts[state]} ${stateCell(state)}`).join(' · ')}`)
+    print(`jobs: ${JOB_STATES.map((state) => `${status.counts[state]} ${paintState(state)}`).join(' · ')}`)
   },
 })
+
+/** When a waiting job runs (`runs in 5m`, `retry in 8s`, `retry due`); for the others, when they last changed. */
+function jobWhen(job: Job): string {
+  const later = Date.parse(job.run_at) > Date.now()
+  if (job.state === 'failed') return later ? `retry ${ago(job.run_at)}` : 'retry due'
+  return job.state === 'pending' && later ? `runs ${ago(job.run_at)}` : ago(job.updated_at)
+}
 
 function printJobs(jobs: Job[]): void {
   if (jobs.length === 0) return print(paint('gray', 'no jobs'))
   printTable(['ID', 'STATE', 'ATTEMPTS', 'PRIORITY', 'UPDATED', 'COMMAND'], jobs.map((job) => [
-    job.id, stateCell(job.state), `${job.attempts}/${job.max_retries + 1}`, String(job.priority),
-    job.state === 'pending' && Date.parse(job.run_at) > Date.now() ? `runs ${ago(job.run_at)}` : ago(job.updated_at), oneLine(job.command),
+    job.id, stateCell(job.state), `${job.attempts}/${job.max_retries + 1}`, String(job.priority), jobWhen(job), job.command,
   ]))
 }
 
@@ -2887,7 +2928,9 @@ const showCommand = define({
     if (args.json) return printJson(job)
     const { history, output_tail: tail, env, ...fields } = job
     for (const [key, value] of Object.entries(fields)) {
-      print(`${paint('bold', key.padEnd(12))} ${key === 'state' ? stateCell(value as JobState) : value === null ? paint('gray', '-') : String(value)}`)
+      const text = key === 'state' ? paintState(value as JobState) : value === null ? paint('gray', '-')
+        : escapeControls(key === 'timeout' ? formatDuration((value as number) * 1000) : String(value))
+      print(`${paint('bold', key.padEnd(12))} ${text}`)
     }
     if (env) print(`${paint('bold', 'env'.padEnd(12))} ${Object.keys(env).length} variables`)
     print()
@@ -3008,7 +3051,7 @@ const dlqCommand = define({
         if (args.json) return printJson(jobs)
         if (jobs.length === 0) return print(paint('gray', 'the dead letter queue is empty'))
         printTable(['ID', 'ATTEMPTS', 'LAST ERROR', 'DIED', 'COMMAND'], jobs.map((job) => [
-          job.id, String(job.attempts), job.last_error ?? '-', ago(job.finished_at), oneLine(job.command),
+          job.id, String(job.attempts), job.last_error ?? '-', ago(job.finished_at), job.command,
         ]))
       },
     }),
@@ -3260,9 +3303,10 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<numb
     return Number(process.exitCode ?? 0)
   } catch (error) {
     const usage = error instanceof UsageError || (error as { name?: string }).name === 'CLIError'
-    const message = (error as Error).message?.split('\n')[0] || String(error)
+    const message = (error as Error).message || String(error)
     const expected = usage || error instanceof QueueError || typeof (error as NodeJS.ErrnoException).code === 'string' // a system error: disk full, permissions
-    const line = expected ? message : `${message} (unexpected; set QUEUECTL_DEBUG=1 for details)`
+    // Our messages are one line but may quote user input: escaped, its control characters keep it one line, whole.
+    const line = expected ? escapeControls(message) : `${escapeControls(message.split('\n')[0])} (unexpected; set QUEUECTL_DEBUG=1 for details)`
     if (log) log.error(line)
     else process.stderr.write(`queuectl: ${line}\n`)
     if (process.env.QUEUECTL_DEBUG) console.error(error)
