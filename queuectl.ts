@@ -94,7 +94,8 @@ export interface JobSpec {
   priority?: number
   run_at?: string | Date
   delay?: string | number
-  timeout?: number
+  /** seconds, or a duration such as `5m` */
+  timeout?: string | number
 }
 
 export interface WorkerInfo {
@@ -115,7 +116,12 @@ export interface QueueStatus {
 export interface QueueStats {
   counts: Record<JobState, number>
   success_rate: number | null
+  /** failed or lost attempts that the job followed with another run */
   retries: number
+  /** attempts that failed or whose worker was lost */
+  failures: number
+  /** finished attempts by how they ended; `released` ones count nowhere else */
+  attempts: Record<AttemptEnd, number>
   duration_ms: { mean: number | null; p50: number | null; p95: number | null }
   finished: { last_1m: number; last_5m: number; last_15m: number }
   oldest_pending_wait_ms: number | null
@@ -128,6 +134,9 @@ export class QueueError extends Error {}
 
 interface ConfigKey {
   default: number
+  /** what the key does, for `config list` */
+  does: string
+  /** the values it takes, for `config list` and the error that refuses another */
   range: string
   parse: (text: string) => number | undefined
 }
@@ -153,11 +162,11 @@ const durationSeconds = (max: number) => (text: string) => {
 const MAX_TIMEOUT_S = 2_000_000 // setTimeout overflows past 2^31 ms (24.8 days)
 
 export const CONFIG_KEYS: Record<string, ConfigKey> = {
-  max_retries: { default: 3, range: 'a whole number from 0 to 1000', parse: wholeNumber(0, 1000) },
-  backoff_base: { default: 2, range: 'a number of seconds from 0 to 1000 (0 = retry at once)', parse: decimal(0, 1000) },
-  backoff_max: { default: 3600, range: 'a number of seconds from 0 to 604800', parse: decimal(0, 604_800) },
-  job_timeout: { default: 0, range: 'a duration up to 23d such as 30s, 5m, 2h, or seconds (0 = no timeout)', parse: durationSeconds(MAX_TIMEOUT_S) },
-  retention: { default: 0, range: 'a duration such as 7d, 12h, 30m or seconds (0 = keep finished jobs forever)', parse: durationSeconds(3_650 * 86_400) },
+  max_retries: { default: 3, does: 'retries after the first attempt, for jobs without --max-retries', range: 'a whole number from 0 to 1000', parse: wholeNumber(0, 1000) },
+  backoff_base: { default: 2, does: 'a failed job waits backoff_base^k seconds before retry k', range: 'a number from 0 to 1000 (0 = retry at once)', parse: decimal(0, 1000) },
+  backoff_max: { default: 3600, does: 'the longest wait before a retry', range: 'a duration up to 7d such as 90s, 1h, or seconds', parse: durationSeconds(604_800) },
+  job_timeout: { default: 0, does: 'an attempt running longer is killed, for jobs without --timeout', range: 'a duration up to 23d such as 30s, 5m, 2h, or seconds (0 = no limit)', parse: durationSeconds(MAX_TIMEOUT_S) },
+  retention: { default: 0, does: 'completed and dead jobs are deleted, with their logs, this long after they end', range: 'a duration up to 3650d such as 7d, 12h, or seconds (0 = keep them)', parse: durationSeconds(3_650 * 86_400) },
 }
 export type Config = Record<keyof typeof CONFIG_KEYS, number>
 
@@ -185,14 +194,16 @@ const JOB_FIELDS = ['id', 'command', 'max_retries', 'priority', 'run_at', 'delay
 
 const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 }
 
-/** `30s`, `5m`, `2h`, `1d`, `1.5s`, `250ms` or a bare number of seconds, in milliseconds. */
-export function parseDuration(text: string | number): number {
+const DURATION_FORMS = 'a duration such as 500ms, 30s, 5m, 2h, 1d, or a number of seconds'
+
+/** `30s`, `5m`, `2h`, `1d`, `1.5s`, `250ms` or a bare number of seconds, in milliseconds: every length of time. */
+export function parseDuration(text: string | number, what = 'duration'): number {
   if (typeof text === 'number') {
     if (Number.isFinite(text) && text >= 0) return text * 1000
-    throw new UsageError(`invalid duration ${text}: use a number of seconds ≥ 0`)
+    throw new UsageError(`invalid ${what} ${text}: use ${DURATION_FORMS} (≥ 0)`)
   }
   const match = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$/.exec(text)
-  if (!match) throw new UsageError(`invalid duration "${text}": use e.g. 30s, 5m, 2h, 1d or a number of seconds`)
+  if (!match) throw new UsageError(`invalid ${what} ${describeValue(text)}: use ${DURATION_FORMS}`)
   return Number(match[1]) * DURATION_UNITS[match[2] ?? 's']
 }
 
@@ -201,6 +212,14 @@ export function formatDuration(ms: number): string {
   if (ms === 0) return '0'
   for (const unit of ['d', 'h', 'm', 's'] as const) if (ms % DURATION_UNITS[unit] === 0) return `${ms / DURATION_UNITS[unit]}${unit}`
   return `${ms}ms`
+}
+
+/**
+ * A command line that `/bin/sh -c` runs with exactly these arguments (`enqueue -- printf '%s\n' "a b" c`): each one
+ * the shell would change is single-quoted; a first word holding `=` too, or sh would take it for an assignment.
+ */
+export function quoteCommand(args: string[]): string {
+  return args.map((arg, i) => (/^[\w@%+=:,./-]+$/.test(arg) && !(i === 0 && arg.includes('=')) ? arg : `'${arg.replace(/'/g, `'\\''`)}'`)).join(' ')
 }
 
 /** Seconds to wait after the k-th failed attempt: base^k, capped by max. */
@@ -238,10 +257,26 @@ function describeValue(value: unknown): string {
 
 const iso = (ms: number | null | undefined): string | null => (ms == null ? null : new Date(ms).toISOString())
 
+const ISO_TIME = /^(\d{4})-(\d\d)-(\d\d)(?:[T ](\d\d):(\d\d)(?::(\d\d)(?:[.,](\d+))?)?(Z|([+-])(\d\d)(?::?(\d\d))?)?)?$/i
+
+/**
+ * ISO-8601 with one rule for zones: a time with `Z` or an offset keeps it; without one, a date-time and a date alone
+ * alike are local time (`Date.parse` would read `2030-01-01` as UTC midnight but `2030-01-01T10:00` as local).
+ */
 function parseTime(text: string | Date, what: string): number {
-  const ms = text instanceof Date ? text.getTime() : /^\d{4}-\d\d-\d\d/.test(text) ? Date.parse(text) : NaN
-  if (!Number.isFinite(ms)) throw new UsageError(`invalid ${what} "${String(text)}": use an ISO-8601 time such as 2026-11-23T10:15:00Z`)
-  return ms
+  if (text instanceof Date) {
+    if (Number.isFinite(text.getTime())) return text.getTime()
+  } else {
+    const m = ISO_TIME.exec(text.trim())
+    const [year, month, day, hour, minute, second] = (m?.slice(1, 7) ?? []).map((part) => Number(part ?? 0))
+    const ms = Number((m?.[7] ?? '').padEnd(3, '0').slice(0, 3))
+    if (m && month >= 1 && month <= 12 && day >= 1 && day <= new Date(Date.UTC(year, month, 0)).getUTCDate() && hour <= 23 && minute <= 59 && second <= 59) {
+      if (!m[8]) return new Date(year, month - 1, day, hour, minute, second, ms).getTime()
+      const offsetMinutes = m[9] ? (m[9] === '-' ? -1 : 1) * (Number(m[10]) * 60 + Number(m[11] ?? 0)) : 0
+      return Date.UTC(year, month - 1, day, hour, minute, second, ms) - offsetMinutes * 60_000
+    }
+  }
+  throw new UsageError(`invalid ${what} ${describeValue(String(text))}: use an ISO-8601 time such as 2026-11-23T10:15 (local time) or 2026-11-23T10:15:00Z`)
 }
 
 function percentile(sorted: number[], p: number): number | null {
@@ -1070,6 +1105,10 @@ export interface ClaimedJob {
   timeout: number
 }
 
+/** How an attempt ended, as stored in `attempts.outcome`: `released` ones are not counted (worker stop --force, not started). */
+export type AttemptEnd = 'completed' | 'failed' | 'lost' | 'released'
+const ATTEMPT_ENDS: readonly AttemptEnd[] = ['completed', 'failed', 'lost', 'released']
+
 /** How one attempt ended, as the runner saw it. */
 export interface AttemptOutcome {
   exit_code: number | null
@@ -1081,8 +1120,15 @@ export interface AttemptOutcome {
 }
 
 const HOST = hostname()
+/** Attempts that count: anything but released ones (a force stop, a job not started); unfinished ones have no outcome yet. */
+const COUNTED_ATTEMPT = "outcome IN ('completed', 'failed', 'lost')"
 const PICK_READY = `SELECT * FROM jobs INDEXED BY jobs_ready WHERE state IN ('pending', 'failed') AND run_at <= ? ORDER BY priority DESC, seq LIMIT 1`
 const COLUMNS = 'seq, id, command, cwd, env_hash, state, attempts, runs, max_retries, priority, run_at, timeout, created_at, updated_at'
+
+/** A worker on this host is judged by its process, one elsewhere by its heartbeat. */
+function isWorkerGone(w: WorkerRow, now: number): boolean {
+  return w.host === HOST ? !isProcessAlive(w.pid, w.proc_start || undefined) : now - w.heartbeat_at > REMOTE_LEASE_MS
+}
 
 function toJob(row: JobRow): Job {
   return {
@@ -1174,17 +1220,17 @@ export function validateJobSpec(input: unknown, now = Date.now(), defaultEnv?: R
     runAt = parseTime(spec.run_at, 'run_at')
   }
   if (spec.delay != null) {
-    if (typeof spec.delay !== 'string' && typeof spec.delay !== 'number') throw new UsageError('"delay" must be a duration such as "30s" or a number of seconds')
-    const delay = parseDuration(spec.delay)
+    if (typeof spec.delay !== 'string' && typeof spec.delay !== 'number') throw new UsageError(`"delay" must be ${DURATION_FORMS}`)
+    const delay = parseDuration(spec.delay, 'delay')
     if (delay > 3_650 * 86_400_000) throw new UsageError('"delay" must be at most 10 years')
     runAt = now + Math.round(delay)
   }
   let timeout: number | null = null
   if (spec.timeout != null) {
-    if (typeof spec.timeout !== 'number' || !Number.isFinite(spec.timeout) || spec.timeout < 0 || spec.timeout > MAX_TIMEOUT_S) {
-      throw new UsageError(`"timeout" must be a number of seconds from 0 to ${MAX_TIMEOUT_S}, not ${describeValue(spec.timeout)}`)
-    }
-    timeout = spec.timeout || null
+    if (typeof spec.timeout !== 'string' && typeof spec.timeout !== 'number') throw new UsageError(`"timeout" must be ${DURATION_FORMS}`)
+    const seconds = parseDuration(spec.timeout, 'timeout') / 1000
+    if (seconds > MAX_TIMEOUT_S) throw new UsageError(`"timeout" must be at most ${MAX_TIMEOUT_S} seconds (23 days), not ${describeValue(spec.timeout)}`)
+    timeout = seconds || null
   }
   let cwd = process.cwd()
   if (spec.cwd != null) {
@@ -1368,6 +1414,12 @@ export class Queue {
     })
   }
 
+  /** Whether a live worker is registered: one read of the workers table, no lock (enqueue's hint on a terminal). */
+  async hasLiveWorker(): Promise<boolean> {
+    const now = Date.now()
+    return this.storage.read(async (sql) => (await sql.all<WorkerRow>('SELECT * FROM workers')).some((w) => !isWorkerGone(w, now)))
+  }
+
   private async counts(sql: SqlSession): Promise<Record<JobState, number>> {
     const counts = emptyCounts()
     for (const row of await sql.all<{ state: JobState; n: number }>('SELECT state, count(*) AS n FROM jobs GROUP BY state')) counts[row.state] = row.n
@@ -1379,16 +1431,24 @@ export class Queue {
     const now = Date.now()
     return this.storage.read(async (sql) => {
       const counts = await this.counts(sql)
-      const durations = (await sql.all<{ d: number }>('SELECT duration_ms AS d FROM attempts WHERE duration_ms IS NOT NULL ORDER BY duration_ms')).map((r) => r.d)
+      const durations = (await sql.all<{ d: number }>(`SELECT duration_ms AS d FROM attempts WHERE duration_ms IS NOT NULL AND ${COUNTED_ATTEMPT} ORDER BY duration_ms`)).map((r) => r.d)
       const finishedSince = async (ms: number) =>
         Number((await sql.get<{ n: number }>("SELECT count(*) AS n FROM jobs WHERE state IN ('completed', 'dead') AND finished_at >= ?", [now - ms]))!.n)
-      const retries = await sql.get<{ n: number | null }>('SELECT sum(runs - 1) AS n FROM jobs WHERE runs > 1')
+      const attempts = Object.fromEntries(ATTEMPT_ENDS.map((end) => [end, 0])) as Record<AttemptEnd, number>
+      for (const row of await sql.all<{ outcome: AttemptEnd; n: number }>('SELECT outcome, count(*) AS n FROM attempts WHERE outcome IS NOT NULL GROUP BY outcome')) {
+        if (ATTEMPT_ENDS.includes(row.outcome)) attempts[row.outcome] = row.n
+      }
+      // A retry is a failed or lost attempt that the job followed with another run (running now, or ended any way but released).
+      const retries = await sql.get<{ n: number }>(`SELECT count(*) AS n FROM attempts a WHERE outcome IN ('failed', 'lost')
+        AND EXISTS (SELECT 1 FROM attempts b WHERE b.job_id = a.job_id AND b.attempt > a.attempt AND (b.outcome IS NULL OR b.outcome <> 'released'))`)
       const oldest = await sql.get<{ t: number | null }>("SELECT min(run_at) AS t FROM jobs WHERE state IN ('pending', 'failed') AND run_at <= ?", [now])
       const ended = counts.completed + counts.dead
       return {
         counts,
         success_rate: ended ? counts.completed / ended : null,
         retries: Number(retries?.n ?? 0),
+        failures: attempts.failed + attempts.lost,
+        attempts,
         duration_ms: {
           mean: durations.length ? Math.round(durations.reduce((a, b) => a + b, 0) / durations.length) : null,
           p50: percentile(durations, 50),
@@ -1457,13 +1517,23 @@ export class Queue {
     return this.storage.read((sql) => this.readConfig(sql))
   }
 
+  /** Each setting as it was set (`7d`; `config list` shows that), or its default. */
+  async getConfigText(): Promise<Record<keyof Config, string>> {
+    const settings = await this.storage.read((sql) => this.readSettings(sql))
+    return Object.fromEntries(Object.entries(settings).map(([key, { text }]) => [key, text]))
+  }
+
   private async readConfig(sql: SqlSession): Promise<Config> {
-    const config = Object.fromEntries(Object.entries(CONFIG_KEYS).map(([key, def]) => [key, def.default])) as Config
+    return Object.fromEntries(Object.entries(await this.readSettings(sql)).map(([key, { value }]) => [key, value])) as Config
+  }
+
+  private async readSettings(sql: SqlSession): Promise<Record<keyof Config, { text: string; value: number }>> {
+    const settings = Object.fromEntries(Object.entries(CONFIG_KEYS).map(([key, def]) => [key, { text: String(def.default), value: def.default }]))
     for (const row of await sql.all<{ key: string; value: string }>('SELECT key, value FROM config')) {
       const parsed = Object.prototype.hasOwnProperty.call(CONFIG_KEYS, row.key) ? CONFIG_KEYS[row.key].parse(row.value) : undefined
-      if (parsed !== undefined) config[row.key] = parsed
+      if (parsed !== undefined) settings[row.key] = { text: row.value, value: parsed }
     }
-    return config
+    return settings
   }
 
   /** Parses and range-checks `value` for `key`, then stores it as given (so `config list` shows `7d`, not 604800). */
@@ -1540,7 +1610,7 @@ export class Queue {
    */
   async finishAttempt(claim: ClaimedJob, workerId: string, outcome: AttemptOutcome, options: { claimNext?: boolean } = {}): Promise<{ job?: Job; next?: ClaimedJob }> {
     return this.storage.write(async (sql) => {
-      await this.closeAttempt(sql, claim.job.id, claim.attempt, outcome)
+      await this.closeAttempt(sql, claim.job.id, claim.attempt, outcome, outcome.exit_code === 0 && !outcome.error ? 'completed' : 'failed')
       await sql.run('UPDATE workers SET job_id = NULL, since = NULL WHERE id = ?', [workerId])
       const row = await sql.get<JobRow>('SELECT * FROM jobs WHERE id = ?', [claim.job.id])
       const current = row && row.state === 'processing' && row.worker === workerId && row.runs === claim.attempt // else recovered meanwhile
@@ -1552,7 +1622,7 @@ export class Queue {
   /** `worker stop --force` (or a stop just after a claim): the job goes back to pending, the attempt not counted. */
   async releaseJob(claim: ClaimedJob, workerId: string, outcome: AttemptOutcome, reason = 'stopped by worker stop --force'): Promise<void> {
     await this.storage.write(async (sql) => {
-      await this.closeAttempt(sql, claim.job.id, claim.attempt, { ...outcome, error: `${reason} (not counted)` })
+      await this.closeAttempt(sql, claim.job.id, claim.attempt, { ...outcome, error: `${reason} (not counted)` }, 'released')
       await sql.run('UPDATE workers SET job_id = NULL, since = NULL WHERE id = ?', [workerId])
       const row = await sql.get<JobRow>('SELECT * FROM jobs WHERE id = ?', [claim.job.id])
       if (!row || row.state !== 'processing' || row.worker !== workerId || row.runs !== claim.attempt) return
@@ -1567,7 +1637,7 @@ export class Queue {
    */
   async recoverLostJobs(): Promise<number> {
     const now = Date.now()
-    const gone = (w: WorkerRow) => (w.host === HOST ? !isProcessAlive(w.pid, w.proc_start || undefined) : now - w.heartbeat_at > REMOTE_LEASE_MS)
+    const gone = (w: WorkerRow) => isWorkerGone(w, now)
     const [orphans, deadWorkers] = await this.storage.read(async (sql) => {
       const workers = await sql.all<WorkerRow>('SELECT * FROM workers')
       const alive = new Set(workers.filter((w) => !gone(w)).map((w) => w.id))
@@ -1584,7 +1654,7 @@ export class Queue {
         const row = await sql.get<JobRow>('SELECT * FROM jobs WHERE id = ?', [id])
         if (!row || row.state !== 'processing' || (row.worker && alive.has(row.worker))) continue
         const outcome = { exit_code: null, signal: null, error: 'worker lost', output_tail: row.output_tail, finished_at: Date.now() }
-        await this.closeAttempt(sql, row.id, row.runs, outcome)
+        await this.closeAttempt(sql, row.id, row.runs, outcome, 'lost')
         await this.endAttempt(sql, row, outcome, true)
         recovered++
       }
@@ -1592,11 +1662,11 @@ export class Queue {
     })
   }
 
-  private async closeAttempt(sql: SqlSession, id: string, attempt: number, outcome: AttemptOutcome): Promise<void> {
+  private async closeAttempt(sql: SqlSession, id: string, attempt: number, outcome: AttemptOutcome, ended: AttemptEnd): Promise<void> {
     const open = await sql.get<{ started_at: number }>('SELECT started_at FROM attempts WHERE job_id = ? AND attempt = ? AND finished_at IS NULL', [id, attempt])
     if (!open) return
-    await sql.run('UPDATE attempts SET finished_at = ?, exit_code = ?, signal = ?, error = ?, duration_ms = ? WHERE job_id = ? AND attempt = ?',
-      [outcome.finished_at, outcome.exit_code, outcome.signal, outcome.error, outcome.finished_at - open.started_at, id, attempt])
+    await sql.run('UPDATE attempts SET finished_at = ?, exit_code = ?, signal = ?, error = ?, duration_ms = ?, outcome = ? WHERE job_id = ? AND attempt = ?',
+      [outcome.finished_at, outcome.exit_code, outcome.signal, outcome.error, outcome.finished_at - open.started_at, ended, id, attempt])
   }
 
   private async endAttempt(sql: SqlSession, row: JobRow, outcome: AttemptOutcome, retryAtOnce = false): Promise<Job> {
@@ -2200,8 +2270,7 @@ async function metricsText(queue: Queue): Promise<string> {
   const stats = await queue.stats()
   const cols = DASHBOARD_BUCKETS.map((le, i) => `sum(duration_ms <= ${le * 1000}) AS b${i}`).join(', ')
   const [row] = await queue.query<Record<string, number | null>>(
-    `SELECT count(*) AS n, total(duration_ms) AS sum_ms, sum(exit_code = 0) AS ok, ${cols}
-       FROM attempts WHERE finished_at IS NOT NULL AND duration_ms IS NOT NULL`,
+    `SELECT count(*) AS n, total(duration_ms) AS sum_ms, ${cols} FROM attempts WHERE duration_ms IS NOT NULL AND ${COUNTED_ATTEMPT}`,
   )
   const n = row?.n ?? 0
   const lines = [
@@ -2211,11 +2280,13 @@ async function metricsText(queue: Queue): Promise<string> {
     '# HELP queuectl_workers Live workers.',
     '# TYPE queuectl_workers gauge',
     `queuectl_workers ${workers.length}`,
-    '# HELP queuectl_attempts_total Finished attempts of the jobs still stored (purge removes them), by outcome.',
+    '# HELP queuectl_attempts_total Finished attempts of the jobs still stored (purge removes them), by outcome; released ones were not counted.',
     '# TYPE queuectl_attempts_total counter',
-    `queuectl_attempts_total{outcome="success"} ${row?.ok ?? 0}`,
-    `queuectl_attempts_total{outcome="failure"} ${n - (row?.ok ?? 0)}`,
-    '# HELP queuectl_attempt_duration_seconds Duration of finished attempts.',
+    ...ATTEMPT_ENDS.map((end) => `queuectl_attempts_total{outcome="${end}"} ${stats.attempts[end]}`),
+    '# HELP queuectl_retries_total Failed or lost attempts that their job followed with another run.',
+    '# TYPE queuectl_retries_total counter',
+    `queuectl_retries_total ${stats.retries}`,
+    '# HELP queuectl_attempt_duration_seconds Duration of finished attempts that counted (not released ones).',
     '# TYPE queuectl_attempt_duration_seconds histogram',
     ...DASHBOARD_BUCKETS.map((le, i) => `queuectl_attempt_duration_seconds_bucket{le="${le}"} ${row?.[`b${i}`] ?? 0}`),
     `queuectl_attempt_duration_seconds_bucket{le="+Inf"} ${n}`,
@@ -2611,6 +2682,19 @@ const paint = (color: keyof typeof ANSI, text: string) => (stdoutIsTTY ? `\x1b[$
 // eslint-disable-next-line no-control-regex
 const stripAnsi = (text: string) => text.replace(/\x1b\[[0-9;]*m/g, '')
 const STATE_COLORS: Record<JobState, keyof typeof ANSI> = { pending: 'cyan', processing: 'yellow', completed: 'green', failed: 'magenta', dead: 'red' }
+
+/**
+ * Text as the terminal gets it: control characters (C0, DEL, C1) shown as `\n`, `\t`, `\x1b`…, so a job's command,
+ * id, error or output can neither drive the terminal nor break a line; `keep` lists those let through (output keeps
+ * its line breaks and tabs). Table cells, `show`'s fields and error lines are always escaped (a row stays one line,
+ * into a pipe too); output only on a terminal (see outputWriter).
+ */
+function escapeControls(text: string, keep = ''): string {
+  // eslint-disable-next-line no-control-regex
+  return text.replace(/[\x00-\x1f\x7f-\x9f]/g, (c) =>
+    keep.includes(c) ? c : c === '\n' ? '\\n' : c === '\t' ? '\\t' : c === '\r' ? '\\r' : `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`)
+}
+
 /** Messages on stderr: consola's fancy reporter on a terminal, its light one-line build otherwise (faster start). */
 let log: ConsolaInstance
 async function loadLog(): Promise<void> {
@@ -2628,15 +2712,20 @@ function printJson(value: unknown): void {
   print(JSON.stringify(value, null, 2))
 }
 
-/** Aligned columns; the last one is cut to the terminal's width rather than wrapped. */
-function printTable(headers: string[], rows: string[][]): void {
-  const all = [headers, ...rows]
-  const widths = headers.map((_, i) => Math.max(...all.map((row) => stripAnsi(row[i] ?? '').length)))
-  const width = process.stdout.columns ?? Infinity
-  for (const [n, row] of all.entries()) {
-    let line = row.map((cell, i) => (i === row.length - 1 ? cell : cell + ' '.repeat(widths[i] - stripAnsi(cell).length))).join('  ')
-    if (stdoutIsTTY && stripAnsi(line).length > width) line = line.slice(0, width - 1) + '…'
-    print(n === 0 ? paint('bold', line) : line)
+/** A table cell: text, or text in a colour. */
+type Cell = string | readonly [keyof typeof ANSI, string]
+
+/** Aligned columns of escaped cells; on a terminal the last column is cut to its width rather than wrapped. */
+function printTable(headers: string[], rows: Cell[][]): void {
+  const texts = rows.map((row) => row.map((cell) => escapeControls(typeof cell === 'string' ? cell : cell[1])))
+  const widths = headers.map((header, i) => texts.reduce((width, row) => Math.max(width, row[i].length), header.length))
+  const before = widths.slice(0, -1).reduce((sum, width) => sum + width + 2, 0)
+  const room = (stdoutIsTTY && process.stdout.columns) || Infinity // a pseudo-terminal may report 0 columns
+  const fit = (text: string, i: number) =>
+    i < widths.length - 1 ? text.padEnd(widths[i]) : before + text.length > room ? `${text.slice(0, Math.max(0, room - before - 1))}…` : text
+  print(paint('bold', headers.map(fit).join('  ')))
+  for (const [r, row] of rows.entries()) {
+    print(row.map((cell, i) => (typeof cell === 'string' ? fit(texts[r][i], i) : paint(cell[0], fit(texts[r][i], i)))).join('  '))
   }
 }
 
@@ -2648,8 +2737,8 @@ function ago(timestamp: string | null): string {
   return ms >= 0 ? `${text} ago` : `in ${text}`
 }
 
-const oneLine = (text: string) => text.replace(/[\r\n\t]+/g, ' ')
-const stateCell = (state: JobState) => paint(STATE_COLORS[state], state)
+const paintState = (state: JobState) => paint(STATE_COLORS[state], state)
+const stateCell = (state: JobState): Cell => [STATE_COLORS[state], state]
 
 /** Resolves once stdout has taken `data`: a pipe's reader sets the pace, and the buffer may be used again. */
 function writeStdout(data: string | Uint8Array): Promise<void> {
@@ -2659,8 +2748,7 @@ function writeStdout(data: string | Uint8Array): Promise<void> {
 /** Control characters would drive the terminal: on a TTY show them escaped; into a pipe, the bytes as they are. */
 function outputWriter() {
   const decoder = new StringDecoder('utf8') // a character split between two chunks is decoded whole
-  // eslint-disable-next-line no-control-regex
-  const escape = (text: string) => text.replace(/[\x00-\x08\x0b-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`)
+  const escape = (text: string) => escapeControls(text, '\n\t')
   const write = (bytes: Buffer) => writeStdout(stdoutIsTTY ? escape(decoder.write(bytes)) : bytes)
   return {
     write,
@@ -2680,17 +2768,16 @@ function wholeFlag(value: unknown, flag: string, min: number, max: number): numb
   return n
 }
 
-function numberFlag(value: unknown, flag: string): number | undefined {
-  if (value === undefined || value === false) return undefined
-  const n = Number(value)
-  if (String(value).trim() === '' || !Number.isFinite(n)) throw new UsageError(`${flag} must be a number, not "${String(value)}"`)
-  return n
-}
-
 function stringFlag(value: unknown, flag: string): string | undefined {
   if (value === undefined || value === false) return undefined
   if (value === true || value === '') throw new UsageError(`${flag} needs a value`)
   return String(value)
+}
+
+/** A flag that is a length of time, in milliseconds. */
+function durationFlag(value: unknown, flag: string): number | undefined {
+  const text = stringFlag(value, flag)
+  return text === undefined ? undefined : parseDuration(text, flag)
 }
 
 async function withQueue<T>(fn: (queue: Queue) => Promise<T>): Promise<T> {
@@ -2746,8 +2833,8 @@ const enqueueCommand = define({
     id: { type: 'string', description: 'Job id (default: generated)' },
     priority: { type: 'string', description: 'Higher runs first (default 0)' },
     'max-retries': { type: 'string', description: 'Retries after the first attempt (default: config max_retries)' },
-    timeout: { type: 'string', description: 'Seconds an attempt may run (default: config job_timeout)' },
-    'run-at': { type: 'string', description: 'Earliest start, ISO-8601 (e.g. 2026-11-23T18:00:00Z)' },
+    timeout: { type: 'string', description: 'How long an attempt may run: 30s, 5m, 2h, or seconds (default: config job_timeout)' },
+    'run-at': { type: 'string', description: 'Earliest start, ISO-8601: 2026-11-23T18:00 is local time, 2026-11-23T18:00:00Z UTC' },
     delay: { type: 'string', description: 'Start after a delay: 30s, 5m, 2h, 1d' },
     cwd: { type: 'string', description: 'Directory to run in (default: the current one)' },
     file: { type: 'string', description: 'Enqueue many: a file of JSON lines or a JSON array; - for stdin' },
@@ -2766,7 +2853,7 @@ const enqueueCommand = define({
     const defaults: Record<string, unknown> = {
       priority: wholeFlag(args.priority, '--priority', -1_000_000_000, 1_000_000_000),
       max_retries: wholeFlag(args['max-retries'], '--max-retries', 0, 1000),
-      timeout: numberFlag(args.timeout, '--timeout'),
+      timeout: stringFlag(args.timeout, '--timeout'),
       run_at: stringFlag(args['run-at'], '--run-at'),
       delay: stringFlag(args.delay, '--delay'),
       cwd: stringFlag(args.cwd, '--cwd'),
@@ -2797,12 +2884,15 @@ const enqueueCommand = define({
       if (typeof job !== 'object' || job === null || Array.isArray(job)) throw new UsageError('a JSON job must be an object such as {"command":"echo hi"}')
       specs = [{ ...defaults, ...(args.id !== undefined ? { id: stringFlag(args.id, '--id') } : {}), ...job }]
     } else {
-      specs = [{ ...defaults, id: stringFlag(args.id, '--id'), command: positionals.join(' ') }]
+      // One argument is a command line for sh as it is; several are the words of one, each quoted as needed.
+      specs = [{ ...defaults, id: stringFlag(args.id, '--id'), command: positionals.length === 1 ? positionals[0] : quoteCommand(positionals) }]
     }
-    const jobs = await withQueue((queue) => queue.enqueueMany(specs))
+    const [jobs, unattended] = await withQueue(async (queue) =>
+      [await queue.enqueueMany(specs), Boolean(process.stderr.isTTY) && !(await queue.hasLiveWorker())] as const)
     if (args.json) printJson(file !== undefined ? jobs : jobs[0])
     else print(jobs.map((job) => job.id).join('\n'))
     if (file !== undefined) log.success(`enqueued ${jobs.length} job${jobs.length === 1 ? '' : 's'}`)
+    if (unattended) log.info('no worker is running: start one with queuectl worker start')
   },
 })
 
@@ -2825,16 +2915,15 @@ const workerCommand = define({
       meta: { name: 'stop', description: 'Stop all workers gracefully (each finishes its current job) and wait for them' },
       args: {
         force: { type: 'boolean', description: 'Kill running jobs at once and put them back to pending (attempt not counted)' },
-        timeout: { type: 'string', description: 'Give up waiting after this many seconds (exit 1)' },
+        timeout: { type: 'string', description: 'Give up waiting after this long (exit 1): 30s, 5m, or seconds' },
         ...jsonArg,
       },
-      examples: ['queuectl worker stop', 'queuectl worker stop --force', 'queuectl worker stop --timeout 60'],
+      examples: ['queuectl worker stop', 'queuectl worker stop --force', 'queuectl worker stop --timeout 1m'],
       async run({ args }) {
-        const timeout = numberFlag(args.timeout, '--timeout')
-        if (timeout !== undefined && timeout < 0) throw new UsageError('--timeout must be a number of seconds ≥ 0')
+        const timeoutMs = durationFlag(args.timeout, '--timeout')
         const result = await withQueue((queue) => stopWorkers(queue, {
           force: Boolean(args.force),
-          timeoutMs: timeout === undefined ? undefined : timeout * 1000,
+          timeoutMs,
           onWait: (left) => log.info(`waiting for ${left} worker${left === 1 ? '' : 's'} to finish the current job…`),
         }))
         if (args.json) printJson(result)
@@ -2864,17 +2953,23 @@ const statusCommand = define({
     if (args.json) return printJson(status)
     print(`${status.workers.length} worker${status.workers.length === 1 ? '' : 's'} active`)
     if (status.workers.length) {
-      printTable(['  PID', 'WORKER', 'HOST', 'JOB', 'SINCE'], status.workers.map((w) => [`  ${w.pid}`, w.id, w.host, w.job_id ?? paint('gray', 'idle'), w.job_id ? ago(w.since) : ago(w.started_at)]))
+      printTable(['  PID', 'WORKER', 'HOST', 'JOB', 'SINCE'], status.workers.map((w) => [`  ${w.pid}`, w.id, w.host, w.job_id ?? ['gray', 'idle'], w.job_id ? ago(w.since) : ago(w.started_at)]))
     }
-    print(`jobs: ${JOB_STATES.map((state) => `${status.counts[state]} ${stateCell(state)}`).join(' · ')}`)
+    print(`jobs: ${JOB_STATES.map((state) => `${status.counts[state]} ${paintState(state)}`).join(' · ')}`)
   },
 })
+
+/** When a waiting job runs (`runs in 5m`, `retry in 8s`, `retry due`); for the others, when they last changed. */
+function jobWhen(job: Job): string {
+  const later = Date.parse(job.run_at) > Date.now()
+  if (job.state === 'failed') return later ? `retry ${ago(job.run_at)}` : 'retry due'
+  return job.state === 'pending' && later ? `runs ${ago(job.run_at)}` : ago(job.updated_at)
+}
 
 function printJobs(jobs: Job[]): void {
   if (jobs.length === 0) return print(paint('gray', 'no jobs'))
   printTable(['ID', 'STATE', 'ATTEMPTS', 'PRIORITY', 'UPDATED', 'COMMAND'], jobs.map((job) => [
-    job.id, stateCell(job.state), `${job.attempts}/${job.max_retries + 1}`, String(job.priority),
-    job.state === 'pending' && Date.parse(job.run_at) > Date.now() ? `runs ${ago(job.run_at)}` : ago(job.updated_at), oneLine(job.command),
+    job.id, stateCell(job.state), `${job.attempts}/${job.max_retries + 1}`, String(job.priority), jobWhen(job), job.command,
   ]))
 }
 
@@ -2917,7 +3012,9 @@ const showCommand = define({
     if (args.json) return printJson(job)
     const { history, output_tail: tail, env, ...fields } = job
     for (const [key, value] of Object.entries(fields)) {
-      print(`${paint('bold', key.padEnd(12))} ${key === 'state' ? stateCell(value as JobState) : value === null ? paint('gray', '-') : String(value)}`)
+      const text = key === 'state' ? paintState(value as JobState) : value === null ? paint('gray', '-')
+        : escapeControls(key === 'timeout' ? formatDuration((value as number) * 1000) : String(value))
+      print(`${paint('bold', key.padEnd(12))} ${text}`)
     }
     if (env) print(`${paint('bold', 'env'.padEnd(12))} ${Object.keys(env).length} variables`)
     print()
@@ -3152,7 +3249,7 @@ const dlqCommand = define({
         if (args.json) return printJson(jobs)
         if (jobs.length === 0) return print(paint('gray', 'the dead letter queue is empty'))
         printTable(['ID', 'ATTEMPTS', 'LAST ERROR', 'DIED', 'COMMAND'], jobs.map((job) => [
-          job.id, String(job.attempts), job.last_error ?? '-', ago(job.finished_at), oneLine(job.command),
+          job.id, String(job.attempts), job.last_error ?? '-', ago(job.finished_at), job.command,
         ]))
       },
     }),
@@ -3183,9 +3280,9 @@ const configCommand = define({
       args: { ...jsonArg },
       examples: ['queuectl config list'],
       async run({ args }) {
-        const config = await withQueue((queue) => queue.getConfig())
+        const config = await withQueue(async (queue) => (args.json ? queue.getConfig() : queue.getConfigText()))
         if (args.json) return printJson(config)
-        printTable(['KEY', 'VALUE', 'DEFAULT', 'MEANING'], Object.entries(CONFIG_KEYS).map(([key, def]) => [key, String(config[key]), String(def.default), def.range]))
+        printTable(['KEY', 'VALUE', 'DEFAULT', 'MEANING'], Object.entries(CONFIG_KEYS).map(([key, def]) => [key, String(config[key]), String(def.default), `${def.does}; ${def.range}`]))
       },
     }),
     get: define({
@@ -3194,9 +3291,9 @@ const configCommand = define({
       examples: ['queuectl config get max-retries'],
       async run({ args }) {
         const key = normalizeConfigKey(String(args.key))
-        const config = await withQueue((queue) => queue.getConfig())
-        if (args.json) printJson({ [key]: config[key] })
-        else print(String(config[key]))
+        const value = await withQueue(async (queue) => (args.json ? queue.getConfig() : queue.getConfigText()))
+        if (args.json) printJson({ [key]: value[key] })
+        else print(String(value[key]))
       },
     }),
     set: define({
@@ -3205,8 +3302,11 @@ const configCommand = define({
       examples: ['queuectl config set max-retries 5', 'queuectl config set backoff_base 3', 'queuectl config set retention 7d'],
       async run({ args }) {
         const key = normalizeConfigKey(String(args.key))
-        const value = await withQueue((queue) => queue.setConfig(key, String(args.value)))
-        print(`${key} = ${value}`)
+        const text = await withQueue(async (queue) => {
+          await queue.setConfig(key, String(args.value))
+          return (await queue.getConfigText())[key]
+        })
+        print(`${key} = ${text}`)
       },
     }),
     reset: define({
@@ -3229,10 +3329,11 @@ const statsCommand = define({
     const stats = await withQueue((queue) => queue.stats())
     if (args.json) return printJson(stats)
     const ms = (value: number | null) => (value == null ? '-' : formatSeconds(value))
-    const { finished } = stats
+    const { finished, attempts } = stats
     printTable(['METRIC', 'VALUE'], [
       ['jobs', JOB_STATES.map((state) => `${stats.counts[state]} ${state}`).join(', ')],
       ['success rate', stats.success_rate == null ? '-' : `${(stats.success_rate * 100).toFixed(1)}% of finished jobs`],
+      ['attempts', `${attempts.completed} completed · ${attempts.failed} failed · ${attempts.lost} worker lost · ${attempts.released} not counted (released)`],
       ['retries', String(stats.retries)],
       ['duration', `mean ${ms(stats.duration_ms.mean)} · p50 ${ms(stats.duration_ms.p50)} · p95 ${ms(stats.duration_ms.p95)}`],
       ['finished', `${finished.last_1m} in 1m · ${finished.last_5m} in 5m · ${finished.last_15m} in 15m (${(finished.last_5m / 5).toFixed(1)}/min)`],
@@ -3251,8 +3352,8 @@ const purgeCommand = define({
   examples: ['queuectl purge --older-than 7d', 'queuectl purge --state completed', 'queuectl config set retention 7d   # purge automatically'],
   async run({ args }) {
     const state = stringFlag(args.state, '--state') as JobState | undefined
-    const olderThan = stringFlag(args['older-than'], '--older-than')
-    const ids = await withQueue((queue) => queue.purge({ states: state ? [state] : undefined, olderThanMs: olderThan === undefined ? 0 : parseDuration(olderThan) }))
+    const olderThanMs = durationFlag(args['older-than'], '--older-than') ?? 0
+    const ids = await withQueue((queue) => queue.purge({ states: state ? [state] : undefined, olderThanMs }))
     if (args.json) return printJson(ids)
     print(`Purged ${ids.length} job${ids.length === 1 ? '' : 's'}.`)
   },
@@ -3401,9 +3502,10 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<numb
     return Number(process.exitCode ?? 0)
   } catch (error) {
     const usage = error instanceof UsageError || (error as { name?: string }).name === 'CLIError'
-    const message = (error as Error).message?.split('\n')[0] || String(error)
+    const message = (error as Error).message || String(error)
     const expected = usage || error instanceof QueueError || typeof (error as NodeJS.ErrnoException).code === 'string' // a system error: disk full, permissions
-    const line = expected ? message : `${message} (unexpected; set QUEUECTL_DEBUG=1 for details)`
+    // Our messages are one line but may quote user input: escaped, its control characters keep it one line, whole.
+    const line = expected ? escapeControls(message) : `${escapeControls(message.split('\n')[0])} (unexpected; set QUEUECTL_DEBUG=1 for details)`
     if (log) log.error(line)
     else process.stderr.write(`queuectl: ${line}\n`)
     if (process.env.QUEUECTL_DEBUG) console.error(error)
