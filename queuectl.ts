@@ -26,7 +26,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
 import {
   closeSync, existsSync, fdatasyncSync, fstatSync, fsyncSync, ftruncateSync, linkSync,
-  mkdirSync, openSync, readFileSync, readSync, realpathSync, renameSync, statSync, unlinkSync, watch, writeSync,
+  mkdirSync, openSync, readdirSync, readFileSync, readSync, realpathSync, renameSync, statSync, unlinkSync, watch, writeSync,
   type FSWatcher,
 } from 'node:fs'
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
@@ -66,6 +66,13 @@ export interface Job {
   worker: string | null
 }
 
+/**
+ * What an ended attempt counted as: `failed` covers a nonzero exit, a signal, a timeout and a job that cannot start
+ * for its own reason (a missing cwd); `released` is not counted against the job (`worker stop --force`, a stop
+ * before it started, a failure of the machine rather than the job).
+ */
+export type AttemptResult = 'completed' | 'failed' | 'lost' | 'released'
+
 /** One run of a job. `attempt` counts every run the job has had, also across a `dlq retry`. */
 export interface Attempt {
   attempt: number
@@ -76,6 +83,7 @@ export interface Attempt {
   signal: string | null
   error: string | null
   duration_ms: number | null
+  outcome: AttemptResult | null
 }
 
 export interface JobDetail extends Job {
@@ -106,6 +114,8 @@ export interface WorkerInfo {
   since: string | null
   started_at: string
   heartbeat_at: string
+  /** Why the worker holds back (e.g. backing off after a full disk), or null. */
+  note: string | null
 }
 
 export interface QueueStatus {
@@ -121,7 +131,7 @@ export interface QueueStats {
   /** attempts that failed or whose worker was lost */
   failures: number
   /** finished attempts by how they ended; `released` ones count nowhere else */
-  attempts: Record<AttemptEnd, number>
+  attempts: Record<AttemptResult, number>
   duration_ms: { mean: number | null; p50: number | null; p95: number | null }
   finished: { last_1m: number; last_5m: number; last_15m: number }
   oldest_pending_wait_ms: number | null
@@ -151,10 +161,10 @@ const decimal = (min: number, max: number) => (text: string) => {
 }
 
 /** A config value that is a duration: the same forms as every duration flag, as seconds. */
-const durationSeconds = (max: number) => (text: string) => {
+const durationSeconds = (max: number, min = 0) => (text: string) => {
   try {
     const seconds = parseDuration(text) / 1000
-    return seconds <= max ? seconds : undefined
+    return seconds >= min && seconds <= max ? seconds : undefined
   } catch {
     return undefined
   }
@@ -167,6 +177,7 @@ export const CONFIG_KEYS: Record<string, ConfigKey> = {
   backoff_max: { default: 3600, does: 'the longest wait before a retry', range: 'a duration up to 7d such as 90s, 1h, or seconds', parse: durationSeconds(604_800) },
   job_timeout: { default: 0, does: 'an attempt running longer is killed, for jobs without --timeout', range: 'a duration up to 23d such as 30s, 5m, 2h, or seconds (0 = no limit)', parse: durationSeconds(MAX_TIMEOUT_S) },
   retention: { default: 0, does: 'completed and dead jobs are deleted, with their logs, this long after they end', range: 'a duration up to 3650d such as 7d, 12h, or seconds (0 = keep them)', parse: durationSeconds(3_650 * 86_400) },
+  lease: { default: 30, does: 'a worker on another host whose heartbeat stands still this long has its jobs recovered', range: 'a duration from 1s to 1d such as 30s or 2m', parse: durationSeconds(86_400, 1) },
 }
 export type Config = Record<keyof typeof CONFIG_KEYS, number>
 
@@ -177,9 +188,12 @@ const JOURNAL_MAGIC = 'QCTLJRN1'
 const JOURNAL_FORMAT = 1
 const JOURNAL_HEADER_BYTES = 16
 const DEFAULT_JOURNAL_LIMIT = 256 * 1024
-const HEARTBEAT_MS = 5_000
-const REMOTE_LEASE_MS = 30_000 // a worker on another host is judged by its heartbeat alone
+const HEARTBEAT_MS = 5_000 // or a third of the lease, if that is shorter
+// A process that has not watched a remote worker's heartbeat stand still for a lease (a CLI call) judges it by the
+// heartbeat's age on its own clock instead, and allows the two hosts' clocks to differ by this much.
+const CLOCK_SKEW_ALLOWANCE_MS = 60_000
 const KILL_GRACE_MS = 2_000
+const MACHINE_FAULT_BACKOFF_MS = { first: 1_000, max: 60_000 }
 
 /** A number from the environment, or the default when it is unset or not a number ≥ 0. */
 function envNumber(name: string, fallback: number): number {
@@ -1095,6 +1109,7 @@ interface WorkerRow {
   heartbeat_at: number
   job_id: string | null
   since: number | null
+  note: string | null
 }
 
 /** A job a worker has claimed: everything it needs to run one attempt. */
@@ -1106,8 +1121,7 @@ export interface ClaimedJob {
 }
 
 /** How an attempt ended, as stored in `attempts.outcome`: `released` ones are not counted (worker stop --force, not started). */
-export type AttemptEnd = 'completed' | 'failed' | 'lost' | 'released'
-const ATTEMPT_ENDS: readonly AttemptEnd[] = ['completed', 'failed', 'lost', 'released']
+const ATTEMPT_RESULTS: readonly AttemptResult[] = ['completed', 'failed', 'lost', 'released']
 
 /** How one attempt ended, as the runner saw it. */
 export interface AttemptOutcome {
@@ -1116,7 +1130,12 @@ export interface AttemptOutcome {
   error: string | null
   output_tail: string | null
   finished_at: number
+  /** Killed by `worker stop --force`: put back, not counted. */
   forced?: boolean
+  /** The machine failed, not the job (the log cannot be written, spawn got EAGAIN): put back, not counted. */
+  machineFault?: string
+  /** The attempt was recovered as lost and runs again elsewhere: its end is not this worker's to record. */
+  takenOver?: boolean
 }
 
 const HOST = hostname()
@@ -1124,11 +1143,6 @@ const HOST = hostname()
 const COUNTED_ATTEMPT = "outcome IN ('completed', 'failed', 'lost')"
 const PICK_READY = `SELECT * FROM jobs INDEXED BY jobs_ready WHERE state IN ('pending', 'failed') AND run_at <= ? ORDER BY priority DESC, seq LIMIT 1`
 const COLUMNS = 'seq, id, command, cwd, env_hash, state, attempts, runs, max_retries, priority, run_at, timeout, created_at, updated_at'
-
-/** A worker on this host is judged by its process, one elsewhere by its heartbeat. */
-function isWorkerGone(w: WorkerRow, now: number): boolean {
-  return w.host === HOST ? !isProcessAlive(w.pid, w.proc_start || undefined) : now - w.heartbeat_at > REMOTE_LEASE_MS
-}
 
 function toJob(row: JobRow): Job {
   return {
@@ -1263,6 +1277,9 @@ export async function openQueue(home = defaultHome()): Promise<Queue> {
 }
 
 export class Queue {
+  /** Remote workers' heartbeats as this process last saw them, and since when (its monotonic clock): see judgeWorkers. */
+  private readonly heartbeatsSeen = new Map<string, { heartbeatAt: number; since: number }>()
+
   constructor(readonly storage: Storage, readonly home: string) {}
 
   logPath(id: string): string {
@@ -1358,7 +1375,7 @@ export class Queue {
       const row = await sql.get<JobRow>('SELECT * FROM jobs WHERE id = ?', [id])
       if (!row) return undefined
       const history = await sql.all<Attempt & { started_at: number; finished_at: number | null }>(
-        'SELECT attempt, worker, started_at, finished_at, exit_code, signal, error, duration_ms FROM attempts WHERE job_id = ? ORDER BY attempt', [id])
+        'SELECT attempt, worker, started_at, finished_at, exit_code, signal, error, duration_ms, outcome FROM attempts WHERE job_id = ? ORDER BY attempt', [id])
       const detail: JobDetail = {
         ...toJob(row),
         output_tail: row.output_tail,
@@ -1407,7 +1424,7 @@ export class Queue {
       return {
         workers: workers.map((w) => ({
           id: w.id, pid: w.pid, host: w.host, job_id: w.job_id, since: iso(w.since),
-          started_at: iso(w.started_at)!, heartbeat_at: iso(w.heartbeat_at)!,
+          started_at: iso(w.started_at)!, heartbeat_at: iso(w.heartbeat_at)!, note: w.note,
         })),
         counts: await this.counts(sql),
       }
@@ -1416,8 +1433,7 @@ export class Queue {
 
   /** Whether a live worker is registered: one read of the workers table, no lock (enqueue's hint on a terminal). */
   async hasLiveWorker(): Promise<boolean> {
-    const now = Date.now()
-    return this.storage.read(async (sql) => (await sql.all<WorkerRow>('SELECT * FROM workers')).some((w) => !isWorkerGone(w, now)))
+    return this.storage.read(async (sql) => (await this.judgeWorkers(sql)).alive.size > 0)
   }
 
   private async counts(sql: SqlSession): Promise<Record<JobState, number>> {
@@ -1434,9 +1450,9 @@ export class Queue {
       const durations = (await sql.all<{ d: number }>(`SELECT duration_ms AS d FROM attempts WHERE duration_ms IS NOT NULL AND ${COUNTED_ATTEMPT} ORDER BY duration_ms`)).map((r) => r.d)
       const finishedSince = async (ms: number) =>
         Number((await sql.get<{ n: number }>("SELECT count(*) AS n FROM jobs WHERE state IN ('completed', 'dead') AND finished_at >= ?", [now - ms]))!.n)
-      const attempts = Object.fromEntries(ATTEMPT_ENDS.map((end) => [end, 0])) as Record<AttemptEnd, number>
-      for (const row of await sql.all<{ outcome: AttemptEnd; n: number }>('SELECT outcome, count(*) AS n FROM attempts WHERE outcome IS NOT NULL GROUP BY outcome')) {
-        if (ATTEMPT_ENDS.includes(row.outcome)) attempts[row.outcome] = row.n
+      const attempts = Object.fromEntries(ATTEMPT_RESULTS.map((end) => [end, 0])) as Record<AttemptResult, number>
+      for (const row of await sql.all<{ outcome: AttemptResult; n: number }>('SELECT outcome, count(*) AS n FROM attempts WHERE outcome IS NOT NULL GROUP BY outcome')) {
+        if (ATTEMPT_RESULTS.includes(row.outcome)) attempts[row.outcome] = row.n
       }
       // A retry is a failed or lost attempt that the job followed with another run (running now, or ended any way but released).
       const retries = await sql.get<{ n: number }>(`SELECT count(*) AS n FROM attempts a WHERE outcome IN ('failed', 'lost')
@@ -1550,7 +1566,9 @@ export class Queue {
     await this.storage.write((sql) => sql.run('DELETE FROM config'))
   }
 
-  // The worker's side: registration, claiming, finishing, and recovering what dead workers left behind.
+  // The worker's side: registration, claiming, finishing, and recovering what dead workers left behind. Every change
+  // a worker makes to a job it claimed is conditional on still owning that attempt (ownedRow): a worker judged lost
+  // by mistake, whose job was recovered and claimed again, records nothing over the new owner's state.
 
   async registerWorker(): Promise<string> {
     const id = `w${process.pid}-${randomBytes(2).toString('hex')}`
@@ -1563,16 +1581,27 @@ export class Queue {
     await sql.run('INSERT INTO workers (id, pid, host, proc_start, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?, ?)', [id, process.pid, HOST, processStartTime(process.pid), now, now])
   }
 
-  /** A worker judged lost by mistake (a heartbeat late past the lease) registers again rather than run unseen. */
-  async heartbeat(workerId: string): Promise<void> {
-    await this.storage.write(async (sql) => {
+  /**
+   * Renews the worker's lease; a worker judged lost while idle registers again rather than run unseen. Given the
+   * attempt it runs, first checks that the attempt is still its own: if it was taken over, returns false and writes
+   * nothing (the caller kills that attempt, then calls again without it).
+   */
+  async heartbeat(workerId: string, running?: ClaimedJob): Promise<boolean> {
+    return this.storage.write(async (sql) => {
+      if (running && !(await this.ownedRow(sql, running, workerId))) return false
       if (await sql.get('SELECT 1 FROM workers WHERE id = ?', [workerId])) await sql.run('UPDATE workers SET heartbeat_at = ? WHERE id = ?', [Date.now(), workerId])
       else await this.insertWorker(sql, workerId)
+      return true
     })
   }
 
   async unregisterWorker(workerId: string): Promise<void> {
     await this.storage.write((sql) => sql.run('DELETE FROM workers WHERE id = ?', [workerId]))
+  }
+
+  /** Says why the worker holds back (`null`: it no longer does); `status` shows it. */
+  async setWorkerNote(workerId: string, note: string | null): Promise<void> {
+    await this.storage.write((sql) => sql.run('UPDATE workers SET note = ? WHERE id = ?', [note, workerId]))
   }
 
   /**
@@ -1588,6 +1617,8 @@ export class Queue {
     const now = Date.now()
     const row = await sql.get<JobRow>(PICK_READY + this.storage.claimLock, [now])
     if (!row) return undefined
+    // a job claimed by a worker that is not registered (judged lost, then back) would be recovered at once
+    if (!(await sql.get('SELECT 1 FROM workers WHERE id = ?', [workerId]))) await this.insertWorker(sql, workerId)
     const attempts = row.attempts + 1
     const attempt = row.runs + 1
     await sql.run("UPDATE jobs SET state = 'processing', attempts = ?, runs = ?, worker = ?, started_at = ?, finished_at = NULL, updated_at = ? WHERE id = ?",
@@ -1604,80 +1635,110 @@ export class Queue {
     }
   }
 
+  /** The job's row while `workerId` still owns attempt `claim.attempt` of it; undefined once it was taken over. */
+  private async ownedRow(sql: SqlSession, claim: ClaimedJob, workerId: string): Promise<JobRow | undefined> {
+    const row = await sql.get<JobRow>('SELECT * FROM jobs WHERE id = ?', [claim.job.id])
+    return row && row.state === 'processing' && row.worker === workerId && row.runs === claim.attempt ? row : undefined
+  }
+
   /**
-   * Records how an attempt ended: completed, failed with its retry time, or dead once out of retries. With
-   * `claimNext`, the same transaction claims the worker's next job: one fsync per job instead of two.
+   * Records how an attempt ended: completed, failed with its retry time, or dead once out of retries; nothing if the
+   * attempt is no longer this worker's (`job` is then undefined). With `claimNext`, the same transaction claims the
+   * worker's next job: one fsync per job instead of two.
    */
   async finishAttempt(claim: ClaimedJob, workerId: string, outcome: AttemptOutcome, options: { claimNext?: boolean } = {}): Promise<{ job?: Job; next?: ClaimedJob }> {
     return this.storage.write(async (sql) => {
-      await this.closeAttempt(sql, claim.job.id, claim.attempt, outcome, outcome.exit_code === 0 && !outcome.error ? 'completed' : 'failed')
       await sql.run('UPDATE workers SET job_id = NULL, since = NULL WHERE id = ?', [workerId])
-      const row = await sql.get<JobRow>('SELECT * FROM jobs WHERE id = ?', [claim.job.id])
-      const current = row && row.state === 'processing' && row.worker === workerId && row.runs === claim.attempt // else recovered meanwhile
-      const job = current ? await this.endAttempt(sql, row, outcome) : undefined
+      const row = await this.ownedRow(sql, claim, workerId)
+      const job = row ? await this.endAttempt(sql, row, outcome) : undefined
       return { job, next: options.claimNext ? await this.claimIn(sql, workerId) : undefined }
     })
   }
 
-  /** `worker stop --force` (or a stop just after a claim): the job goes back to pending, the attempt not counted. */
-  async releaseJob(claim: ClaimedJob, workerId: string, outcome: AttemptOutcome, reason = 'stopped by worker stop --force'): Promise<void> {
-    await this.storage.write(async (sql) => {
-      await this.closeAttempt(sql, claim.job.id, claim.attempt, { ...outcome, error: `${reason} (not counted)` }, 'released')
+  /**
+   * Puts the job back to pending without counting the attempt: `worker stop --force`, a stop just after the claim,
+   * or a failure of the machine rather than the job. False (nothing written) if the attempt is no longer this worker's.
+   */
+  async releaseJob(claim: ClaimedJob, workerId: string, outcome: AttemptOutcome, reason = 'stopped by worker stop --force'): Promise<boolean> {
+    return this.storage.write(async (sql) => {
       await sql.run('UPDATE workers SET job_id = NULL, since = NULL WHERE id = ?', [workerId])
-      const row = await sql.get<JobRow>('SELECT * FROM jobs WHERE id = ?', [claim.job.id])
-      if (!row || row.state !== 'processing' || row.worker !== workerId || row.runs !== claim.attempt) return
+      const row = await this.ownedRow(sql, claim, workerId)
+      if (!row) return false
+      await this.closeAttempt(sql, row, { ...outcome, error: `${reason} (not counted)` }, 'released')
       const now = outcome.finished_at
       await sql.run("UPDATE jobs SET state = 'pending', attempts = ?, worker = NULL, run_at = ?, updated_at = ? WHERE id = ?", [row.attempts - 1, now, now, row.id])
+      return true
     })
   }
 
   /**
    * Puts back the jobs of workers that are gone (killed, crashed, host lost): each is a failed attempt with
-   * `last_error` "worker lost", eligible at once. Cheap when nothing is lost: one read, no lock.
+   * `last_error` "worker lost", eligible at once, and what is left of it on this host is killed first. Cheap when
+   * nothing is lost: one read, no lock.
    */
   async recoverLostJobs(): Promise<number> {
-    const now = Date.now()
-    const gone = (w: WorkerRow) => isWorkerGone(w, now)
-    const [orphans, deadWorkers] = await this.storage.read(async (sql) => {
-      const workers = await sql.all<WorkerRow>('SELECT * FROM workers')
-      const alive = new Set(workers.filter((w) => !gone(w)).map((w) => w.id))
+    const [orphans, anyGone] = await this.storage.read(async (sql) => {
+      const { alive, gone } = await this.judgeWorkers(sql)
       const processing = await sql.all<{ id: string; worker: string | null; runs: number }>("SELECT id, worker, runs FROM jobs WHERE state = 'processing'")
-      return [processing.filter((j) => !j.worker || !alive.has(j.worker)), workers.filter((w) => !alive.has(w.id))] as const
+      return [processing.filter((j) => !j.worker || !alive.has(j.worker)), gone.length > 0] as const
     })
-    if (orphans.length === 0 && deadWorkers.length === 0) return 0
+    if (orphans.length === 0 && !anyGone) return 0
     for (const job of orphans) killOrphanedAttempt(this.processNotePath(job.id), job.runs)
     return this.storage.write(async (sql) => {
+      const { alive, gone } = await this.judgeWorkers(sql) // again under the lock: a heartbeat may have come meanwhile
+      for (const w of gone) await sql.run('DELETE FROM workers WHERE id = ?', [w.id])
       let recovered = 0
-      for (const w of deadWorkers) await sql.run('DELETE FROM workers WHERE id = ?', [w.id])
-      const alive = new Set((await sql.all<WorkerRow>('SELECT * FROM workers')).filter((w) => !gone(w)).map((w) => w.id))
       for (const { id } of orphans) {
         const row = await sql.get<JobRow>('SELECT * FROM jobs WHERE id = ?', [id])
         if (!row || row.state !== 'processing' || (row.worker && alive.has(row.worker))) continue
-        const outcome = { exit_code: null, signal: null, error: 'worker lost', output_tail: row.output_tail, finished_at: Date.now() }
-        await this.closeAttempt(sql, row.id, row.runs, outcome, 'lost')
-        await this.endAttempt(sql, row, outcome, true)
+        await this.endAttempt(sql, row, { exit_code: null, signal: null, error: 'worker lost', output_tail: row.output_tail, finished_at: Date.now() }, true)
         recovered++
       }
       return recovered
     })
   }
 
-  private async closeAttempt(sql: SqlSession, id: string, attempt: number, outcome: AttemptOutcome, ended: AttemptEnd): Promise<void> {
-    const open = await sql.get<{ started_at: number }>('SELECT started_at FROM attempts WHERE job_id = ? AND attempt = ? AND finished_at IS NULL', [id, attempt])
-    if (!open) return
-    await sql.run('UPDATE attempts SET finished_at = ?, exit_code = ?, signal = ?, error = ?, duration_ms = ?, outcome = ? WHERE job_id = ? AND attempt = ?',
-      [outcome.finished_at, outcome.exit_code, outcome.signal, outcome.error, outcome.finished_at - open.started_at, ended, id, attempt])
+  /**
+   * Which registered workers are alive. On this host, by pid and start time. On another, by its heartbeat: gone once
+   * it has stood still for a lease as this process's own clock measures it, so skew between the hosts' clocks does
+   * not matter; a process that has not watched that long (a CLI call) goes by the heartbeat's age, allowing for skew.
+   */
+  private async judgeWorkers(sql: SqlSession): Promise<{ alive: Set<string>; gone: WorkerRow[] }> {
+    const leaseMs = (await this.readConfig(sql)).lease * 1000
+    const workers = await sql.all<WorkerRow>('SELECT * FROM workers')
+    const now = Date.now()
+    const watching = performance.now()
+    const isGone = (w: WorkerRow) => {
+      if (w.host === HOST) return !isProcessAlive(w.pid, w.proc_start || undefined)
+      let seen = this.heartbeatsSeen.get(w.id)
+      if (!seen || seen.heartbeatAt !== w.heartbeat_at) this.heartbeatsSeen.set(w.id, (seen = { heartbeatAt: w.heartbeat_at, since: watching }))
+      return watching - seen.since >= leaseMs || now - w.heartbeat_at >= leaseMs + CLOCK_SKEW_ALLOWANCE_MS
+    }
+    const gone = workers.filter(isGone)
+    for (const id of this.heartbeatsSeen.keys()) if (!workers.some((w) => w.id === id)) this.heartbeatsSeen.delete(id)
+    return { alive: new Set(workers.filter((w) => !gone.includes(w)).map((w) => w.id)), gone }
   }
 
-  private async endAttempt(sql: SqlSession, row: JobRow, outcome: AttemptOutcome, retryAtOnce = false): Promise<Job> {
+  /** Closes the attempt's history row with what it counted as. */
+  private async closeAttempt(sql: SqlSession, row: JobRow, outcome: AttemptOutcome, result: AttemptResult): Promise<void> {
+    const open = await sql.get<{ started_at: number }>('SELECT started_at FROM attempts WHERE job_id = ? AND attempt = ? AND finished_at IS NULL', [row.id, row.runs])
+    if (!open) return
+    await sql.run('UPDATE attempts SET finished_at = ?, exit_code = ?, signal = ?, error = ?, duration_ms = ?, outcome = ? WHERE job_id = ? AND attempt = ?',
+      [outcome.finished_at, outcome.exit_code, outcome.signal, outcome.error, outcome.finished_at - open.started_at, result, row.id, row.runs])
+  }
+
+  /** An attempt that counts: the job is completed, failed until its retry, or dead once out of retries. */
+  private async endAttempt(sql: SqlSession, row: JobRow, outcome: AttemptOutcome, lost = false): Promise<Job> {
     const now = outcome.finished_at
     const config = await this.readConfig(sql)
     let state: JobState = 'completed'
     let runAt = row.run_at
     if (outcome.exit_code !== 0 || outcome.error) {
       state = row.attempts > row.max_retries ? 'dead' : 'failed'
-      if (state === 'failed') runAt = now + (retryAtOnce ? 0 : Math.round(retryDelay(row.attempts, config.backoff_base, config.backoff_max) * 1000))
+      // a job whose worker was lost is not known to be at fault: it is retried at once
+      if (state === 'failed') runAt = now + (lost ? 0 : Math.round(retryDelay(row.attempts, config.backoff_base, config.backoff_max) * 1000))
     }
+    await this.closeAttempt(sql, row, outcome, lost ? 'lost' : state === 'completed' ? 'completed' : 'failed')
     const lastError = state === 'completed' ? null : outcome.error ?? `exit code ${outcome.exit_code}`
     await sql.run('UPDATE jobs SET state = ?, run_at = ?, finished_at = ?, updated_at = ?, exit_code = ?, last_error = ?, worker = NULL, output_tail = ? WHERE id = ?',
       [state, runAt, now, now, outcome.exit_code, lastError, outcome.output_tail, row.id])
@@ -1703,6 +1764,8 @@ export interface RunningJob {
   done: Promise<AttemptOutcome>
   /** Stops the job's whole process group at once (`worker stop --force`). */
   kill(): void
+  /** The attempt was taken over (this worker had been judged lost): stops its group, TERM then KILL, and its end is recorded nowhere. */
+  killTakenOver(): void
 }
 
 function signalGroup(pid: number, signal: NodeJS.Signals | 0): boolean {
@@ -1714,13 +1777,31 @@ function signalGroup(pid: number, signal: NodeJS.Signals | 0): boolean {
   }
 }
 
+/**
+ * Whether any process of group `pgid` still runs. A zombie passes `kill(-pgid, 0)` and an orphan's reaper may never
+ * reap it (a container's init), so /proc decides where it exists.
+ */
+function groupAlive(pgid: number): boolean {
+  if (!signalGroup(pgid, 0)) return false
+  let entries: string[]
+  try {
+    entries = readdirSync('/proc')
+  } catch {
+    return true
+  }
+  return entries.some((entry) => {
+    const fields = /^\d+$/.test(entry) ? procStat(Number(entry)) : undefined
+    return fields !== undefined && fields[2] === String(pgid) && fields[0] !== 'Z' && fields[0] !== 'X'
+  })
+}
+
 /** SIGTERM to the group, SIGKILL to whatever is left after the grace period: no process of the job survives. */
 async function terminateGroup(pid: number, graceMs = KILL_GRACE_MS): Promise<void> {
   signalGroup(pid, 'SIGTERM')
   const deadline = Date.now() + graceMs
-  while (Date.now() < deadline && signalGroup(pid, 0)) await sleep(25)
+  while (Date.now() < deadline && groupAlive(pid)) await sleep(25)
   signalGroup(pid, 'SIGKILL')
-  for (let i = 0; i < 40 && signalGroup(pid, 0); i++) await sleep(25)
+  for (let i = 0; i < 40 && groupAlive(pid); i++) await sleep(25)
 }
 
 function formatSeconds(ms: number): string {
@@ -1748,21 +1829,35 @@ function writeProcessNote(path: string, note: JobProcessNote): void {
   }
 }
 
+function readProcessNote(path: string): JobProcessNote | undefined {
+  try {
+    const [pid, startTime, attempt, host] = readFileSync(path, 'utf8').trim().split(' ')
+    return { pid: Number(pid), startTime: startTime ?? '', attempt: Number(attempt), host: host ?? '' }
+  } catch {
+    return undefined
+  }
+}
+
+/** After a takeover the note belongs to the attempt that runs now: remove it only while it is this attempt's. */
+function removeProcessNote(path: string, attempt: number): void {
+  if (readProcessNote(path)?.attempt === attempt) rmQuiet(path)
+}
+
 /**
- * Stops what is left of an attempt whose worker died: its job runs in a process group of its own and outlives
- * the worker, and must not run beside its retry. Only on this host, and only if the leader is still that process.
+ * Stops what is left of an attempt whose worker died: its job runs in a process group of its own and outlives the
+ * worker, and must not run beside its retry. Only on this host. The group is killed whether its leader still lives
+ * or not (a group's id cannot be reused while any member lives); a leader alive with another start time is a reused
+ * pid, which means the group is long gone.
  */
 export function killOrphanedAttempt(notePath: string, attempt: number): void {
-  let note: string[]
-  try {
-    note = readFileSync(notePath, 'utf8').trim().split(' ')
-  } catch {
-    return
-  }
-  const [pid, startTime, noted, host] = note
-  if (Number(noted) !== attempt || host !== HOST || !isProcessAlive(Number(pid), startTime || undefined)) return
-  signalGroup(Number(pid), 'SIGKILL')
+  const note = readProcessNote(notePath)
+  if (!note || note.attempt !== attempt || note.host !== HOST || !(note.pid > 0)) return
+  if (isProcessAlive(note.pid) && !isProcessAlive(note.pid, note.startTime || undefined)) return
+  signalGroup(note.pid, 'SIGKILL')
 }
+
+/** Errors of spawn that say the machine is short of processes, descriptors or memory, not that the job is wrong. */
+const MACHINE_SPAWN_ERRORS = new Set(['EAGAIN', 'EMFILE', 'ENFILE', 'ENOMEM'])
 
 /**
  * Runs one attempt. Not tinyexec: the job must get exactly the environment it was enqueued with (tinyexec merges
@@ -1772,12 +1867,7 @@ export function killOrphanedAttempt(notePath: string, attempt: number): void {
 export function startCommand(claim: ClaimedJob, paths: { log: string; note: string }, workerId: string): RunningJob {
   const { job, attempt } = claim
   const started = Date.now()
-  const failed = (error: string): RunningJob => ({
-    pid: undefined,
-    done: Promise.resolve({ exit_code: null, signal: null, error, output_tail: null, finished_at: Date.now() }),
-    kill: () => {},
-  })
-  let fd: number
+  let fd: number | undefined
   let outputStart: number
   try {
     makeDirectory(dirname(paths.log))
@@ -1785,43 +1875,59 @@ export function startCommand(claim: ClaimedJob, paths: { log: string; note: stri
     writeSync(fd, `=== attempt ${attempt} · started ${iso(started)} · worker ${workerId} ===\n`)
     outputStart = fstatSync(fd).size
   } catch (error) {
-    return failed(`cannot write the log: ${(error as Error).message}`)
+    if (fd !== undefined) closeSync(fd)
+    // the log is queuectl's own file, so this is never the job's fault: a full disk, no descriptors left, a read-only folder
+    const machineFault = `cannot write the log ${paths.log}: ${(error as Error).message}`
+    const done = Promise.resolve({ exit_code: null, signal: null, error: machineFault, output_tail: null, finished_at: Date.now(), machineFault })
+    return { pid: undefined, done, kill: () => {}, killTakenOver: () => {} }
   }
+  const log = fd
   let child: ChildProcess | undefined
   let startError: string | undefined
+  let machineFault: string | undefined
+  const cannotStart = (error: Error) => {
+    startError = `cannot start: ${error.message}`
+    if (MACHINE_SPAWN_ERRORS.has((error as NodeJS.ErrnoException).code ?? '')) machineFault = startError
+  }
   try {
     if (!statSync(job.cwd, { throwIfNoEntry: false })?.isDirectory()) throw new Error(`the directory ${job.cwd} does not exist`)
     child = spawn('/bin/sh', ['-c', job.command], {
       cwd: job.cwd,
-      env: { ...claim.env, QUEUECTL_JOB_ID: job.id, QUEUECTL_ATTEMPT: String(job.attempts) },
+      env: { ...claim.env, QUEUECTL_JOB_ID: job.id, QUEUECTL_ATTEMPT: String(attempt) },
       detached: true,
-      stdio: ['ignore', fd, fd],
+      stdio: ['ignore', log, log],
     })
     if (child.pid) writeProcessNote(paths.note, { pid: child.pid, startTime: processStartTime(child.pid), attempt, host: HOST })
   } catch (error) {
-    startError = `cannot start: ${(error as Error).message}`
+    child = undefined
+    cannotStart(error as Error)
   }
   let timedOut = false
   let forced = false
+  let takenOver = false
   let termination: Promise<void> | undefined
+  let ended = false
   const done = new Promise<AttemptOutcome>((resolvePromise) => {
     const finish = (exitCode: number | null, signal: string | null, error: string | null) => {
+      if (ended) return // a failed spawn may report both 'error' and 'exit'
+      ended = true
       const finished = Date.now()
       let tail: Buffer = Buffer.alloc(0)
       try {
-        const outputEnd = fstatSync(fd).size
+        const outputEnd = fstatSync(log).size
         const tailStart = Math.max(outputStart, outputEnd - OUTPUT_TAIL_BYTES)
         tail = Buffer.alloc(outputEnd - tailStart)
-        readSync(fd, tail, 0, tail.length, tailStart)
+        readSync(log, tail, 0, tail.length, tailStart)
         const newline = outputEnd > outputStart && tail[tail.length - 1] !== 10 ? '\n' : ''
-        writeSync(fd, `${newline}=== attempt ${attempt} · ${error ?? 'exit code 0'} · ${formatSeconds(finished - started)} ===\n`)
+        // once taken over, the log goes on with the attempt that runs now: a footer here would end it
+        if (!takenOver) writeSync(log, `${newline}=== attempt ${attempt} · ${error ?? 'exit code 0'} · ${formatSeconds(finished - started)} ===\n`)
       } catch {
         // the outcome matters more than the log's footer (a full disk must not lose it)
       } finally {
-        closeSync(fd)
-        rmQuiet(paths.note)
+        closeSync(log)
+        removeProcessNote(paths.note, attempt)
       }
-      resolvePromise({ exit_code: exitCode, signal, error, output_tail: tail.length ? tail.toString('utf8') : null, finished_at: finished, forced })
+      resolvePromise({ exit_code: exitCode, signal, error, output_tail: tail.length ? tail.toString('utf8') : null, finished_at: finished, forced, machineFault, takenOver })
     }
     if (!child) return finish(null, null, startError!)
     const pid = child.pid
@@ -1831,12 +1937,15 @@ export function startCommand(claim: ClaimedJob, paths: { log: string; note: stri
     }, claim.timeout * 1000) : undefined
     child.on('error', (error) => {
       clearTimeout(limit)
-      finish(null, null, `cannot start: ${error.message}`)
+      cannotStart(error)
+      finish(null, null, startError!)
     })
     child.on('exit', (code, signal) => {
       clearTimeout(limit)
       const settle = async () => {
-        await termination // the shell is gone, but the rest of its group gets its grace period, then SIGKILL
+        // the main process is gone; what is left of its group (a background child) must not outlive the attempt
+        if (pid && !termination && groupAlive(pid)) termination = terminateGroup(pid)
+        await termination
         let error: string | null = null
         if (forced) error = 'stopped by worker stop --force'
         else if (timedOut) error = `timed out after ${claim.timeout}s`
@@ -1854,6 +1963,10 @@ export function startCommand(claim: ClaimedJob, paths: { log: string; note: stri
       forced = true
       if (child?.pid) signalGroup(child.pid, 'SIGKILL')
     },
+    killTakenOver: () => {
+      takenOver = true
+      if (child?.pid) termination ??= terminateGroup(child.pid)
+    },
   }
 }
 
@@ -1870,25 +1983,28 @@ export interface WorkerOptions {
 
 /**
  * Runs jobs until stopped. SIGTERM/SIGINT/SIGHUP: finish the current job, then exit. A second one, or SIGUSR2:
- * kill the current job's process group and put the job back without counting the attempt.
+ * kill the current job's process group and put the job back without counting the attempt. When the machine rather
+ * than the job fails (the log cannot be written, spawn gets EAGAIN), the job goes back uncounted and the worker backs
+ * off, doubling up to a minute, saying why in its log and in `status`.
  */
 export async function runWorker(queue: Queue, options: WorkerOptions = {}): Promise<void> {
   const log = options.log ?? ((message: string) => process.stderr.write(`${iso(Date.now())} ${message}\n`))
   const workerId = await queue.registerWorker()
   log(`worker ${workerId} (pid ${process.pid}) started on ${queue.home}`)
   let stopping: false | 'graceful' | 'force' = false
-  let running: RunningJob | undefined
+  let current: { claim: ClaimedJob; run: RunningJob } | undefined
   let changed = true
   let wake = () => {}
+  let wakeOnChange = true
   const stop = (force: boolean) => {
     const next = force || stopping ? 'force' : 'graceful'
     if (next !== stopping) {
-      if (!running) log('stopping')
+      if (!current) log('stopping')
       else if (next === 'graceful') log('stopping after the current job (signal again to stop now)')
       else log('stopping now: the current job is killed and put back')
     }
     stopping = next
-    if (stopping === 'force') running?.kill()
+    if (stopping === 'force') current?.run.kill()
     wake()
   }
   const forced = () => stopping === 'force'
@@ -1901,17 +2017,46 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
     watcher = watch(queue.home, (_event, file) => {
       if (file !== null && !String(file).startsWith('queue.db') || String(file).includes('.lock')) return
       changed = true
-      wake()
+      if (wakeOnChange) wake()
     })
   } catch {
     // no inotify here: the idle poll still finds new jobs
   }
-  // Also while a long job runs: a lost worker's job must not wait for this one to finish to be put back.
-  const heartbeat = setInterval(() => void queue.heartbeat(workerId).then(() => queue.recoverLostJobs()).catch((error) => log(`heartbeat failed: ${error.message}`)), HEARTBEAT_MS)
-  heartbeat.unref()
+  /** Sleeps `ms`; a stop ends it early, and so does a change to the queue if `onChange`. */
+  const idle = (ms: number, onChange: boolean) => new Promise<void>((resolveWait) => {
+    wakeOnChange = onChange
+    const timer = setTimeout(() => wake(), ms)
+    wake = () => {
+      clearTimeout(timer)
+      wake = () => {}
+      resolveWait()
+    }
+    if (stopping || (onChange && changed)) wake()
+  })
+  // Also while a long job runs: a lost worker's job must not wait for this one to finish to be put back, and this is
+  // where a worker that was judged lost learns that its attempt was taken over.
+  let beating = true
+  let beat: NodeJS.Timeout | undefined
+  const scheduleHeartbeat = (leaseSeconds: number) => {
+    if (beating) (beat = setTimeout(() => void heartbeat(), Math.min(HEARTBEAT_MS, (leaseSeconds * 1000) / 3))).unref()
+  }
+  const heartbeat = async () => {
+    let lease = CONFIG_KEYS.lease.default
+    try {
+      lease = (await queue.getConfig()).lease
+      const running = current
+      if (!(await queue.heartbeat(workerId, running?.claim)) && running && running === current) running.run.killTakenOver()
+      await queue.recoverLostJobs()
+    } catch (error) {
+      log(`heartbeat failed: ${(error as Error).message}`)
+    }
+    scheduleHeartbeat(lease)
+  }
+  scheduleHeartbeat((await queue.getConfig()).lease)
   let lastRecovery = 0
   let lastRetention = 0
   let failures = 0
+  let faultBackoffMs = 0
   try {
     while (!stopping) {
       try {
@@ -1934,26 +2079,36 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
             await queue.releaseJob(claim, workerId, { exit_code: null, signal: null, error: null, output_tail: null, finished_at: Date.now() }, 'not started: the worker was stopping')
             break
           }
-          running = startCommand(claim, { log: queue.logPath(claim.job.id), note: queue.processNotePath(claim.job.id) }, workerId)
-          if (forced()) running.kill()
-          const outcome = await running.done
-          running = undefined
+          const run = startCommand(claim, { log: queue.logPath(claim.job.id), note: queue.processNotePath(claim.job.id) }, workerId)
+          current = { claim, run }
+          if (forced()) run.kill()
+          if (faultBackoffMs && run.pid !== undefined) {
+            faultBackoffMs = 0
+            log('jobs start again: no longer backing off')
+            void queue.setWorkerNote(workerId, null).catch((error) => log(`cannot clear this worker's note: ${error.message}`))
+          }
+          const outcome = await run.done
+          current = undefined
+          if (outcome.takenOver) {
+            log(`${takenOver(claim)}: killed it`)
+            await queue.heartbeat(workerId) // registers again
+            break
+          }
+          const ran = claim
           claim = await recordOutcome(queue, claim, workerId, outcome, () => stopping, log)
+          if (outcome.machineFault && !stopping) {
+            faultBackoffMs = Math.min(faultBackoffMs * 2 || MACHINE_FAULT_BACKOFF_MS.first, MACHINE_FAULT_BACKOFF_MS.max)
+            const backoff = `backing off ${formatDuration(faultBackoffMs)}`
+            log(`job ${ran.job.id} is back to pending, not counted: ${outcome.machineFault}; ${backoff}`)
+            await queue.setWorkerNote(workerId, `${backoff}: ${outcome.machineFault}`)
+            await idle(faultBackoffMs, false)
+          }
         }
         if (stopping) break
         if (options.drain && !(await queue.hasWaitingJobs())) break
         if (changed) continue
         const next = await queue.nextRunAt()
-        const idleMs = Math.max(5, Math.min(next ? next - Date.now() : IDLE_POLL_MS, IDLE_POLL_MS))
-        await new Promise<void>((resolveWait) => {
-          const timer = setTimeout(() => wake(), idleMs)
-          wake = () => {
-            clearTimeout(timer)
-            wake = () => {}
-            resolveWait()
-          }
-          if (stopping || changed) wake()
-        })
+        await idle(Math.max(5, Math.min(next ? next - Date.now() : IDLE_POLL_MS, IDLE_POLL_MS)), true)
       } catch (error) {
         if (++failures > 30) throw error
         log(`error: ${(error as Error).message}; retrying`)
@@ -1961,7 +2116,8 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
       }
     }
   } finally {
-    clearInterval(heartbeat)
+    beating = false
+    clearTimeout(beat)
     watcher?.close()
     for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.off(signal, onStop)
     process.off('SIGUSR2', onForce)
@@ -1970,15 +2126,23 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
   }
 }
 
+const takenOver = (claim: ClaimedJob) => `attempt ${claim.attempt} of job ${claim.job.id} was taken over (recovered as lost)`
+
 /**
  * The outcome must reach the database: while this worker lives nobody else will put its job back. Returns the
- * next job, claimed in the same transaction, unless the worker is stopping.
+ * next job, claimed in the same transaction, unless the worker is stopping. An attempt that counts not against the
+ * job (force-stopped, or the machine failed) puts it back to pending.
  */
 async function recordOutcome(queue: Queue, claim: ClaimedJob, workerId: string, outcome: AttemptOutcome, stopping: () => false | 'graceful' | 'force', log: (m: string) => void): Promise<ClaimedJob | undefined> {
+  const released = outcome.forced ? 'stopped by worker stop --force' : outcome.machineFault
   for (let tries = 1; ; tries++) {
     try {
-      if (!outcome.forced) return (await queue.finishAttempt(claim, workerId, outcome, { claimNext: !stopping() })).next
-      await queue.releaseJob(claim, workerId, outcome)
+      if (released === undefined) {
+        const { job, next } = await queue.finishAttempt(claim, workerId, outcome, { claimNext: !stopping() })
+        if (!job) log(`${takenOver(claim)}: its end was not recorded`)
+        return next
+      }
+      if (!(await queue.releaseJob(claim, workerId, outcome, released))) log(`${takenOver(claim)}: its end was not recorded`)
       return undefined
     } catch (error) {
       if (outcome.forced && tries >= 3) return undefined // once this worker is gone its job is recovered as lost
@@ -2282,7 +2446,7 @@ async function metricsText(queue: Queue): Promise<string> {
     `queuectl_workers ${workers.length}`,
     '# HELP queuectl_attempts_total Finished attempts of the jobs still stored (purge removes them), by outcome; released ones were not counted.',
     '# TYPE queuectl_attempts_total counter',
-    ...ATTEMPT_ENDS.map((end) => `queuectl_attempts_total{outcome="${end}"} ${stats.attempts[end]}`),
+    ...ATTEMPT_RESULTS.map((end) => `queuectl_attempts_total{outcome="${end}"} ${stats.attempts[end]}`),
     '# HELP queuectl_retries_total Failed or lost attempts that their job followed with another run.',
     '# TYPE queuectl_retries_total counter',
     `queuectl_retries_total ${stats.retries}`,
@@ -2953,7 +3117,10 @@ const statusCommand = define({
     if (args.json) return printJson(status)
     print(`${status.workers.length} worker${status.workers.length === 1 ? '' : 's'} active`)
     if (status.workers.length) {
-      printTable(['  PID', 'WORKER', 'HOST', 'JOB', 'SINCE'], status.workers.map((w) => [`  ${w.pid}`, w.id, w.host, w.job_id ?? ['gray', 'idle'], w.job_id ? ago(w.since) : ago(w.started_at)]))
+      const notes = status.workers.some((w) => w.note)
+      printTable(['  PID', 'WORKER', 'HOST', 'JOB', 'SINCE', ...(notes ? ['NOTE'] : [])], status.workers.map((w) => [
+        `  ${w.pid}`, w.id, w.host, w.job_id ?? ['gray', 'idle'], w.job_id ? ago(w.since) : ago(w.started_at), ...(notes ? [w.note ? ['yellow', w.note] as Cell : ''] : []),
+      ]))
     }
     print(`jobs: ${JOB_STATES.map((state) => `${status.counts[state]} ${paintState(state)}`).join(' · ')}`)
   },

@@ -5,7 +5,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
-import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, renameSync, rmSync, truncateSync, unlinkSync, utimesSync, writeFileSync, writeSync } from 'node:fs'
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, renameSync, rmSync, truncateSync, unlinkSync, utimesSync, writeFileSync, writeSync } from 'node:fs'
 import { randomBytes } from 'node:crypto'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -575,6 +575,71 @@ test('environment: a full disk fails the write with exit 1 and one line; after f
     assert.deepEqual(stray, [], 'no lock or temporary lock file is left behind by the failed calls')
   } finally {
     umount(home.dir)
+    await home.cleanup()
+  }
+})
+
+test('environment: a full disk under logs/ does not count against the jobs: they wait, the worker backs off and says why, then they run', { timeout: 90_000 }, async (t) => {
+  const home = new Home()
+  const logs = join(home.dir, 'logs')
+  mkdirSync(logs, { mode: 0o700 })
+  if (!mountWorks(['-t', 'tmpfs', '-o', 'size=1m,mode=0700', 'tmpfs', logs])) {
+    await home.cleanup()
+    t.skip('mount -t tmpfs is not permitted here')
+    return
+  }
+  let worker: ChildProcess | undefined
+  try {
+    const filler = join(logs, 'filler')
+    const fd = openSync(filler, 'a')
+    for (let chunk = 1 << 16; chunk >= 1; ) {
+      try {
+        writeSync(fd, Buffer.alloc(chunk, 0x61))
+      } catch {
+        chunk >>= 1
+      }
+    }
+    closeSync(fd)
+    // max_retries 0: were a full disk a failed attempt, the first one would put the job in the DLQ
+    for (const id of ['d1', 'd2']) await home.ok(['enqueue', '--id', id, '--max-retries', '0', '--', `echo ran ${id}`])
+    worker = home.spawn(['worker', 'run'])
+    let err = ''
+    worker.stdout!.resume()
+    worker.stderr!.setEncoding('utf8').on('data', (d) => (err += d))
+    const backoffs = () => [...err.matchAll(/job (\S+) is back to pending, not counted: cannot write the log .*(?:ENOSPC|no space left).*; backing off (\S+)/g)]
+    await waitFor('three backoffs', () => backoffs().length >= 3, 30_000, 50)
+    assert.deepEqual(backoffs().slice(0, 3).map((m) => m[2]), ['1s', '2s', '4s'], `the backoff grows: ${err}`)
+    const jobs = await Promise.all(['d1', 'd2'].map((id) => home.job(id)))
+    for (const job of jobs) {
+      assert.equal(job.state, 'pending', `${job.id} waits for the machine, not in the DLQ`)
+      assert.equal(job.attempts, 0, `${job.id}: the failed starts were not counted`)
+      for (const h of job.history) {
+        assert.equal(h.outcome, 'released')
+        assert.match(h.error, /^cannot write the log .* \(not counted\)$/)
+      }
+    }
+    const noted = await waitFor('status to show why the worker backs off', async () =>
+      (await home.json(['status'])).workers.find((w: any) => /^backing off \S+: cannot write the log .*(ENOSPC|no space left)/.test(w.note ?? '')), 10_000, 100)
+    assert.match((await home.ok(['status'])).split('\n')[1], /NOTE/, 'human status has a NOTE column')
+    assert.equal(noted.pid, worker.pid)
+
+    unlinkSync(filler)
+    for (const id of ['d1', 'd2']) {
+      const job = await waitForState(home, id, 'completed', 30_000)
+      assert.equal(job.attempts, 1)
+      assert.equal(job.exit_code, 0)
+      assert.ok(job.history.slice(0, -1).every((h: any) => h.outcome === 'released'), `only the last start counted: ${JSON.stringify(job.history)}`)
+      assert.equal(job.history.at(-1).outcome, 'completed')
+      assert.match(readFileSync(join(logs, `${id}.log`), 'utf8'), new RegExp(`ran ${id}`))
+    }
+    await waitFor('the note to be cleared', async () => (await home.json(['status'])).workers.every((w: any) => w.note === null), 10_000, 100)
+    assert.match(err, /jobs start again: no longer backing off/)
+  } finally {
+    if (worker && worker.exitCode === null && worker.signalCode === null) {
+      worker.kill('SIGKILL')
+      await once(worker, 'exit') // its log files live in the tmpfs: unmount only once it is gone
+    }
+    umount(logs)
     await home.cleanup()
   }
 })
