@@ -25,7 +25,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
 import {
-  closeSync, existsSync, fdatasyncSync, fstatSync, fsyncSync, ftruncateSync, linkSync,
+  closeSync, existsSync, fdatasyncSync, fstatSync, fsyncSync, ftruncateSync, futimesSync, linkSync,
   mkdirSync, openSync, readFileSync, readSync, realpathSync, renameSync, statSync, unlinkSync, watch, writeSync,
   type FSWatcher,
 } from 'node:fs'
@@ -169,7 +169,7 @@ const JOURNAL_FORMAT = 1
 const JOURNAL_HEADER_BYTES = 16
 const DEFAULT_JOURNAL_LIMIT = 256 * 1024
 const HEARTBEAT_MS = 5_000
-const REMOTE_LEASE_MS = 30_000 // a worker on another host is judged by its heartbeat alone
+const REMOTE_LEASE_MS = 30_000 // a worker or a lock of another host is judged by its age alone
 const KILL_GRACE_MS = 2_000
 
 /** A number from the environment, or the default when it is unset or not a number ≥ 0. */
@@ -277,72 +277,97 @@ export function isProcessAlive(pid: number, startTime?: string): boolean {
 
 // Storage, part 1: the lockfile that serialises every write across processes.
 
+const LOCK_FIRST_BACKOFF_MS = 0.05
+const LOCK_MAX_BACKOFF_MS = 32
+
 /**
- * `queue.db.lock` holds `pid starttime token host`. It is created by link() from a complete temp file, so nobody
- * ever reads a half-written lock. A lock whose holder is dead (or a zombie, or a reused pid) is removed; a live
- * holder — or one on another host, whose pids mean nothing here — is waited for, never robbed, and after
- * `timeoutMs` the caller gets an error naming it.
+ * `queue.db.lock` holds `pid starttime token host`, with a new token for every acquisition. It is created by link()
+ * from a complete temp file, so nobody ever reads a half-written lock. It is held for one transaction, about a
+ * millisecond; the longest is a compaction, which writes the whole database once (~0.1 s at 100k jobs, growing
+ * with the file): never near REMOTE_LEASE_MS.
+ *
+ * A lock is stale, and removed, when its holder on this host is dead (or a zombie, or a reused pid), or when it is
+ * from another host (whose pids mean nothing here) and its file is older than REMOTE_LEASE_MS: no live holder keeps
+ * it that long, so that one died or was cut off. Like workers' heartbeats, this relies on the hosts' clocks agreeing
+ * within seconds. A holder that was itself held up that long (SIGSTOP, a suspended VM) checks that the lock is still
+ * its own before it appends to the journal or compacts, and rolls back if not. Any other holder is waited for, never
+ * robbed, and after `timeoutMs` the caller gets an error naming it.
  */
 export class FileLock {
-  private readonly token: string
-  private held = false
+  private readonly owner = `${process.pid} ${processStartTime(process.pid)}`
+  private readonly host = hostname()
+  private content: string | undefined // while held: what this acquisition wrote into the lock
 
-  constructor(readonly path: string, private readonly timeoutMs = envNumber('QUEUECTL_LOCK_TIMEOUT', 30) * 1000) {
-    this.token = `${process.pid} ${processStartTime(process.pid)} ${randomBytes(6).toString('hex')} ${hostname()}\n`
-  }
+  constructor(readonly path: string, private readonly timeoutMs = envNumber('QUEUECTL_LOCK_TIMEOUT', 30) * 1000) {}
 
   acquire(): void {
-    const started = Date.now()
-    let backoffMs = 0.05
-    let warned = false
-    for (;;) {
-      if (this.tryCreate()) return
-      const content = this.readLock()
-      if (content !== undefined && this.isStale(content)) {
-        this.breakStale(content)
-        continue
-      }
-      const waited = Date.now() - started
-      if (waited > this.timeoutMs) {
-        throw new QueueError(`the queue is locked by ${describeHolder(content)} for over ${Math.round(waited / 1000)} s and it is not known to be dead, so the lock was left alone (stop that process, or raise QUEUECTL_LOCK_TIMEOUT)`)
-      }
-      if (!warned && waited > 3000) {
-        warned = true
-        process.stderr.write(`queuectl: waiting for the queue lock held by ${describeHolder(content)}…\n`)
-      }
-      sleepSync(backoffMs * (0.5 + Math.random()))
-      backoffMs = Math.min(backoffMs * 2, 1)
-    }
-  }
-
-  release(): void {
-    if (!this.held) return
-    this.held = false
-    if (this.readLock() === this.token) rmQuiet(this.path) // never remove a lock that is no longer ours
-  }
-
-  private tryCreate(): boolean {
+    const content = `${this.owner} ${randomBytes(6).toString('hex')} ${this.host}\n`
     const tmp = `${this.path}.${process.pid}.${randomBytes(4).toString('hex')}`
+    let fd: number | undefined
     try {
-      const fd = openSync(tmp, 'wx', 0o600)
-      try {
-        writeSync(fd, this.token)
-      } finally {
-        closeSync(fd)
-      }
+      fd = openSync(tmp, 'wx', 0o600)
+      writeSync(fd, content)
     } catch (error) {
+      if (fd !== undefined) closeSync(fd)
       rmQuiet(tmp)
       throw new QueueError(`cannot create the lock file in ${dirname(this.path)}: ${(error as Error).message} (is the disk full or the folder read-only?)`)
     }
     try {
-      linkSync(tmp, this.path)
-      this.held = true
-      return true
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
-      return false
+      this.waitToLink(tmp, fd)
     } finally {
-      unlinkSync(tmp)
+      closeSync(fd)
+      rmQuiet(tmp)
+    }
+    this.content = content
+  }
+
+  release(): void {
+    const mine = this.content
+    this.content = undefined
+    if (mine !== undefined && this.readLock() === mine) rmQuiet(this.path) // never remove a lock that is no longer ours
+  }
+
+  /** False if the lock was taken over, which only a holder held up for longer than REMOTE_LEASE_MS can find. */
+  stillHeld(): boolean {
+    return this.content !== undefined && this.readLock() === this.content
+  }
+
+  private waitToLink(tmp: string, fd: number): void {
+    const started = Date.now()
+    let touched = started
+    let seen: string | undefined
+    let backoffMs = LOCK_FIRST_BACKOFF_MS
+    let warned = false
+    for (;;) {
+      if (Date.now() - touched > 1000) {
+        // The lock's age must be its holder's, not that of our wait: a long wait must not make our lock look stale.
+        futimesSync(fd, new Date(), new Date())
+        touched = Date.now()
+      }
+      try {
+        linkSync(tmp, this.path)
+        return
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
+      }
+      const holder = this.readLock()
+      if (holder !== undefined && this.isStale(holder)) {
+        this.breakStale(holder)
+        continue
+      }
+      const waited = Date.now() - started
+      if (waited > this.timeoutMs) {
+        throw new QueueError(`the queue is locked by ${describeHolder(holder)} for over ${Math.round(waited / 1000)} s and it is not known to be dead, so the lock was left alone (stop that process, or raise QUEUECTL_LOCK_TIMEOUT)`)
+      }
+      if (!warned && waited > 3000) {
+        warned = true
+        process.stderr.write(`queuectl: waiting for the queue lock held by ${describeHolder(holder)}…\n`)
+      }
+      // A lock is held for about a millisecond, so retry soon; only while one holder keeps it (a compaction, a hung
+      // process) does the wait grow, so that a waiter does not spin. Every acquisition writes a new token.
+      backoffMs = holder === seen ? Math.min(backoffMs * 2, LOCK_MAX_BACKOFF_MS) : LOCK_FIRST_BACKOFF_MS
+      seen = holder
+      sleepSync(backoffMs * (0.5 + Math.random()))
     }
   }
 
@@ -356,7 +381,7 @@ export class FileLock {
 
   private isStale(content: string): boolean {
     const [pid, startTime, , host] = content.trim().split(' ')
-    if (host && host !== hostname()) return false
+    if (host && host !== this.host) return ageMs(this.path) > REMOTE_LEASE_MS
     if (/^\d+$/.test(pid ?? '')) return !isProcessAlive(Number(pid), startTime)
     return ageMs(this.path) > 2000 // unreadable content is not ours to judge until it is clearly abandoned
   }
@@ -700,7 +725,10 @@ export class SqlJsStorage implements Storage {
     let appended = 0
     try {
       result = await fn(this.session(true))
-      if (this.pending.length > 0) appended = this.append(fd, this.pending)
+      if (this.pending.length > 0) {
+        if (!this.lock.stillHeld()) throw new QueueError('the queue lock was taken over while this process was held up (paused?); nothing was written')
+        appended = this.append(fd, this.pending)
+      }
     } catch (error) {
       db.exec('ROLLBACK')
       throw error
@@ -709,7 +737,7 @@ export class SqlJsStorage implements Storage {
     }
     db.exec('COMMIT')
     this.applied += appended
-    if (this.applied > this.journalLimit) this.compact()
+    if (this.applied > this.journalLimit && this.lock.stillHeld()) this.compact()
     return result
   }
 
