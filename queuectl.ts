@@ -440,8 +440,12 @@ export interface SqlSession {
 export interface Storage {
   /** A consistent view of the latest committed state. */
   read<T>(fn: (sql: SqlSession) => Promise<T>): Promise<T>
-  /** One atomic, durable transaction: when it resolves, a crash of any process loses nothing it did. */
-  write<T>(fn: (sql: SqlSession) => Promise<T>): Promise<T>
+  /**
+   * One atomic, durable transaction: when it resolves, a crash of any process loses nothing it did. `afterCommit`
+   * runs once it is durable and before any other write can begin: for files that go with the rows it deleted, so
+   * that a row written again under the same key cannot lose its new file.
+   */
+  write<T>(fn: (sql: SqlSession) => Promise<T>, afterCommit?: (result: T) => void): Promise<T>
   /** Appended to the query that picks a job to claim (a server database adds `FOR UPDATE SKIP LOCKED`). */
   readonly claimLock: string
   close(): void
@@ -624,13 +628,13 @@ export class SqlJsStorage implements Storage {
     })
   }
 
-  write<T>(fn: (sql: SqlSession) => Promise<T>): Promise<T> {
+  write<T>(fn: (sql: SqlSession) => Promise<T>, afterCommit?: (result: T) => void): Promise<T> {
     return this.serialised(async () => {
       this.lock.acquire()
       try {
         const fd = this.catchUp(true)
         try {
-          return await this.transaction(fd, fn)
+          return await this.transaction(fd, fn, afterCommit)
         } finally {
           closeSync(fd)
         }
@@ -717,7 +721,7 @@ export class SqlJsStorage implements Storage {
     return this.db
   }
 
-  private async transaction<T>(fd: number, fn: (sql: SqlSession) => Promise<T>): Promise<T> {
+  private async transaction<T>(fd: number, fn: (sql: SqlSession) => Promise<T>, afterCommit?: (result: T) => void): Promise<T> {
     const db = this.database()
     db.exec('BEGIN')
     this.pending = []
@@ -737,6 +741,7 @@ export class SqlJsStorage implements Storage {
     }
     db.exec('COMMIT')
     this.applied += appended
+    afterCommit?.(result)
     if (this.applied > this.journalLimit && this.lock.stillHeld()) this.compact()
     return result
   }
@@ -1383,7 +1388,14 @@ export class Queue {
     const cutoff = Date.now() - (options.olderThanMs ?? 0)
     const candidates = `SELECT id FROM jobs WHERE state IN (${states.map(() => '?').join(', ')}) AND finished_at <= ?`
     if (!(await this.query(`${candidates} LIMIT 1`, [...states, cutoff])).length) return []
-    const ids = await this.storage.write(async (sql) => {
+    // The logs go while the lock is still held: once it is released, a new job may take a purged id and start a log.
+    const removeLogs = (ids: string[]) => {
+      for (const id of ids) {
+        rmQuiet(this.logPath(id))
+        rmQuiet(this.processNotePath(id))
+      }
+    }
+    return this.storage.write(async (sql) => {
       const rows = await sql.all<{ id: string }>(candidates, [...states, cutoff])
       for (const { id } of rows) {
         await sql.run('DELETE FROM jobs WHERE id = ?', [id])
@@ -1391,12 +1403,7 @@ export class Queue {
       }
       await sql.run('DELETE FROM envs WHERE hash NOT IN (SELECT env_hash FROM jobs WHERE env_hash IS NOT NULL)')
       return rows.map((r) => r.id)
-    })
-    for (const id of ids) {
-      rmQuiet(this.logPath(id))
-      rmQuiet(this.processNotePath(id))
-    }
-    return ids
+    }, removeLogs)
   }
 
   /** The `retention` config applied: what workers run every few seconds. */
