@@ -438,7 +438,7 @@ export interface SqlSession {
 }
 
 export interface Storage {
-  /** A consistent view of the latest committed state. */
+  /** A consistent view of the latest committed state, read-only: a statement that would write fails. */
   read<T>(fn: (sql: SqlSession) => Promise<T>): Promise<T>
   /**
    * One atomic, durable transaction: when it resolves, a crash of any process loses nothing it did. `afterCommit`
@@ -583,6 +583,7 @@ function journalHeader(generation: number): Buffer {
 }
 
 const exclusiveByHome = new Map<string, Promise<unknown>>()
+const WRITING_OPCODES = new Set(['AutoCommit', 'Savepoint', 'Vacuum', 'JournalMode', 'Checkpoint', 'VUpdate'])
 
 /**
  * sql.js persisted as `queue.db` (snapshot) + `queue.db.journal` (one framed record per transaction).
@@ -594,6 +595,7 @@ export class SqlJsStorage implements Storage {
   private generation = 0
   private applied = 0 // bytes of the journal already in memory
   private readonly statements = new Map<string, Statement>()
+  private readonly readOnlySql = new Set<string>()
   private readonly lock: FileLock
   private readonly dbPath: string
   private readonly journalPath: string
@@ -621,10 +623,24 @@ export class SqlJsStorage implements Storage {
     return storage
   }
 
+  /**
+   * A write here would change memory without the journal, and this process would silently part from the others
+   * (until its next compaction wrote its view to disk for everyone). So a read runs only statements that SQLite
+   * compiles to a program that writes nothing (see `readOnly`), inside a transaction that is rolled back.
+   */
   read<T>(fn: (sql: SqlSession) => Promise<T>): Promise<T> {
     return this.serialised(async () => {
       this.catchUp(false)
-      return fn(this.session(false))
+      this.prepare('BEGIN').run()
+      try {
+        return await fn(this.session(false))
+      } finally {
+        try {
+          this.prepare('ROLLBACK').run()
+        } catch {
+          this.loadSnapshot() // SQLite ended the transaction itself (out of memory): start again from disk
+        }
+      }
     })
   }
 
@@ -684,6 +700,7 @@ export class SqlJsStorage implements Storage {
 
   private session(writable: boolean): SqlSession {
     const all = async <T>(sql: string, params: SqlValue[] = []): Promise<T[]> => {
+      if (!writable && !this.readOnly(sql)) throw new QueueError(`a read cannot write: ${sql.trim().split(/\s+/).slice(0, 4).join(' ')}…`)
       const statement = this.prepare(sql)
       try {
         statement.bind(params)
@@ -705,6 +722,27 @@ export class SqlJsStorage implements Storage {
         else this.pending.push([sql, params])
       },
     }
+  }
+
+  /**
+   * What sqlite3_stmt_readonly() says (sql.js does not expose it), asked of the program SQLite compiles the
+   * statement to: no write transaction, no VACUUM or journal mode change; nor BEGIN, COMMIT or SAVEPOINT. Asked once
+   * per statement text. (PRAGMA query_only would refuse writes too, but setting it expires every prepared statement:
+   * toggled around reads, it made a worker's claim-and-finish cycle ~30 % dearer.)
+   */
+  private readOnly(sql: string): boolean {
+    if (this.readOnlySql.has(sql)) return true
+    const program = this.database().prepare(`EXPLAIN ${sql}`)
+    try {
+      while (program.step()) {
+        const [, opcode, , p2] = program.get() as [number, string, number, number]
+        if ((opcode === 'Transaction' && p2 !== 0) || WRITING_OPCODES.has(opcode)) return false
+      }
+    } finally {
+      program.free()
+    }
+    this.readOnlySql.add(sql)
+    return true
   }
 
   private prepare(sql: string): Statement {
@@ -1189,13 +1227,6 @@ export class Queue {
     this.storage.close()
   }
 
-  /** Read-only SQL over the tables, for reports the API does not have. */
-  query<T = Row>(sql: string, params: SqlValue[] = []): Promise<T[]> {
-    // A write here would change memory without the journal: refuse anything but a query.
-    if (!/^\s*(SELECT|WITH|EXPLAIN)\b/i.test(sql)) throw new UsageError('query() runs SELECT statements only')
-    return this.storage.read((db) => db.all<T>(sql, params))
-  }
-
   async enqueue(spec: JobSpec): Promise<Job> {
     return (await this.enqueueMany([spec]))[0]
   }
@@ -1285,13 +1316,13 @@ export class Queue {
 
   async listJobs(options: { state?: JobState; limit?: number; offset?: number; search?: string } = {}): Promise<Job[]> {
     const [where, params] = this.filter(options)
-    const rows = await this.query<JobRow>(`SELECT * FROM jobs ${where} ORDER BY seq DESC LIMIT ? OFFSET ?`, [...params, options.limit ?? 100, options.offset ?? 0])
+    const rows = await this.storage.read((sql) => sql.all<JobRow>(`SELECT * FROM jobs ${where} ORDER BY seq DESC LIMIT ? OFFSET ?`, [...params, options.limit ?? 100, options.offset ?? 0]))
     return rows.map(toJob)
   }
 
   async countJobs(options: { state?: JobState; search?: string } = {}): Promise<number> {
     const [where, params] = this.filter(options)
-    return Number((await this.query<{ n: number }>(`SELECT count(*) AS n FROM jobs ${where}`, params))[0].n)
+    return Number((await this.storage.read((sql) => sql.get<{ n: number }>(`SELECT count(*) AS n FROM jobs ${where}`, params)))!.n)
   }
 
   private filter(options: { state?: JobState; search?: string }): [string, SqlValue[]] {
@@ -1387,7 +1418,7 @@ export class Queue {
     }
     const cutoff = Date.now() - (options.olderThanMs ?? 0)
     const candidates = `SELECT id FROM jobs WHERE state IN (${states.map(() => '?').join(', ')}) AND finished_at <= ?`
-    if (!(await this.query(`${candidates} LIMIT 1`, [...states, cutoff])).length) return []
+    if (!(await this.storage.read((sql) => sql.get(`${candidates} LIMIT 1`, [...states, cutoff])))) return []
     // The logs go while the lock is still held: once it is released, a new job may take a purged id and start a log.
     const removeLogs = (ids: string[]) => {
       for (const id of ids) {
@@ -1573,13 +1604,13 @@ export class Queue {
 
   /** When the next not-yet-due job becomes due (ms since epoch), if any. */
   async nextRunAt(): Promise<number | undefined> {
-    const row = (await this.query<{ t: number | null }>("SELECT min(run_at) AS t FROM jobs WHERE state IN ('pending', 'failed')"))[0]
+    const row = await this.storage.read((sql) => sql.get<{ t: number | null }>("SELECT min(run_at) AS t FROM jobs WHERE state IN ('pending', 'failed')"))
     return row?.t ?? undefined
   }
 
   /** Whether any job is still waiting to run (now or later); `worker run --drain` stops when none is. */
   async hasWaitingJobs(): Promise<boolean> {
-    return (await this.query("SELECT 1 FROM jobs WHERE state IN ('pending', 'failed') LIMIT 1")).length > 0
+    return (await this.storage.read((sql) => sql.get("SELECT 1 FROM jobs WHERE state IN ('pending', 'failed') LIMIT 1"))) !== undefined
   }
 }
 
@@ -1886,6 +1917,11 @@ function inheritedNodeArgs(): string[] {
   return process.execArgv.filter((arg) => !dropped.test(arg))
 }
 
+/** The workers registered from this host: the ones whose pids mean something here. */
+function localWorkers(queue: Queue): Promise<WorkerRow[]> {
+  return queue.storage.read((sql) => sql.all<WorkerRow>('SELECT * FROM workers WHERE host = ?', [HOST]))
+}
+
 /** Starts `count` detached `worker run` processes and waits until each has registered. Returns their pids. */
 export async function startWorkers(queue: Queue, count: number, timeoutMs = 15_000): Promise<number[]> {
   makeDirectory(join(queue.home, 'logs'))
@@ -1908,7 +1944,7 @@ export async function startWorkers(queue: Queue, count: number, timeoutMs = 15_0
   }
   const deadline = Date.now() + timeoutMs
   for (;;) {
-    const registered = new Set((await queue.query<{ pid: number }>('SELECT pid FROM workers WHERE host = ?', [HOST])).map((r) => r.pid))
+    const registered = new Set((await localWorkers(queue)).map((w) => w.pid))
     const missing = pids.filter((pid) => !registered.has(pid))
     if (missing.length === 0) return pids
     const exited = missing.filter((pid) => !isProcessAlive(pid))
@@ -1921,7 +1957,7 @@ export async function startWorkers(queue: Queue, count: number, timeoutMs = 15_0
 /** Signals every live worker of this queue on this host, then waits for them to exit. Returns how many stopped. */
 export async function stopWorkers(queue: Queue, options: { force?: boolean; timeoutMs?: number; onWait?: (left: number) => void } = {}): Promise<{ stopped: number; left: number }> {
   await queue.recoverLostJobs()
-  const workers = (await queue.query<WorkerRow>('SELECT * FROM workers WHERE host = ?', [HOST])).filter((w) => isProcessAlive(w.pid, w.proc_start || undefined))
+  const workers = (await localWorkers(queue)).filter((w) => isProcessAlive(w.pid, w.proc_start || undefined))
   for (const w of workers) {
     try {
       process.kill(w.pid, options.force ? 'SIGUSR2' : 'SIGTERM')
@@ -2095,10 +2131,10 @@ async function metricsText(queue: Queue): Promise<string> {
   const { workers, counts } = await queue.status()
   const stats = await queue.stats()
   const cols = DASHBOARD_BUCKETS.map((le, i) => `sum(duration_ms <= ${le * 1000}) AS b${i}`).join(', ')
-  const [row] = await queue.query<Record<string, number | null>>(
+  const row = await queue.storage.read((sql) => sql.get<Record<string, number | null>>(
     `SELECT count(*) AS n, total(duration_ms) AS sum_ms, sum(exit_code = 0) AS ok, ${cols}
        FROM attempts WHERE finished_at IS NOT NULL AND duration_ms IS NOT NULL`,
-  )
+  ))
   const n = row?.n ?? 0
   const lines = [
     '# HELP queuectl_jobs Jobs in the queue, by state.',
