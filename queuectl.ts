@@ -25,7 +25,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
 import {
-  closeSync, existsSync, fdatasyncSync, fstatSync, fsyncSync, ftruncateSync, linkSync,
+  closeSync, existsSync, fdatasyncSync, fstatSync, fsyncSync, ftruncateSync, futimesSync, linkSync,
   mkdirSync, openSync, readdirSync, readFileSync, readSync, realpathSync, renameSync, statSync, unlinkSync, watch, writeSync,
   type FSWatcher,
 } from 'node:fs'
@@ -192,6 +192,7 @@ const HEARTBEAT_MS = 5_000 // or a third of the lease, if that is shorter
 // A process that has not watched a remote worker's heartbeat stand still for a lease (a CLI call) judges it by the
 // heartbeat's age on its own clock instead, and allows the two hosts' clocks to differ by this much.
 const CLOCK_SKEW_ALLOWANCE_MS = 60_000
+const REMOTE_LEASE_MS = 30_000 // a lock of another host is judged by its age alone (the lock cannot read the config)
 const KILL_GRACE_MS = 2_000
 const MACHINE_FAULT_BACKOFF_MS = { first: 1_000, max: 60_000 }
 
@@ -333,72 +334,97 @@ export function isProcessAlive(pid: number, startTime?: string): boolean {
 
 // Storage, part 1: the lockfile that serialises every write across processes.
 
+const LOCK_FIRST_BACKOFF_MS = 0.05
+const LOCK_MAX_BACKOFF_MS = 32
+
 /**
- * `queue.db.lock` holds `pid starttime token host`. It is created by link() from a complete temp file, so nobody
- * ever reads a half-written lock. A lock whose holder is dead (or a zombie, or a reused pid) is removed; a live
- * holder — or one on another host, whose pids mean nothing here — is waited for, never robbed, and after
- * `timeoutMs` the caller gets an error naming it.
+ * `queue.db.lock` holds `pid starttime token host`, with a new token for every acquisition. It is created by link()
+ * from a complete temp file, so nobody ever reads a half-written lock. It is held for one transaction, about a
+ * millisecond; the longest is a compaction, which writes the whole database once (~0.1 s at 100k jobs, growing
+ * with the file): never near REMOTE_LEASE_MS.
+ *
+ * A lock is stale, and removed, when its holder on this host is dead (or a zombie, or a reused pid), or when it is
+ * from another host (whose pids mean nothing here) and its file is older than REMOTE_LEASE_MS: no live holder keeps
+ * it that long, so that one died or was cut off. Like workers' heartbeats, this relies on the hosts' clocks agreeing
+ * within seconds. A holder that was itself held up that long (SIGSTOP, a suspended VM) checks that the lock is still
+ * its own before it appends to the journal or compacts, and rolls back if not. Any other holder is waited for, never
+ * robbed, and after `timeoutMs` the caller gets an error naming it.
  */
 export class FileLock {
-  private readonly token: string
-  private held = false
+  private readonly owner = `${process.pid} ${processStartTime(process.pid)}`
+  private readonly host = hostname()
+  private content: string | undefined // while held: what this acquisition wrote into the lock
 
-  constructor(readonly path: string, private readonly timeoutMs = envNumber('QUEUECTL_LOCK_TIMEOUT', 30) * 1000) {
-    this.token = `${process.pid} ${processStartTime(process.pid)} ${randomBytes(6).toString('hex')} ${hostname()}\n`
-  }
+  constructor(readonly path: string, private readonly timeoutMs = envNumber('QUEUECTL_LOCK_TIMEOUT', 30) * 1000) {}
 
   acquire(): void {
-    const started = Date.now()
-    let backoffMs = 0.05
-    let warned = false
-    for (;;) {
-      if (this.tryCreate()) return
-      const content = this.readLock()
-      if (content !== undefined && this.isStale(content)) {
-        this.breakStale(content)
-        continue
-      }
-      const waited = Date.now() - started
-      if (waited > this.timeoutMs) {
-        throw new QueueError(`the queue is locked by ${describeHolder(content)} for over ${Math.round(waited / 1000)} s and it is not known to be dead, so the lock was left alone (stop that process, or raise QUEUECTL_LOCK_TIMEOUT)`)
-      }
-      if (!warned && waited > 3000) {
-        warned = true
-        process.stderr.write(`queuectl: waiting for the queue lock held by ${describeHolder(content)}…\n`)
-      }
-      sleepSync(backoffMs * (0.5 + Math.random()))
-      backoffMs = Math.min(backoffMs * 2, 1)
-    }
-  }
-
-  release(): void {
-    if (!this.held) return
-    this.held = false
-    if (this.readLock() === this.token) rmQuiet(this.path) // never remove a lock that is no longer ours
-  }
-
-  private tryCreate(): boolean {
+    const content = `${this.owner} ${randomBytes(6).toString('hex')} ${this.host}\n`
     const tmp = `${this.path}.${process.pid}.${randomBytes(4).toString('hex')}`
+    let fd: number | undefined
     try {
-      const fd = openSync(tmp, 'wx', 0o600)
-      try {
-        writeSync(fd, this.token)
-      } finally {
-        closeSync(fd)
-      }
+      fd = openSync(tmp, 'wx', 0o600)
+      writeSync(fd, content)
     } catch (error) {
+      if (fd !== undefined) closeSync(fd)
       rmQuiet(tmp)
       throw new QueueError(`cannot create the lock file in ${dirname(this.path)}: ${(error as Error).message} (is the disk full or the folder read-only?)`)
     }
     try {
-      linkSync(tmp, this.path)
-      this.held = true
-      return true
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
-      return false
+      this.waitToLink(tmp, fd)
     } finally {
-      unlinkSync(tmp)
+      closeSync(fd)
+      rmQuiet(tmp)
+    }
+    this.content = content
+  }
+
+  release(): void {
+    const mine = this.content
+    this.content = undefined
+    if (mine !== undefined && this.readLock() === mine) rmQuiet(this.path) // never remove a lock that is no longer ours
+  }
+
+  /** False if the lock was taken over, which only a holder held up for longer than REMOTE_LEASE_MS can find. */
+  stillHeld(): boolean {
+    return this.content !== undefined && this.readLock() === this.content
+  }
+
+  private waitToLink(tmp: string, fd: number): void {
+    const started = Date.now()
+    let touched = started
+    let seen: string | undefined
+    let backoffMs = LOCK_FIRST_BACKOFF_MS
+    let warned = false
+    for (;;) {
+      if (Date.now() - touched > 1000) {
+        // The lock's age must be its holder's, not that of our wait: a long wait must not make our lock look stale.
+        futimesSync(fd, new Date(), new Date())
+        touched = Date.now()
+      }
+      try {
+        linkSync(tmp, this.path)
+        return
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
+      }
+      const holder = this.readLock()
+      if (holder !== undefined && this.isStale(holder)) {
+        this.breakStale(holder)
+        continue
+      }
+      const waited = Date.now() - started
+      if (waited > this.timeoutMs) {
+        throw new QueueError(`the queue is locked by ${describeHolder(holder)} for over ${Math.round(waited / 1000)} s and it is not known to be dead, so the lock was left alone (stop that process, or raise QUEUECTL_LOCK_TIMEOUT)`)
+      }
+      if (!warned && waited > 3000) {
+        warned = true
+        process.stderr.write(`queuectl: waiting for the queue lock held by ${describeHolder(holder)}…\n`)
+      }
+      // A lock is held for about a millisecond, so retry soon; only while one holder keeps it (a compaction, a hung
+      // process) does the wait grow, so that a waiter does not spin. Every acquisition writes a new token.
+      backoffMs = holder === seen ? Math.min(backoffMs * 2, LOCK_MAX_BACKOFF_MS) : LOCK_FIRST_BACKOFF_MS
+      seen = holder
+      sleepSync(backoffMs * (0.5 + Math.random()))
     }
   }
 
@@ -412,7 +438,7 @@ export class FileLock {
 
   private isStale(content: string): boolean {
     const [pid, startTime, , host] = content.trim().split(' ')
-    if (host && host !== hostname()) return false
+    if (host && host !== this.host) return ageMs(this.path) > REMOTE_LEASE_MS
     if (/^\d+$/.test(pid ?? '')) return !isProcessAlive(Number(pid), startTime)
     return ageMs(this.path) > 2000 // unreadable content is not ours to judge until it is clearly abandoned
   }
@@ -469,10 +495,14 @@ export interface SqlSession {
 }
 
 export interface Storage {
-  /** A consistent view of the latest committed state. */
+  /** A consistent view of the latest committed state, read-only: a statement that would write fails. */
   read<T>(fn: (sql: SqlSession) => Promise<T>): Promise<T>
-  /** One atomic, durable transaction: when it resolves, a crash of any process loses nothing it did. */
-  write<T>(fn: (sql: SqlSession) => Promise<T>): Promise<T>
+  /**
+   * One atomic, durable transaction: when it resolves, a crash of any process loses nothing it did. `afterCommit`
+   * runs once it is durable and before any other write can begin: for files that go with the rows it deleted, so
+   * that a row written again under the same key cannot lose its new file.
+   */
+  write<T>(fn: (sql: SqlSession) => Promise<T>, afterCommit?: (result: T) => void): Promise<T>
   /** Appended to the query that picks a job to claim (a server database adds `FOR UPDATE SKIP LOCKED`). */
   readonly claimLock: string
   close(): void
@@ -636,6 +666,7 @@ function journalHeader(generation: number): Buffer {
 }
 
 const exclusiveByHome = new Map<string, Promise<unknown>>()
+const WRITING_OPCODES = new Set(['AutoCommit', 'Savepoint', 'Vacuum', 'JournalMode', 'Checkpoint', 'VUpdate'])
 
 /**
  * sql.js persisted as `queue.db` (snapshot) + `queue.db.journal` (one framed record per transaction).
@@ -648,6 +679,7 @@ export class SqlJsStorage implements Storage {
   private schemaVersion = 0
   private applied = 0 // bytes of the journal already in memory
   private readonly statements = new Map<string, Statement>()
+  private readonly readOnlySql = new Set<string>()
   private readonly lock: FileLock
   private readonly dbPath: string
   private readonly journalPath: string
@@ -676,20 +708,34 @@ export class SqlJsStorage implements Storage {
     return storage
   }
 
+  /**
+   * A write here would change memory without the journal, and this process would silently part from the others
+   * (until its next compaction wrote its view to disk for everyone). So a read runs only statements that SQLite
+   * compiles to a program that writes nothing (see `readOnly`), inside a transaction that is rolled back.
+   */
   read<T>(fn: (sql: SqlSession) => Promise<T>): Promise<T> {
     return this.serialised(async () => {
       this.catchUp(false)
-      return fn(this.session(false))
+      this.prepare('BEGIN').run()
+      try {
+        return await fn(this.session(false))
+      } finally {
+        try {
+          this.prepare('ROLLBACK').run()
+        } catch {
+          this.loadSnapshot() // SQLite ended the transaction itself (out of memory): start again from disk
+        }
+      }
     })
   }
 
-  write<T>(fn: (sql: SqlSession) => Promise<T>): Promise<T> {
+  write<T>(fn: (sql: SqlSession) => Promise<T>, afterCommit?: (result: T) => void): Promise<T> {
     return this.serialised(async () => {
       this.lock.acquire()
       try {
         const fd = this.catchUp(true)
         try {
-          return await this.transaction(fd, fn)
+          return await this.transaction(fd, fn, afterCommit)
         } finally {
           closeSync(fd)
         }
@@ -769,6 +815,7 @@ export class SqlJsStorage implements Storage {
 
   private session(writable: boolean): SqlSession {
     const all = async <T>(sql: string, params: SqlValue[] = []): Promise<T[]> => {
+      if (!writable && !this.readOnly(sql)) throw new QueueError(`a read cannot write: ${sql.trim().split(/\s+/).slice(0, 4).join(' ')}…`)
       const statement = this.prepare(sql)
       try {
         statement.bind(params)
@@ -792,6 +839,27 @@ export class SqlJsStorage implements Storage {
     }
   }
 
+  /**
+   * What sqlite3_stmt_readonly() says (sql.js does not expose it), asked of the program SQLite compiles the
+   * statement to: no write transaction, no VACUUM or journal mode change; nor BEGIN, COMMIT or SAVEPOINT. Asked once
+   * per statement text. (PRAGMA query_only would refuse writes too, but setting it expires every prepared statement:
+   * toggled around reads, it made a worker's claim-and-finish cycle ~30 % dearer.)
+   */
+  private readOnly(sql: string): boolean {
+    if (this.readOnlySql.has(sql)) return true
+    const program = this.database().prepare(`EXPLAIN ${sql}`)
+    try {
+      while (program.step()) {
+        const [, opcode, , p2] = program.get() as [number, string, number, number]
+        if ((opcode === 'Transaction' && p2 !== 0) || WRITING_OPCODES.has(opcode)) return false
+      }
+    } finally {
+      program.free()
+    }
+    this.readOnlySql.add(sql)
+    return true
+  }
+
   private prepare(sql: string): Statement {
     let statement = this.statements.get(sql)
     if (!statement) {
@@ -806,7 +874,7 @@ export class SqlJsStorage implements Storage {
     return this.db
   }
 
-  private async transaction<T>(fd: number, fn: (sql: SqlSession) => Promise<T>): Promise<T> {
+  private async transaction<T>(fd: number, fn: (sql: SqlSession) => Promise<T>, afterCommit?: (result: T) => void): Promise<T> {
     const db = this.database()
     db.exec('BEGIN')
     this.pending = []
@@ -814,7 +882,10 @@ export class SqlJsStorage implements Storage {
     let appended = 0
     try {
       result = await fn(this.session(true))
-      if (this.pending.length > 0) appended = this.append(fd, this.pending)
+      if (this.pending.length > 0) {
+        if (!this.lock.stillHeld()) throw new QueueError('the queue lock was taken over while this process was held up (paused?); nothing was written')
+        appended = this.append(fd, this.pending)
+      }
     } catch (error) {
       db.exec('ROLLBACK')
       throw error
@@ -823,7 +894,8 @@ export class SqlJsStorage implements Storage {
     }
     db.exec('COMMIT')
     this.applied += appended
-    if (this.applied > this.journalLimit) this.compact()
+    afterCommit?.(result)
+    if (this.applied > this.journalLimit && this.lock.stillHeld()) this.compact()
     return result
   }
 
@@ -1295,13 +1367,6 @@ export class Queue {
     this.storage.close()
   }
 
-  /** Read-only SQL over the tables, for reports the API does not have. */
-  query<T = Row>(sql: string, params: SqlValue[] = []): Promise<T[]> {
-    // A write here would change memory without the journal: refuse anything but a query.
-    if (!/^\s*(SELECT|WITH|EXPLAIN)\b/i.test(sql)) throw new UsageError('query() runs SELECT statements only')
-    return this.storage.read((db) => db.all<T>(sql, params))
-  }
-
   async enqueue(spec: JobSpec): Promise<Job> {
     return (await this.enqueueMany([spec]))[0]
   }
@@ -1391,13 +1456,13 @@ export class Queue {
 
   async listJobs(options: { state?: JobState; limit?: number; offset?: number; search?: string } = {}): Promise<Job[]> {
     const [where, params] = this.filter(options)
-    const rows = await this.query<JobRow>(`SELECT * FROM jobs ${where} ORDER BY seq DESC LIMIT ? OFFSET ?`, [...params, options.limit ?? 100, options.offset ?? 0])
+    const rows = await this.storage.read((sql) => sql.all<JobRow>(`SELECT * FROM jobs ${where} ORDER BY seq DESC LIMIT ? OFFSET ?`, [...params, options.limit ?? 100, options.offset ?? 0]))
     return rows.map(toJob)
   }
 
   async countJobs(options: { state?: JobState; search?: string } = {}): Promise<number> {
     const [where, params] = this.filter(options)
-    return Number((await this.query<{ n: number }>(`SELECT count(*) AS n FROM jobs ${where}`, params))[0].n)
+    return Number((await this.storage.read((sql) => sql.get<{ n: number }>(`SELECT count(*) AS n FROM jobs ${where}`, params)))!.n)
   }
 
   private filter(options: { state?: JobState; search?: string }): [string, SqlValue[]] {
@@ -1506,8 +1571,15 @@ export class Queue {
     }
     const cutoff = Date.now() - (options.olderThanMs ?? 0)
     const candidates = `SELECT id FROM jobs WHERE state IN (${states.map(() => '?').join(', ')}) AND finished_at <= ?`
-    if (!(await this.query(`${candidates} LIMIT 1`, [...states, cutoff])).length) return []
-    const ids = await this.storage.write(async (sql) => {
+    if (!(await this.storage.read((sql) => sql.get(`${candidates} LIMIT 1`, [...states, cutoff])))) return []
+    // The logs go while the lock is still held: once it is released, a new job may take a purged id and start a log.
+    const removeLogs = (ids: string[]) => {
+      for (const id of ids) {
+        rmQuiet(this.logPath(id))
+        rmQuiet(this.processNotePath(id))
+      }
+    }
+    return this.storage.write(async (sql) => {
       const rows = await sql.all<{ id: string }>(candidates, [...states, cutoff])
       for (const { id } of rows) {
         await sql.run('DELETE FROM jobs WHERE id = ?', [id])
@@ -1515,12 +1587,7 @@ export class Queue {
       }
       await sql.run('DELETE FROM envs WHERE hash NOT IN (SELECT env_hash FROM jobs WHERE env_hash IS NOT NULL)')
       return rows.map((r) => r.id)
-    })
-    for (const id of ids) {
-      rmQuiet(this.logPath(id))
-      rmQuiet(this.processNotePath(id))
-    }
-    return ids
+    }, removeLogs)
   }
 
   /** The `retention` config applied: what workers run every few seconds. */
@@ -1747,13 +1814,13 @@ export class Queue {
 
   /** When the next not-yet-due job becomes due (ms since epoch), if any. */
   async nextRunAt(): Promise<number | undefined> {
-    const row = (await this.query<{ t: number | null }>("SELECT min(run_at) AS t FROM jobs WHERE state IN ('pending', 'failed')"))[0]
+    const row = await this.storage.read((sql) => sql.get<{ t: number | null }>("SELECT min(run_at) AS t FROM jobs WHERE state IN ('pending', 'failed')"))
     return row?.t ?? undefined
   }
 
   /** Whether any job is still waiting to run (now or later); `worker run --drain` stops when none is. */
   async hasWaitingJobs(): Promise<boolean> {
-    return (await this.query("SELECT 1 FROM jobs WHERE state IN ('pending', 'failed') LIMIT 1")).length > 0
+    return (await this.storage.read((sql) => sql.get("SELECT 1 FROM jobs WHERE state IN ('pending', 'failed') LIMIT 1"))) !== undefined
   }
 }
 
@@ -2163,6 +2230,11 @@ function inheritedNodeArgs(): string[] {
   return process.execArgv.filter((arg) => !dropped.test(arg))
 }
 
+/** The workers registered from this host: the ones whose pids mean something here. */
+function localWorkers(queue: Queue): Promise<WorkerRow[]> {
+  return queue.storage.read((sql) => sql.all<WorkerRow>('SELECT * FROM workers WHERE host = ?', [HOST]))
+}
+
 /** Starts `count` detached `worker run` processes and waits until each has registered. Returns their pids. */
 export async function startWorkers(queue: Queue, count: number, timeoutMs = 15_000): Promise<number[]> {
   makeDirectory(join(queue.home, 'logs'))
@@ -2185,7 +2257,7 @@ export async function startWorkers(queue: Queue, count: number, timeoutMs = 15_0
   }
   const deadline = Date.now() + timeoutMs
   for (;;) {
-    const registered = new Set((await queue.query<{ pid: number }>('SELECT pid FROM workers WHERE host = ?', [HOST])).map((r) => r.pid))
+    const registered = new Set((await localWorkers(queue)).map((w) => w.pid))
     const missing = pids.filter((pid) => !registered.has(pid))
     if (missing.length === 0) return pids
     const exited = missing.filter((pid) => !isProcessAlive(pid))
@@ -2198,7 +2270,7 @@ export async function startWorkers(queue: Queue, count: number, timeoutMs = 15_0
 /** Signals every live worker of this queue on this host, then waits for them to exit. Returns how many stopped. */
 export async function stopWorkers(queue: Queue, options: { force?: boolean; timeoutMs?: number; onWait?: (left: number) => void } = {}): Promise<{ stopped: number; left: number }> {
   await queue.recoverLostJobs()
-  const workers = (await queue.query<WorkerRow>('SELECT * FROM workers WHERE host = ?', [HOST])).filter((w) => isProcessAlive(w.pid, w.proc_start || undefined))
+  const workers = (await localWorkers(queue)).filter((w) => isProcessAlive(w.pid, w.proc_start || undefined))
   for (const w of workers) {
     try {
       process.kill(w.pid, options.force ? 'SIGUSR2' : 'SIGTERM')
@@ -2433,9 +2505,9 @@ async function metricsText(queue: Queue): Promise<string> {
   const { workers, counts } = await queue.status()
   const stats = await queue.stats()
   const cols = DASHBOARD_BUCKETS.map((le, i) => `sum(duration_ms <= ${le * 1000}) AS b${i}`).join(', ')
-  const [row] = await queue.query<Record<string, number | null>>(
+  const row = await queue.storage.read((sql) => sql.get<Record<string, number | null>>(
     `SELECT count(*) AS n, total(duration_ms) AS sum_ms, ${cols} FROM attempts WHERE duration_ms IS NOT NULL AND ${COUNTED_ATTEMPT}`,
-  )
+  ))
   const n = row?.n ?? 0
   const lines = [
     '# HELP queuectl_jobs Jobs in the queue, by state.',
