@@ -25,14 +25,15 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
 import {
-  closeSync, existsSync, fdatasyncSync, fstatSync, fsyncSync, ftruncateSync, linkSync,
-  mkdirSync, openSync, readFileSync, readSync, realpathSync, renameSync, statSync, unlinkSync, watch, writeSync,
+  closeSync, existsSync, fdatasyncSync, fstatSync, fsyncSync, ftruncateSync, futimesSync, linkSync,
+  mkdirSync, openSync, readdirSync, readFileSync, readSync, realpathSync, renameSync, statSync, unlinkSync, watch, writeSync,
   type FSWatcher,
 } from 'node:fs'
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import { createRequire } from 'node:module'
 import { constants as osConstants, hostname } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
+import { StringDecoder } from 'node:string_decoder'
 import { fileURLToPath } from 'node:url'
 import { setFlagsFromString } from 'node:v8'
 import * as zlib from 'node:zlib'
@@ -73,6 +74,13 @@ export interface Job {
   unique_key: string | null
 }
 
+/**
+ * What an ended attempt counted as: `failed` covers a nonzero exit, a signal, a timeout and a job that cannot start
+ * for its own reason (a missing cwd); `released` is not counted against the job (`worker stop --force`, a stop
+ * before it started, a failure of the machine rather than the job).
+ */
+export type AttemptResult = 'completed' | 'failed' | 'lost' | 'cancelled' | 'released'
+
 /** One run of a job. `attempt` counts every run the job has had, also across a `dlq retry`. */
 export interface Attempt {
   attempt: number
@@ -83,6 +91,7 @@ export interface Attempt {
   signal: string | null
   error: string | null
   duration_ms: number | null
+  outcome: AttemptResult | null
 }
 
 export interface JobDetail extends Job {
@@ -104,7 +113,8 @@ export interface JobSpec {
   priority?: number
   run_at?: string | Date
   delay?: string | number
-  timeout?: number
+  /** seconds, or a duration such as `5m` */
+  timeout?: string | number
   queue?: string
   after?: string[] | string
   after_any?: string[] | string
@@ -129,6 +139,8 @@ export interface WorkerInfo {
   since: string | null
   started_at: string
   heartbeat_at: string
+  /** Why the worker holds back (e.g. backing off after a full disk), or null. */
+  note: string | null
   slots: number
   queues: string[] | null
   jobs: { id: string; slot: number; since: string }[]
@@ -142,7 +154,12 @@ export interface QueueStatus {
 export interface QueueStats {
   counts: Record<JobState, number>
   success_rate: number | null
+  /** failed or lost attempts that the job followed with another run */
   retries: number
+  /** attempts that failed or whose worker was lost */
+  failures: number
+  /** finished attempts by how they ended; `released` ones count nowhere else */
+  attempts: Record<AttemptResult, number>
   duration_ms: { mean: number | null; p50: number | null; p95: number | null }
   finished: { last_1m: number; last_5m: number; last_15m: number }
   oldest_pending_wait_ms: number | null
@@ -155,6 +172,9 @@ export class QueueError extends Error {}
 
 interface ConfigKey {
   default: number
+  /** what the key does, for `config list` */
+  does: string
+  /** the values it takes, for `config list` and the error that refuses another */
   range: string
   parse: (text: string) => number | undefined
 }
@@ -169,10 +189,10 @@ const decimal = (min: number, max: number) => (text: string) => {
 }
 
 /** A config value that is a duration: the same forms as every duration flag, as seconds. */
-const durationSeconds = (max: number) => (text: string) => {
+const durationSeconds = (max: number, min = 0) => (text: string) => {
   try {
     const seconds = parseDuration(text) / 1000
-    return seconds <= max ? seconds : undefined
+    return seconds >= min && seconds <= max ? seconds : undefined
   } catch {
     return undefined
   }
@@ -180,12 +200,13 @@ const durationSeconds = (max: number) => (text: string) => {
 const MAX_TIMEOUT_S = 2_000_000 // setTimeout overflows past 2^31 ms (24.8 days)
 
 export const CONFIG_KEYS: Record<string, ConfigKey> = {
-  max_retries: { default: 3, range: 'a whole number from 0 to 1000', parse: wholeNumber(0, 1000) },
-  backoff_base: { default: 2, range: 'a number of seconds from 0 to 1000 (0 = retry at once)', parse: decimal(0, 1000) },
-  backoff_max: { default: 3600, range: 'a number of seconds from 0 to 604800', parse: decimal(0, 604_800) },
-  job_timeout: { default: 0, range: 'a duration up to 23d such as 30s, 5m, 2h, or seconds (0 = no timeout)', parse: durationSeconds(MAX_TIMEOUT_S) },
-  worker_concurrency: { default: 1, range: 'a whole number from 1 to 256', parse: wholeNumber(1, 256) },
-  retention: { default: 0, range: 'a duration such as 7d, 12h, 30m or seconds (0 = keep finished jobs forever)', parse: durationSeconds(3_650 * 86_400) },
+  max_retries: { default: 3, does: 'retries after the first attempt, for jobs without --max-retries', range: 'a whole number from 0 to 1000', parse: wholeNumber(0, 1000) },
+  backoff_base: { default: 2, does: 'a failed job waits backoff_base^k seconds before retry k', range: 'a number from 0 to 1000 (0 = retry at once)', parse: decimal(0, 1000) },
+  backoff_max: { default: 3600, does: 'the longest wait before a retry', range: 'a duration up to 7d such as 90s, 1h, or seconds', parse: durationSeconds(604_800) },
+  job_timeout: { default: 0, does: 'an attempt running longer is killed, for jobs without --timeout', range: 'a duration up to 23d such as 30s, 5m, 2h, or seconds (0 = no limit)', parse: durationSeconds(MAX_TIMEOUT_S) },
+  worker_concurrency: { default: 1, does: 'jobs one worker process runs at once, for workers started without --concurrency', range: 'a whole number from 1 to 256', parse: wholeNumber(1, 256) },
+  retention: { default: 0, does: 'completed and dead jobs are deleted, with their logs, this long after they end', range: 'a duration up to 3650d such as 7d, 12h, or seconds (0 = keep them)', parse: durationSeconds(3_650 * 86_400) },
+  lease: { default: 30, does: 'a worker on another host whose heartbeat stands still this long has its jobs recovered', range: 'a duration from 1s to 1d such as 30s or 2m', parse: durationSeconds(86_400, 1) },
 }
 export type Config = Record<keyof typeof CONFIG_KEYS, number>
 
@@ -196,10 +217,14 @@ const JOURNAL_MAGIC = 'QCTLJRN1'
 const JOURNAL_FORMAT = 1
 const JOURNAL_HEADER_BYTES = 16
 const DEFAULT_JOURNAL_LIMIT = 256 * 1024
-const HEARTBEAT_MS = 5_000
-const REMOTE_LEASE_MS = 30_000 // a worker on another host is judged by its heartbeat alone
+const HEARTBEAT_MS = 5_000 // or a third of the lease, if that is shorter
+// A process that has not watched a remote worker's heartbeat stand still for a lease (a CLI call) judges it by the
+// heartbeat's age on its own clock instead, and allows the two hosts' clocks to differ by this much.
+const CLOCK_SKEW_ALLOWANCE_MS = 60_000
+const REMOTE_LEASE_MS = 30_000 // a lock of another host is judged by its age alone (the lock cannot read the config)
 const KILL_GRACE_MS = 2_000
 const KILL_GRACE_DEFAULT_MS = 10_000 // `kill --grace`: a cancelled job gets longer than a timed-out one to clean up
+const MACHINE_FAULT_BACKOFF_MS = { first: 1_000, max: 60_000 }
 
 /** A number from the environment, or the default when it is unset or not a number ≥ 0. */
 function envNumber(name: string, fallback: number): number {
@@ -216,14 +241,16 @@ const MAX_PARENTS = 1_000
 
 const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 }
 
-/** `30s`, `5m`, `2h`, `1d`, `1.5s`, `250ms` or a bare number of seconds, in milliseconds. */
-export function parseDuration(text: string | number): number {
+const DURATION_FORMS = 'a duration such as 500ms, 30s, 5m, 2h, 1d, or a number of seconds'
+
+/** `30s`, `5m`, `2h`, `1d`, `1.5s`, `250ms` or a bare number of seconds, in milliseconds: every length of time. */
+export function parseDuration(text: string | number, what = 'duration'): number {
   if (typeof text === 'number') {
     if (Number.isFinite(text) && text >= 0) return text * 1000
-    throw new UsageError(`invalid duration ${text}: use a number of seconds ≥ 0`)
+    throw new UsageError(`invalid ${what} ${text}: use ${DURATION_FORMS} (≥ 0)`)
   }
   const match = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$/.exec(text)
-  if (!match) throw new UsageError(`invalid duration "${text}": use e.g. 30s, 5m, 2h, 1d or a number of seconds`)
+  if (!match) throw new UsageError(`invalid ${what} ${describeValue(text)}: use ${DURATION_FORMS}`)
   return Number(match[1]) * DURATION_UNITS[match[2] ?? 's']
 }
 
@@ -241,6 +268,14 @@ function parseSignal(text: string): NodeJS.Signals {
   const name = (/^SIG/i.test(text) ? text : `SIG${text}`).toUpperCase()
   if (!SIGNALS.has(name)) throw new UsageError(`unknown signal "${text}": use e.g. TERM, INT, HUP, KILL or USR1`)
   return name as NodeJS.Signals
+}
+
+/**
+ * A command line that `/bin/sh -c` runs with exactly these arguments (`enqueue -- printf '%s\n' "a b" c`): each one
+ * the shell would change is single-quoted; a first word holding `=` too, or sh would take it for an assignment.
+ */
+export function quoteCommand(args: string[]): string {
+  return args.map((arg, i) => (/^[\w@%+=:,./-]+$/.test(arg) && !(i === 0 && arg.includes('=')) ? arg : `'${arg.replace(/'/g, `'\\''`)}'`)).join(' ')
 }
 
 /** Seconds to wait after the k-th failed attempt: base^k, capped by max. */
@@ -278,10 +313,26 @@ function describeValue(value: unknown): string {
 
 const iso = (ms: number | null | undefined): string | null => (ms == null ? null : new Date(ms).toISOString())
 
+const ISO_TIME = /^(\d{4})-(\d\d)-(\d\d)(?:[T ](\d\d):(\d\d)(?::(\d\d)(?:[.,](\d+))?)?(Z|([+-])(\d\d)(?::?(\d\d))?)?)?$/i
+
+/**
+ * ISO-8601 with one rule for zones: a time with `Z` or an offset keeps it; without one, a date-time and a date alone
+ * alike are local time (`Date.parse` would read `2030-01-01` as UTC midnight but `2030-01-01T10:00` as local).
+ */
 function parseTime(text: string | Date, what: string): number {
-  const ms = text instanceof Date ? text.getTime() : /^\d{4}-\d\d-\d\d/.test(text) ? Date.parse(text) : NaN
-  if (!Number.isFinite(ms)) throw new UsageError(`invalid ${what} "${String(text)}": use an ISO-8601 time such as 2026-11-23T10:15:00Z`)
-  return ms
+  if (text instanceof Date) {
+    if (Number.isFinite(text.getTime())) return text.getTime()
+  } else {
+    const m = ISO_TIME.exec(text.trim())
+    const [year, month, day, hour, minute, second] = (m?.slice(1, 7) ?? []).map((part) => Number(part ?? 0))
+    const ms = Number((m?.[7] ?? '').padEnd(3, '0').slice(0, 3))
+    if (m && month >= 1 && month <= 12 && day >= 1 && day <= new Date(Date.UTC(year, month, 0)).getUTCDate() && hour <= 23 && minute <= 59 && second <= 59) {
+      if (!m[8]) return new Date(year, month - 1, day, hour, minute, second, ms).getTime()
+      const offsetMinutes = m[9] ? (m[9] === '-' ? -1 : 1) * (Number(m[10]) * 60 + Number(m[11] ?? 0)) : 0
+      return Date.UTC(year, month - 1, day, hour, minute, second, ms) - offsetMinutes * 60_000
+    }
+  }
+  throw new UsageError(`invalid ${what} ${describeValue(String(text))}: use an ISO-8601 time such as 2026-11-23T10:15 (local time) or 2026-11-23T10:15:00Z`)
 }
 
 function percentile(sorted: number[], p: number): number | null {
@@ -324,72 +375,97 @@ export function isProcessAlive(pid: number, startTime?: string): boolean {
 
 // Storage, part 1: the lockfile that serialises every write across processes.
 
+const LOCK_FIRST_BACKOFF_MS = 0.05
+const LOCK_MAX_BACKOFF_MS = 32
+
 /**
- * `queue.db.lock` holds `pid starttime token host`. It is created by link() from a complete temp file, so nobody
- * ever reads a half-written lock. A lock whose holder is dead (or a zombie, or a reused pid) is removed; a live
- * holder — or one on another host, whose pids mean nothing here — is waited for, never robbed, and after
- * `timeoutMs` the caller gets an error naming it.
+ * `queue.db.lock` holds `pid starttime token host`, with a new token for every acquisition. It is created by link()
+ * from a complete temp file, so nobody ever reads a half-written lock. It is held for one transaction, about a
+ * millisecond; the longest is a compaction, which writes the whole database once (~0.1 s at 100k jobs, growing
+ * with the file): never near REMOTE_LEASE_MS.
+ *
+ * A lock is stale, and removed, when its holder on this host is dead (or a zombie, or a reused pid), or when it is
+ * from another host (whose pids mean nothing here) and its file is older than REMOTE_LEASE_MS: no live holder keeps
+ * it that long, so that one died or was cut off. Like workers' heartbeats, this relies on the hosts' clocks agreeing
+ * within seconds. A holder that was itself held up that long (SIGSTOP, a suspended VM) checks that the lock is still
+ * its own before it appends to the journal or compacts, and rolls back if not. Any other holder is waited for, never
+ * robbed, and after `timeoutMs` the caller gets an error naming it.
  */
 export class FileLock {
-  private readonly token: string
-  private held = false
+  private readonly owner = `${process.pid} ${processStartTime(process.pid)}`
+  private readonly host = hostname()
+  private content: string | undefined // while held: what this acquisition wrote into the lock
 
-  constructor(readonly path: string, private readonly timeoutMs = envNumber('QUEUECTL_LOCK_TIMEOUT', 30) * 1000) {
-    this.token = `${process.pid} ${processStartTime(process.pid)} ${randomBytes(6).toString('hex')} ${hostname()}\n`
-  }
+  constructor(readonly path: string, private readonly timeoutMs = envNumber('QUEUECTL_LOCK_TIMEOUT', 30) * 1000) {}
 
   acquire(): void {
-    const started = Date.now()
-    let backoffMs = 0.05
-    let warned = false
-    for (;;) {
-      if (this.tryCreate()) return
-      const content = this.readLock()
-      if (content !== undefined && this.isStale(content)) {
-        this.breakStale(content)
-        continue
-      }
-      const waited = Date.now() - started
-      if (waited > this.timeoutMs) {
-        throw new QueueError(`the queue is locked by ${describeHolder(content)} for over ${Math.round(waited / 1000)} s and it is not known to be dead, so the lock was left alone (stop that process, or raise QUEUECTL_LOCK_TIMEOUT)`)
-      }
-      if (!warned && waited > 3000) {
-        warned = true
-        process.stderr.write(`queuectl: waiting for the queue lock held by ${describeHolder(content)}…\n`)
-      }
-      sleepSync(backoffMs * (0.5 + Math.random()))
-      backoffMs = Math.min(backoffMs * 2, 1)
-    }
-  }
-
-  release(): void {
-    if (!this.held) return
-    this.held = false
-    if (this.readLock() === this.token) rmQuiet(this.path) // never remove a lock that is no longer ours
-  }
-
-  private tryCreate(): boolean {
+    const content = `${this.owner} ${randomBytes(6).toString('hex')} ${this.host}\n`
     const tmp = `${this.path}.${process.pid}.${randomBytes(4).toString('hex')}`
+    let fd: number | undefined
     try {
-      const fd = openSync(tmp, 'wx', 0o600)
-      try {
-        writeSync(fd, this.token)
-      } finally {
-        closeSync(fd)
-      }
+      fd = openSync(tmp, 'wx', 0o600)
+      writeSync(fd, content)
     } catch (error) {
+      if (fd !== undefined) closeSync(fd)
       rmQuiet(tmp)
       throw new QueueError(`cannot create the lock file in ${dirname(this.path)}: ${(error as Error).message} (is the disk full or the folder read-only?)`)
     }
     try {
-      linkSync(tmp, this.path)
-      this.held = true
-      return true
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
-      return false
+      this.waitToLink(tmp, fd)
     } finally {
-      unlinkSync(tmp)
+      closeSync(fd)
+      rmQuiet(tmp)
+    }
+    this.content = content
+  }
+
+  release(): void {
+    const mine = this.content
+    this.content = undefined
+    if (mine !== undefined && this.readLock() === mine) rmQuiet(this.path) // never remove a lock that is no longer ours
+  }
+
+  /** False if the lock was taken over, which only a holder held up for longer than REMOTE_LEASE_MS can find. */
+  stillHeld(): boolean {
+    return this.content !== undefined && this.readLock() === this.content
+  }
+
+  private waitToLink(tmp: string, fd: number): void {
+    const started = Date.now()
+    let touched = started
+    let seen: string | undefined
+    let backoffMs = LOCK_FIRST_BACKOFF_MS
+    let warned = false
+    for (;;) {
+      if (Date.now() - touched > 1000) {
+        // The lock's age must be its holder's, not that of our wait: a long wait must not make our lock look stale.
+        futimesSync(fd, new Date(), new Date())
+        touched = Date.now()
+      }
+      try {
+        linkSync(tmp, this.path)
+        return
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
+      }
+      const holder = this.readLock()
+      if (holder !== undefined && this.isStale(holder)) {
+        this.breakStale(holder)
+        continue
+      }
+      const waited = Date.now() - started
+      if (waited > this.timeoutMs) {
+        throw new QueueError(`the queue is locked by ${describeHolder(holder)} for over ${Math.round(waited / 1000)} s and it is not known to be dead, so the lock was left alone (stop that process, or raise QUEUECTL_LOCK_TIMEOUT)`)
+      }
+      if (!warned && waited > 3000) {
+        warned = true
+        process.stderr.write(`queuectl: waiting for the queue lock held by ${describeHolder(holder)}…\n`)
+      }
+      // A lock is held for about a millisecond, so retry soon; only while one holder keeps it (a compaction, a hung
+      // process) does the wait grow, so that a waiter does not spin. Every acquisition writes a new token.
+      backoffMs = holder === seen ? Math.min(backoffMs * 2, LOCK_MAX_BACKOFF_MS) : LOCK_FIRST_BACKOFF_MS
+      seen = holder
+      sleepSync(backoffMs * (0.5 + Math.random()))
     }
   }
 
@@ -403,7 +479,7 @@ export class FileLock {
 
   private isStale(content: string): boolean {
     const [pid, startTime, , host] = content.trim().split(' ')
-    if (host && host !== hostname()) return false
+    if (host && host !== this.host) return ageMs(this.path) > REMOTE_LEASE_MS
     if (/^\d+$/.test(pid ?? '')) return !isProcessAlive(Number(pid), startTime)
     return ageMs(this.path) > 2000 // unreadable content is not ours to judge until it is clearly abandoned
   }
@@ -460,10 +536,14 @@ export interface SqlSession {
 }
 
 export interface Storage {
-  /** A consistent view of the latest committed state. */
+  /** A consistent view of the latest committed state, read-only: a statement that would write fails. */
   read<T>(fn: (sql: SqlSession) => Promise<T>): Promise<T>
-  /** One atomic, durable transaction: when it resolves, a crash of any process loses nothing it did. */
-  write<T>(fn: (sql: SqlSession) => Promise<T>): Promise<T>
+  /**
+   * One atomic, durable transaction: when it resolves, a crash of any process loses nothing it did. `afterCommit`
+   * runs once it is durable and before any other write can begin: for files that go with the rows it deleted, so
+   * that a row written again under the same key cannot lose its new file.
+   */
+  write<T>(fn: (sql: SqlSession) => Promise<T>, afterCommit?: (result: T) => void): Promise<T>
   /** Appended to the query that picks a job to claim (a server database adds `FOR UPDATE SKIP LOCKED`). */
   readonly claimLock: string
   close(): void
@@ -662,6 +742,7 @@ function journalHeader(generation: number): Buffer {
 }
 
 const exclusiveByHome = new Map<string, Promise<unknown>>()
+const WRITING_OPCODES = new Set(['AutoCommit', 'Savepoint', 'Vacuum', 'JournalMode', 'Checkpoint', 'VUpdate'])
 
 /**
  * sql.js persisted as `queue.db` (snapshot) + `queue.db.journal` (one framed record per transaction).
@@ -674,6 +755,7 @@ export class SqlJsStorage implements Storage {
   private schemaVersion = 0
   private applied = 0 // bytes of the journal already in memory
   private readonly statements = new Map<string, Statement>()
+  private readonly readOnlySql = new Set<string>()
   private readonly lock: FileLock
   private readonly dbPath: string
   private readonly journalPath: string
@@ -702,20 +784,34 @@ export class SqlJsStorage implements Storage {
     return storage
   }
 
+  /**
+   * A write here would change memory without the journal, and this process would silently part from the others
+   * (until its next compaction wrote its view to disk for everyone). So a read runs only statements that SQLite
+   * compiles to a program that writes nothing (see `readOnly`), inside a transaction that is rolled back.
+   */
   read<T>(fn: (sql: SqlSession) => Promise<T>): Promise<T> {
     return this.serialised(async () => {
       this.catchUp(false)
-      return fn(this.session(false))
+      this.prepare('BEGIN').run()
+      try {
+        return await fn(this.session(false))
+      } finally {
+        try {
+          this.prepare('ROLLBACK').run()
+        } catch {
+          this.loadSnapshot() // SQLite ended the transaction itself (out of memory): start again from disk
+        }
+      }
     })
   }
 
-  write<T>(fn: (sql: SqlSession) => Promise<T>): Promise<T> {
+  write<T>(fn: (sql: SqlSession) => Promise<T>, afterCommit?: (result: T) => void): Promise<T> {
     return this.serialised(async () => {
       this.lock.acquire()
       try {
         const fd = this.catchUp(true)
         try {
-          return await this.transaction(fd, fn)
+          return await this.transaction(fd, fn, afterCommit)
         } finally {
           closeSync(fd)
         }
@@ -795,6 +891,7 @@ export class SqlJsStorage implements Storage {
 
   private session(writable: boolean): SqlSession {
     const all = async <T>(sql: string, params: SqlValue[] = []): Promise<T[]> => {
+      if (!writable && !this.readOnly(sql)) throw new QueueError(`a read cannot write: ${sql.trim().split(/\s+/).slice(0, 4).join(' ')}…`)
       const statement = this.prepare(sql)
       try {
         statement.bind(params)
@@ -818,6 +915,27 @@ export class SqlJsStorage implements Storage {
     }
   }
 
+  /**
+   * What sqlite3_stmt_readonly() says (sql.js does not expose it), asked of the program SQLite compiles the
+   * statement to: no write transaction, no VACUUM or journal mode change; nor BEGIN, COMMIT or SAVEPOINT. Asked once
+   * per statement text. (PRAGMA query_only would refuse writes too, but setting it expires every prepared statement:
+   * toggled around reads, it made a worker's claim-and-finish cycle ~30 % dearer.)
+   */
+  private readOnly(sql: string): boolean {
+    if (this.readOnlySql.has(sql)) return true
+    const program = this.database().prepare(`EXPLAIN ${sql}`)
+    try {
+      while (program.step()) {
+        const [, opcode, , p2] = program.get() as [number, string, number, number]
+        if ((opcode === 'Transaction' && p2 !== 0) || WRITING_OPCODES.has(opcode)) return false
+      }
+    } finally {
+      program.free()
+    }
+    this.readOnlySql.add(sql)
+    return true
+  }
+
   private prepare(sql: string): Statement {
     let statement = this.statements.get(sql)
     if (!statement) {
@@ -832,7 +950,7 @@ export class SqlJsStorage implements Storage {
     return this.db
   }
 
-  private async transaction<T>(fd: number, fn: (sql: SqlSession) => Promise<T>): Promise<T> {
+  private async transaction<T>(fd: number, fn: (sql: SqlSession) => Promise<T>, afterCommit?: (result: T) => void): Promise<T> {
     const db = this.database()
     db.exec('BEGIN')
     this.pending = []
@@ -840,7 +958,10 @@ export class SqlJsStorage implements Storage {
     let appended = 0
     try {
       result = await fn(this.session(true))
-      if (this.pending.length > 0) appended = this.append(fd, this.pending)
+      if (this.pending.length > 0) {
+        if (!this.lock.stillHeld()) throw new QueueError('the queue lock was taken over while this process was held up (paused?); nothing was written')
+        appended = this.append(fd, this.pending)
+      }
     } catch (error) {
       db.exec('ROLLBACK')
       throw error
@@ -849,7 +970,8 @@ export class SqlJsStorage implements Storage {
     }
     db.exec('COMMIT')
     this.applied += appended
-    if (this.applied > this.journalLimit) this.compact()
+    afterCommit?.(result)
+    if (this.applied > this.journalLimit && this.lock.stillHeld()) this.compact()
     return result
   }
 
@@ -1160,6 +1282,9 @@ export interface WorkerSlots {
   queues?: string[]
 }
 
+/** How an attempt ended, as stored in `attempts.outcome`: `released` ones are not counted (worker stop --force, not started). */
+const ATTEMPT_RESULTS: readonly AttemptResult[] = ['completed', 'failed', 'lost', 'cancelled', 'released']
+
 /** How one attempt ended, as the runner saw it. */
 export interface AttemptOutcome {
   exit_code: number | null
@@ -1167,12 +1292,19 @@ export interface AttemptOutcome {
   error: string | null
   output_tail: string | null
   finished_at: number
-  /** Stopped by `worker stop --force` (or never started because the worker was stopping): not counted. */
+  /** Killed by `worker stop --force`: put back, not counted. */
   forced?: boolean
+  /** Never started: the worker was stopping when it claimed it. Put back, not counted. */
   notStarted?: boolean
+  /** The machine failed, not the job (the log cannot be written, spawn got EAGAIN): put back, not counted. */
+  machineFault?: string
+  /** The attempt was recovered as lost and runs again elsewhere: its end is not this worker's to record. */
+  takenOver?: boolean
 }
 
 const HOST = hostname()
+/** Attempts that count: anything but released ones (a force stop, a job not started); unfinished ones have no outcome yet. */
+const COUNTED_ATTEMPT = "outcome IN ('completed', 'failed', 'lost', 'cancelled')"
 const COLUMNS = 'seq, id, command, cwd, env_hash, state, attempts, runs, max_retries, priority, run_at, timeout, created_at, updated_at, queue, ready, unique_key, after, after_any, finished_at, last_error'
 /** Every state change is this one statement (see moveJob). */
 const MOVE_JOB = 'UPDATE jobs SET state = ?, ready = ?, attempts = ?, runs = ?, run_at = ?, started_at = ?, finished_at = ?, updated_at = ?, exit_code = ?, last_error = ?, worker = ?, output_tail = ?, cancel = ?, slot = ? WHERE id = ?'
@@ -1298,17 +1430,17 @@ export function validateJobSpec(input: unknown, now = Date.now(), defaultEnv?: R
     runAt = parseTime(spec.run_at, 'run_at')
   }
   if (spec.delay != null) {
-    if (typeof spec.delay !== 'string' && typeof spec.delay !== 'number') throw new UsageError('"delay" must be a duration such as "30s" or a number of seconds')
-    const delay = parseDuration(spec.delay)
+    if (typeof spec.delay !== 'string' && typeof spec.delay !== 'number') throw new UsageError(`"delay" must be ${DURATION_FORMS}`)
+    const delay = parseDuration(spec.delay, 'delay')
     if (delay > 3_650 * 86_400_000) throw new UsageError('"delay" must be at most 10 years')
     runAt = now + Math.round(delay)
   }
   let timeout: number | null = null
   if (spec.timeout != null) {
-    if (typeof spec.timeout !== 'number' || !Number.isFinite(spec.timeout) || spec.timeout < 0 || spec.timeout > MAX_TIMEOUT_S) {
-      throw new UsageError(`"timeout" must be a number of seconds from 0 to ${MAX_TIMEOUT_S}, not ${describeValue(spec.timeout)}`)
-    }
-    timeout = spec.timeout || null
+    if (typeof spec.timeout !== 'string' && typeof spec.timeout !== 'number') throw new UsageError(`"timeout" must be ${DURATION_FORMS}`)
+    const seconds = parseDuration(spec.timeout, 'timeout') / 1000
+    if (seconds > MAX_TIMEOUT_S) throw new UsageError(`"timeout" must be at most ${MAX_TIMEOUT_S} seconds (23 days), not ${describeValue(spec.timeout)}`)
+    timeout = seconds || null
   }
   let cwd = process.cwd()
   if (spec.cwd != null) {
@@ -1426,6 +1558,9 @@ export async function openQueue(home = defaultHome()): Promise<Queue> {
 }
 
 export class Queue {
+  /** Remote workers' heartbeats as this process last saw them, and since when (its monotonic clock): see judgeWorkers. */
+  private readonly heartbeatsSeen = new Map<string, { heartbeatAt: number; since: number }>()
+
   constructor(readonly storage: Storage, readonly home: string) {}
 
   logPath(id: string): string {
@@ -1439,13 +1574,6 @@ export class Queue {
 
   close(): void {
     this.storage.close()
-  }
-
-  /** Read-only SQL over the tables, for reports the API does not have. */
-  query<T = Row>(sql: string, params: SqlValue[] = []): Promise<T[]> {
-    // A write here would change memory without the journal: refuse anything but a query.
-    if (!/^\s*(SELECT|WITH|EXPLAIN)\b/i.test(sql)) throw new UsageError('query() runs SELECT statements only')
-    return this.storage.read((db) => db.all<T>(sql, params))
   }
 
   async enqueue(spec: JobSpec): Promise<EnqueuedJob> {
@@ -1590,7 +1718,7 @@ export class Queue {
       const row = await sql.get<JobRow>('SELECT * FROM jobs WHERE id = ?', [id])
       if (!row) return undefined
       const history = await sql.all<Attempt & { started_at: number; finished_at: number | null }>(
-        'SELECT attempt, worker, started_at, finished_at, exit_code, signal, error, duration_ms FROM attempts WHERE job_id = ? ORDER BY attempt', [id])
+        'SELECT attempt, worker, started_at, finished_at, exit_code, signal, error, duration_ms, outcome FROM attempts WHERE job_id = ? ORDER BY attempt', [id])
       const relatives = async (sqlText: string) =>
         (await sql.all<{ id: string; state: JobState; required: number }>(sqlText, [id])).map((r) => ({ id: r.id, state: r.state, required: Boolean(r.required) }))
       const detail: JobDetail = {
@@ -1610,13 +1738,13 @@ export class Queue {
 
   async listJobs(options: JobFilter & { limit?: number; offset?: number } = {}): Promise<Job[]> {
     const [where, params] = this.filter(options)
-    const rows = await this.query<JobRow>(`SELECT * FROM jobs ${where} ORDER BY seq DESC LIMIT ? OFFSET ?`, [...params, options.limit ?? 100, options.offset ?? 0])
+    const rows = await this.storage.read((sql) => sql.all<JobRow>(`SELECT * FROM jobs ${where} ORDER BY seq DESC LIMIT ? OFFSET ?`, [...params, options.limit ?? 100, options.offset ?? 0]))
     return rows.map(toJob)
   }
 
   async countJobs(options: JobFilter = {}): Promise<number> {
     const [where, params] = this.filter(options)
-    return Number((await this.query<{ n: number }>(`SELECT count(*) AS n FROM jobs ${where}`, params))[0].n)
+    return Number((await this.storage.read((sql) => sql.get<{ n: number }>(`SELECT count(*) AS n FROM jobs ${where}`, params)))!.n)
   }
 
   private filter(options: JobFilter): [string, SqlValue[]] {
@@ -1651,12 +1779,17 @@ export class Queue {
           const jobs = busy.filter((j) => j.worker === w.id).map((j) => ({ id: j.id, slot: j.slot ?? 0, since: iso(j.started_at)! }))
           return {
             id: w.id, pid: w.pid, host: w.host, job_id: jobs[0]?.id ?? null, since: jobs[0]?.since ?? null,
-            started_at: iso(w.started_at)!, heartbeat_at: iso(w.heartbeat_at)!, slots: w.slots, queues: w.queues ? w.queues.split(',') : null, jobs,
+            started_at: iso(w.started_at)!, heartbeat_at: iso(w.heartbeat_at)!, slots: w.slots, note: w.note, queues: w.queues ? w.queues.split(',') : null, jobs,
           }
         }),
         counts: await this.counts(sql),
       }
     })
+  }
+
+  /** Whether a live worker is registered: one read of the workers table, no lock (enqueue's hint on a terminal). */
+  async hasLiveWorker(): Promise<boolean> {
+    return this.storage.read(async (sql) => (await this.judgeWorkers(sql)).alive.size > 0)
   }
 
   private async counts(sql: SqlSession): Promise<Record<JobState, number>> {
@@ -1670,16 +1803,24 @@ export class Queue {
     const now = Date.now()
     return this.storage.read(async (sql) => {
       const counts = await this.counts(sql)
-      const durations = (await sql.all<{ d: number }>('SELECT duration_ms AS d FROM attempts WHERE duration_ms IS NOT NULL ORDER BY duration_ms')).map((r) => r.d)
+      const durations = (await sql.all<{ d: number }>(`SELECT duration_ms AS d FROM attempts WHERE duration_ms IS NOT NULL AND ${COUNTED_ATTEMPT} ORDER BY duration_ms`)).map((r) => r.d)
       const finishedSince = async (ms: number) =>
         Number((await sql.get<{ n: number }>("SELECT count(*) AS n FROM jobs WHERE state IN ('completed', 'dead') AND finished_at >= ?", [now - ms]))!.n)
-      const retries = await sql.get<{ n: number | null }>('SELECT sum(runs - 1) AS n FROM jobs WHERE runs > 1')
+      const attempts = Object.fromEntries(ATTEMPT_RESULTS.map((end) => [end, 0])) as Record<AttemptResult, number>
+      for (const row of await sql.all<{ outcome: AttemptResult; n: number }>('SELECT outcome, count(*) AS n FROM attempts WHERE outcome IS NOT NULL GROUP BY outcome')) {
+        if (ATTEMPT_RESULTS.includes(row.outcome)) attempts[row.outcome] = row.n
+      }
+      // A retry is a failed or lost attempt that the job followed with another run (running now, or ended any way but released).
+      const retries = await sql.get<{ n: number }>(`SELECT count(*) AS n FROM attempts a WHERE outcome IN ('failed', 'lost')
+        AND EXISTS (SELECT 1 FROM attempts b WHERE b.job_id = a.job_id AND b.attempt > a.attempt AND (b.outcome IS NULL OR b.outcome <> 'released'))`)
       const oldest = await sql.get<{ t: number | null }>("SELECT min(run_at) AS t FROM jobs WHERE state IN ('pending', 'failed') AND run_at <= ?", [now])
       const ended = counts.completed + counts.dead
       return {
         counts,
         success_rate: ended ? counts.completed / ended : null,
         retries: Number(retries?.n ?? 0),
+        failures: attempts.failed + attempts.lost,
+        attempts,
         duration_ms: {
           mean: durations.length ? Math.round(durations.reduce((a, b) => a + b, 0) / durations.length) : null,
           p50: percentile(durations, 50),
@@ -1881,8 +2022,15 @@ export class Queue {
     }
     const cutoff = Date.now() - (options.olderThanMs ?? 0)
     const candidates = `SELECT id FROM jobs WHERE state IN (${states.map(() => '?').join(', ')}) AND finished_at <= ?`
-    if (!(await this.query(`${candidates} LIMIT 1`, [...states, cutoff])).length) return []
-    const ids = await this.storage.write(async (sql) => {
+    if (!(await this.storage.read((sql) => sql.get(`${candidates} LIMIT 1`, [...states, cutoff])))) return []
+    // The logs go while the lock is still held: once it is released, a new job may take a purged id and start a log.
+    const removeLogs = (ids: string[]) => {
+      for (const id of ids) {
+        rmQuiet(this.logPath(id))
+        rmQuiet(this.processNotePath(id))
+      }
+    }
+    return this.storage.write(async (sql) => {
       const rows = await sql.all<{ id: string }>(candidates, [...states, cutoff])
       for (const { id } of rows) {
         await sql.run('DELETE FROM jobs WHERE id = ?', [id])
@@ -1890,12 +2038,7 @@ export class Queue {
       }
       await sql.run('DELETE FROM envs WHERE hash NOT IN (SELECT env_hash FROM jobs WHERE env_hash IS NOT NULL)')
       return rows.map((r) => r.id)
-    })
-    for (const id of ids) {
-      rmQuiet(this.logPath(id))
-      rmQuiet(this.processNotePath(id))
-    }
-    return ids
+    }, removeLogs)
   }
 
   /** The `retention` config applied: what workers run every few seconds. */
@@ -1908,13 +2051,23 @@ export class Queue {
     return this.storage.read((sql) => this.readConfig(sql))
   }
 
+  /** Each setting as it was set (`7d`; `config list` shows that), or its default. */
+  async getConfigText(): Promise<Record<keyof Config, string>> {
+    const settings = await this.storage.read((sql) => this.readSettings(sql))
+    return Object.fromEntries(Object.entries(settings).map(([key, { text }]) => [key, text]))
+  }
+
   private async readConfig(sql: SqlSession): Promise<Config> {
-    const config = Object.fromEntries(Object.entries(CONFIG_KEYS).map(([key, def]) => [key, def.default])) as Config
+    return Object.fromEntries(Object.entries(await this.readSettings(sql)).map(([key, { value }]) => [key, value])) as Config
+  }
+
+  private async readSettings(sql: SqlSession): Promise<Record<keyof Config, { text: string; value: number }>> {
+    const settings = Object.fromEntries(Object.entries(CONFIG_KEYS).map(([key, def]) => [key, { text: String(def.default), value: def.default }]))
     for (const row of await sql.all<{ key: string; value: string }>('SELECT key, value FROM config')) {
       const parsed = Object.prototype.hasOwnProperty.call(CONFIG_KEYS, row.key) ? CONFIG_KEYS[row.key].parse(row.value) : undefined
-      if (parsed !== undefined) config[row.key] = parsed
+      if (parsed !== undefined) settings[row.key] = { text: row.value, value: parsed }
     }
-    return config
+    return settings
   }
 
   /** Parses and range-checks `value` for `key`, then stores it as given (so `config list` shows `7d`, not 604800). */
@@ -1931,7 +2084,9 @@ export class Queue {
     await this.storage.write((sql) => sql.run('DELETE FROM config'))
   }
 
-  // The worker's side: registration, claiming, finishing, and recovering what dead workers left behind.
+  // The worker's side: registration, claiming, finishing, and recovering what dead workers left behind. Every change
+  // a worker makes to a job it claimed is conditional on still owning that attempt (ownedRow): a worker judged lost
+  // by mistake, whose job was recovered and claimed again, records nothing over the new owner's state.
 
   async registerWorker(options: WorkerSlots = {}): Promise<string> {
     const id = `w${process.pid}-${randomBytes(2).toString('hex')}`
@@ -1949,17 +2104,30 @@ export class Queue {
       [id, process.pid, HOST, processStartTime(process.pid), now, now, slots, queues ? queues.join(',') : null])
   }
 
-  /** A worker judged lost by mistake (a heartbeat late past the lease) registers again rather than run unseen. */
-  async heartbeat(workerId: string): Promise<void> {
-    await this.storage.write(async (sql) => {
+  /**
+   * A worker's heartbeat. A worker judged lost by mistake (a heartbeat late past the lease) registers again rather
+   * than run unseen; but first every attempt it runs is checked to be still its own: those taken over are returned
+   * and nothing is written (the caller kills them, then beats again without them).
+   */
+  async heartbeat(workerId: string, running: ClaimedJob[] = []): Promise<ClaimedJob[]> {
+    return this.storage.write(async (sql) => {
+      const lost: ClaimedJob[] = []
+      for (const claim of running) if (!(await this.ownedRow(sql, claim, workerId))) lost.push(claim)
+      if (lost.length) return lost
       if (await sql.get('SELECT 1 FROM workers WHERE id = ?', [workerId])) await sql.run('UPDATE workers SET heartbeat_at = ? WHERE id = ?', [Date.now(), workerId])
       else await this.insertWorker(sql, workerId)
+      return lost
     })
   }
 
   async unregisterWorker(workerId: string): Promise<void> {
     await this.storage.write((sql) => sql.run('DELETE FROM workers WHERE id = ?', [workerId]))
     this.workerSlots.delete(workerId)
+  }
+
+  /** Says why the worker holds back (`null`: it no longer does); `status` shows it. */
+  async setWorkerNote(workerId: string, note: string | null): Promise<void> {
+    await this.storage.write((sql) => sql.run('UPDATE workers SET note = ? WHERE id = ?', [note, workerId]))
   }
 
   /**
@@ -1989,6 +2157,8 @@ export class Queue {
     for (const { id } of await sql.all<{ id: string }>(DUE_WAITING, [now, PROMOTE_BATCH])) await sql.run('UPDATE jobs SET ready = 1 WHERE id = ?', [id])
     const row = await this.pickReady(sql, this.workerSlots.get(workerId)?.queues)
     if (!row) return undefined
+    // a job claimed by a worker that is not registered (judged lost, then back) would be recovered at once
+    if (!(await sql.get('SELECT 1 FROM workers WHERE id = ?', [workerId]))) await this.insertWorker(sql, workerId)
     const attempt = row.runs + 1
     const claimed = await this.moveJob(sql, row, { state: 'processing', attempts: row.attempts + 1, runs: attempt, worker: workerId, started_at: now, finished_at: null, slot }, now)
     await sql.run('INSERT INTO attempts (job_id, attempt, worker, started_at) VALUES (?, ?, ?, ?)', [row.id, attempt, workerId, now])
@@ -1998,19 +2168,23 @@ export class Queue {
     return { job: toJob(claimed), attempt, env: env ? JSON.parse(env.env) : {}, timeout: row.timeout || config.job_timeout, slot }
   }
 
+  /** The job's row while `workerId` still owns attempt `claim.attempt` of it; undefined once it was taken over. */
+  private async ownedRow(sql: SqlSession, claim: ClaimedJob, workerId: string): Promise<JobRow | undefined> {
+    const row = await sql.get<JobRow>('SELECT * FROM jobs WHERE id = ?', [claim.job.id])
+    return row && row.state === 'processing' && row.worker === workerId && row.runs === claim.attempt ? row : undefined
+  }
+
   /**
    * Records how attempts ended: completed, failed with its retry time, dead once out of retries, or cancelled if a
-   * kill was asked for. `claimFor` names the slots to claim a next job for in the same transaction: one fsync for
+   * kill was asked for; nothing for an attempt no longer this worker's (its job is then undefined). `claimFor` names the slots to claim a next job for in the same transaction: one fsync for
    * all the slots that finished together.
    */
   async finishAttempts(workerId: string, ends: { claim: ClaimedJob; outcome: AttemptOutcome }[], claimFor: number[] = []): Promise<{ jobs: (Job | undefined)[]; next: ClaimedJob[] }> {
     return this.storage.write(async (sql) => {
       const jobs: (Job | undefined)[] = []
       for (const { claim, outcome } of ends) {
-        await this.closeAttempt(sql, claim.job.id, claim.attempt, outcome)
-        const row = await sql.get<JobRow>('SELECT * FROM jobs WHERE id = ?', [claim.job.id])
-        const current = row && row.state === 'processing' && row.worker === workerId && row.runs === claim.attempt // else recovered meanwhile
-        jobs.push(current ? toJob(await this.endAttempt(sql, row, outcome)) : undefined)
+        const row = await this.ownedRow(sql, claim, workerId)
+        jobs.push(row ? toJob(await this.endAttempt(sql, row, outcome)) : undefined)
       }
       const next: ClaimedJob[] = []
       for (const slot of claimFor) {
@@ -2028,65 +2202,89 @@ export class Queue {
     return { job: jobs[0], next: next[0] }
   }
 
-  /** `worker stop --force` (or a stop just after a claim): the job goes back to pending, the attempt not counted. */
-  async releaseJob(claim: ClaimedJob, workerId: string, outcome: AttemptOutcome, reason = 'stopped by worker stop --force'): Promise<void> {
-    await this.storage.write(async (sql) => {
-      await this.closeAttempt(sql, claim.job.id, claim.attempt, { ...outcome, error: `${reason} (not counted)` })
-      const row = await sql.get<JobRow>('SELECT * FROM jobs WHERE id = ?', [claim.job.id])
-      if (!row || row.state !== 'processing' || row.worker !== workerId || row.runs !== claim.attempt) return
+  /**
+   * Puts the job back to pending without counting the attempt: `worker stop --force`, a stop just after the claim,
+   * or a failure of the machine rather than the job. False (nothing written) if the attempt is no longer this worker's.
+   */
+  async releaseJob(claim: ClaimedJob, workerId: string, outcome: AttemptOutcome, reason = 'stopped by worker stop --force'): Promise<boolean> {
+    return this.storage.write(async (sql) => {
+      const row = await this.ownedRow(sql, claim, workerId)
+      if (!row) return false
+      await this.closeAttempt(sql, row, { ...outcome, error: `${reason} (not counted)` }, 'released')
       const now = outcome.finished_at
       await this.moveJob(sql, row, { state: 'pending', attempts: row.attempts - 1, run_at: now }, now)
+      return true
     })
   }
 
   /**
    * Puts back the jobs of workers that are gone (killed, crashed, host lost): each is a failed attempt with
-   * `last_error` "worker lost", eligible at once. Cheap when nothing is lost: one read, no lock.
+   * `last_error` "worker lost", eligible at once, and what is left of it on this host is killed first. Cheap when
+   * nothing is lost: one read, no lock.
    */
   async recoverLostJobs(): Promise<number> {
-    const now = Date.now()
-    const gone = (w: WorkerRow) => (w.host === HOST ? !isProcessAlive(w.pid, w.proc_start || undefined) : now - w.heartbeat_at > REMOTE_LEASE_MS)
-    const [orphans, deadWorkers] = await this.storage.read(async (sql) => {
-      const workers = await sql.all<WorkerRow>('SELECT * FROM workers')
-      const alive = new Set(workers.filter((w) => !gone(w)).map((w) => w.id))
+    const [orphans, anyGone] = await this.storage.read(async (sql) => {
+      const { alive, gone } = await this.judgeWorkers(sql)
       const processing = await sql.all<{ id: string; worker: string | null; runs: number }>("SELECT id, worker, runs FROM jobs WHERE state = 'processing'")
-      return [processing.filter((j) => !j.worker || !alive.has(j.worker)), workers.filter((w) => !alive.has(w.id))] as const
+      return [processing.filter((j) => !j.worker || !alive.has(j.worker)), gone.length > 0] as const
     })
-    if (orphans.length === 0 && deadWorkers.length === 0) return 0
+    if (orphans.length === 0 && !anyGone) return 0
     for (const job of orphans) killOrphanedAttempt(this.processNotePath(job.id), job.runs)
     return this.storage.write(async (sql) => {
+      const { alive, gone } = await this.judgeWorkers(sql) // again under the lock: a heartbeat may have come meanwhile
+      for (const w of gone) await sql.run('DELETE FROM workers WHERE id = ?', [w.id])
       let recovered = 0
-      for (const w of deadWorkers) await sql.run('DELETE FROM workers WHERE id = ?', [w.id])
-      const alive = new Set((await sql.all<WorkerRow>('SELECT * FROM workers')).filter((w) => !gone(w)).map((w) => w.id))
       for (const { id } of orphans) {
         const row = await sql.get<JobRow>('SELECT * FROM jobs WHERE id = ?', [id])
         if (!row || row.state !== 'processing' || (row.worker && alive.has(row.worker))) continue
-        const outcome = { exit_code: null, signal: null, error: 'worker lost', output_tail: row.output_tail, finished_at: Date.now() }
-        await this.closeAttempt(sql, row.id, row.runs, outcome)
-        await this.endAttempt(sql, row, outcome, true)
+        await this.endAttempt(sql, row, { exit_code: null, signal: null, error: 'worker lost', output_tail: row.output_tail, finished_at: Date.now() }, true)
         recovered++
       }
       return recovered
     })
   }
 
-  private async closeAttempt(sql: SqlSession, id: string, attempt: number, outcome: AttemptOutcome): Promise<void> {
-    const open = await sql.get<{ started_at: number }>('SELECT started_at FROM attempts WHERE job_id = ? AND attempt = ? AND finished_at IS NULL', [id, attempt])
-    if (!open) return
-    await sql.run('UPDATE attempts SET finished_at = ?, exit_code = ?, signal = ?, error = ?, duration_ms = ? WHERE job_id = ? AND attempt = ?',
-      [outcome.finished_at, outcome.exit_code, outcome.signal, outcome.error, outcome.finished_at - open.started_at, id, attempt])
+  /**
+   * Which registered workers are alive. On this host, by pid and start time. On another, by its heartbeat: gone once
+   * it has stood still for a lease as this process's own clock measures it, so skew between the hosts' clocks does
+   * not matter; a process that has not watched that long (a CLI call) goes by the heartbeat's age, allowing for skew.
+   */
+  private async judgeWorkers(sql: SqlSession): Promise<{ alive: Set<string>; gone: WorkerRow[] }> {
+    const leaseMs = (await this.readConfig(sql)).lease * 1000
+    const workers = await sql.all<WorkerRow>('SELECT * FROM workers')
+    const now = Date.now()
+    const watching = performance.now()
+    const isGone = (w: WorkerRow) => {
+      if (w.host === HOST) return !isProcessAlive(w.pid, w.proc_start || undefined)
+      let seen = this.heartbeatsSeen.get(w.id)
+      if (!seen || seen.heartbeatAt !== w.heartbeat_at) this.heartbeatsSeen.set(w.id, (seen = { heartbeatAt: w.heartbeat_at, since: watching }))
+      return watching - seen.since >= leaseMs || now - w.heartbeat_at >= leaseMs + CLOCK_SKEW_ALLOWANCE_MS
+    }
+    const gone = workers.filter(isGone)
+    for (const id of this.heartbeatsSeen.keys()) if (!workers.some((w) => w.id === id)) this.heartbeatsSeen.delete(id)
+    return { alive: new Set(workers.filter((w) => !gone.includes(w)).map((w) => w.id)), gone }
   }
 
-  /** An attempt's end as a state: completed on exit 0; else cancelled if a kill was asked for, else failed or dead. */
-  private async endAttempt(sql: SqlSession, row: JobRow, outcome: AttemptOutcome, retryAtOnce = false): Promise<JobRow> {
+  /** Closes the attempt's history row with what it counted as. */
+  private async closeAttempt(sql: SqlSession, row: JobRow, outcome: AttemptOutcome, result: AttemptResult): Promise<void> {
+    const open = await sql.get<{ started_at: number }>('SELECT started_at FROM attempts WHERE job_id = ? AND attempt = ? AND finished_at IS NULL', [row.id, row.runs])
+    if (!open) return
+    await sql.run('UPDATE attempts SET finished_at = ?, exit_code = ?, signal = ?, error = ?, duration_ms = ?, outcome = ? WHERE job_id = ? AND attempt = ?',
+      [outcome.finished_at, outcome.exit_code, outcome.signal, outcome.error, outcome.finished_at - open.started_at, result, row.id, row.runs])
+  }
+
+  /** An attempt that counts: completed on exit 0; else cancelled if a kill was asked for, else failed until its retry, or dead. */
+  private async endAttempt(sql: SqlSession, row: JobRow, outcome: AttemptOutcome, lost = false): Promise<JobRow> {
     const now = outcome.finished_at
     const config = await this.readConfig(sql)
     let state: JobState = 'completed'
     let runAt = row.run_at
     if (outcome.exit_code !== 0 || outcome.error) {
       state = row.cancel ? 'cancelled' : row.attempts > row.max_retries ? 'dead' : 'failed'
-      if (state === 'failed') runAt = now + (retryAtOnce ? 0 : Math.round(retryDelay(row.attempts, config.backoff_base, config.backoff_max) * 1000))
+      // a job whose worker was lost is not known to be at fault: it is retried at once
+      if (state === 'failed') runAt = now + (lost ? 0 : Math.round(retryDelay(row.attempts, config.backoff_base, config.backoff_max) * 1000))
     }
+    await this.closeAttempt(sql, row, outcome, lost ? 'lost' : state === 'completed' ? 'completed' : state === 'cancelled' ? 'cancelled' : 'failed')
     const error = outcome.error ?? `exit code ${outcome.exit_code}`
     const lastError = state === 'completed' ? null : state === 'cancelled' ? `cancelled: ${error}` : error
     return this.moveJob(sql, row, { state, run_at: runAt, finished_at: now, exit_code: outcome.exit_code, last_error: lastError, output_tail: outcome.output_tail }, now)
@@ -2149,6 +2347,8 @@ export interface RunningJob {
   kill(): void
   /** `queuectl kill`: `signal` to the group, SIGKILL after the grace period. */
   cancel(signal: NodeJS.Signals, graceMs: number): void
+  /** The attempt was taken over (this worker had been judged lost): stops its group, TERM then KILL, and its end is recorded nowhere. */
+  killTakenOver(): void
 }
 
 function signalGroup(pid: number, signal: NodeJS.Signals | 0): boolean {
@@ -2160,13 +2360,31 @@ function signalGroup(pid: number, signal: NodeJS.Signals | 0): boolean {
   }
 }
 
+/**
+ * Whether any process of group `pgid` still runs. A zombie passes `kill(-pgid, 0)` and an orphan's reaper may never
+ * reap it (a container's init), so /proc decides where it exists.
+ */
+function groupAlive(pgid: number): boolean {
+  if (!signalGroup(pgid, 0)) return false
+  let entries: string[]
+  try {
+    entries = readdirSync('/proc')
+  } catch {
+    return true
+  }
+  return entries.some((entry) => {
+    const fields = /^\d+$/.test(entry) ? procStat(Number(entry)) : undefined
+    return fields !== undefined && fields[2] === String(pgid) && fields[0] !== 'Z' && fields[0] !== 'X'
+  })
+}
+
 /** SIGTERM to the group, SIGKILL to whatever is left after the grace period: no process of the job survives. */
 async function terminateGroup(pid: number, graceMs = KILL_GRACE_MS, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
   signalGroup(pid, signal)
   const deadline = Date.now() + graceMs
-  while (Date.now() < deadline && signalGroup(pid, 0)) await sleep(25)
+  while (Date.now() < deadline && groupAlive(pid)) await sleep(25)
   signalGroup(pid, 'SIGKILL')
-  for (let i = 0; i < 40 && signalGroup(pid, 0); i++) await sleep(25)
+  for (let i = 0; i < 40 && groupAlive(pid); i++) await sleep(25)
 }
 
 function formatSeconds(ms: number): string {
@@ -2194,21 +2412,35 @@ function writeProcessNote(path: string, note: JobProcessNote): void {
   }
 }
 
+function readProcessNote(path: string): JobProcessNote | undefined {
+  try {
+    const [pid, startTime, attempt, host] = readFileSync(path, 'utf8').trim().split(' ')
+    return { pid: Number(pid), startTime: startTime ?? '', attempt: Number(attempt), host: host ?? '' }
+  } catch {
+    return undefined
+  }
+}
+
+/** After a takeover the note belongs to the attempt that runs now: remove it only while it is this attempt's. */
+function removeProcessNote(path: string, attempt: number): void {
+  if (readProcessNote(path)?.attempt === attempt) rmQuiet(path)
+}
+
 /**
- * Stops what is left of an attempt whose worker died: its job runs in a process group of its own and outlives
- * the worker, and must not run beside its retry. Only on this host, and only if the leader is still that process.
+ * Stops what is left of an attempt whose worker died: its job runs in a process group of its own and outlives the
+ * worker, and must not run beside its retry. Only on this host. The group is killed whether its leader still lives
+ * or not (a group's id cannot be reused while any member lives); a leader alive with another start time is a reused
+ * pid, which means the group is long gone.
  */
 export function killOrphanedAttempt(notePath: string, attempt: number): void {
-  let note: string[]
-  try {
-    note = readFileSync(notePath, 'utf8').trim().split(' ')
-  } catch {
-    return
-  }
-  const [pid, startTime, noted, host] = note
-  if (Number(noted) !== attempt || host !== HOST || !isProcessAlive(Number(pid), startTime || undefined)) return
-  signalGroup(Number(pid), 'SIGKILL')
+  const note = readProcessNote(notePath)
+  if (!note || note.attempt !== attempt || note.host !== HOST || !(note.pid > 0)) return
+  if (isProcessAlive(note.pid) && !isProcessAlive(note.pid, note.startTime || undefined)) return
+  signalGroup(note.pid, 'SIGKILL')
 }
+
+/** Errors of spawn that say the machine is short of processes, descriptors or memory, not that the job is wrong. */
+const MACHINE_SPAWN_ERRORS = new Set(['EAGAIN', 'EMFILE', 'ENFILE', 'ENOMEM'])
 
 /**
  * Runs one attempt. Not tinyexec: the job must get exactly the environment it was enqueued with (tinyexec merges
@@ -2218,13 +2450,7 @@ export function killOrphanedAttempt(notePath: string, attempt: number): void {
 export function startCommand(claim: ClaimedJob, paths: { log: string; note: string }, workerId: string): RunningJob {
   const { job, attempt } = claim
   const started = Date.now()
-  const failed = (error: string): RunningJob => ({
-    pid: undefined,
-    done: Promise.resolve({ exit_code: null, signal: null, error, output_tail: null, finished_at: Date.now() }),
-    kill: () => {},
-    cancel: () => {},
-  })
-  let fd: number
+  let fd: number | undefined
   let outputStart: number
   try {
     makeDirectory(dirname(paths.log))
@@ -2232,43 +2458,59 @@ export function startCommand(claim: ClaimedJob, paths: { log: string; note: stri
     writeSync(fd, `=== attempt ${attempt} · started ${iso(started)} · worker ${workerId} ===\n`)
     outputStart = fstatSync(fd).size
   } catch (error) {
-    return failed(`cannot write the log: ${(error as Error).message}`)
+    if (fd !== undefined) closeSync(fd)
+    // the log is queuectl's own file, so this is never the job's fault: a full disk, no descriptors left, a read-only folder
+    const machineFault = `cannot write the log ${paths.log}: ${(error as Error).message}`
+    const done = Promise.resolve({ exit_code: null, signal: null, error: machineFault, output_tail: null, finished_at: Date.now(), machineFault })
+    return { pid: undefined, done, kill: () => {}, cancel: () => {}, killTakenOver: () => {} }
   }
+  const log = fd
   let child: ChildProcess | undefined
   let startError: string | undefined
+  let machineFault: string | undefined
+  const cannotStart = (error: Error) => {
+    startError = `cannot start: ${error.message}`
+    if (MACHINE_SPAWN_ERRORS.has((error as NodeJS.ErrnoException).code ?? '')) machineFault = startError
+  }
   try {
     if (!statSync(job.cwd, { throwIfNoEntry: false })?.isDirectory()) throw new Error(`the directory ${job.cwd} does not exist`)
     child = spawn('/bin/sh', ['-c', job.command], {
       cwd: job.cwd,
       env: { ...claim.env, QUEUECTL_JOB_ID: job.id, QUEUECTL_ATTEMPT: String(attempt), QUEUECTL_QUEUE: job.queue, QUEUECTL_SLOT: String(claim.slot) },
       detached: true,
-      stdio: ['ignore', fd, fd],
+      stdio: ['ignore', log, log],
     })
     if (child.pid) writeProcessNote(paths.note, { pid: child.pid, startTime: processStartTime(child.pid), attempt, host: HOST })
   } catch (error) {
-    startError = `cannot start: ${(error as Error).message}`
+    child = undefined
+    cannotStart(error as Error)
   }
   let timedOut = false
   let forced = false
+  let takenOver = false
   let termination: Promise<void> | undefined
+  let ended = false
   const done = new Promise<AttemptOutcome>((resolvePromise) => {
     const finish = (exitCode: number | null, signal: string | null, error: string | null) => {
+      if (ended) return // a failed spawn may report both 'error' and 'exit'
+      ended = true
       const finished = Date.now()
       let tail: Buffer = Buffer.alloc(0)
       try {
-        const outputEnd = fstatSync(fd).size
+        const outputEnd = fstatSync(log).size
         const tailStart = Math.max(outputStart, outputEnd - OUTPUT_TAIL_BYTES)
         tail = Buffer.alloc(outputEnd - tailStart)
-        readSync(fd, tail, 0, tail.length, tailStart)
+        readSync(log, tail, 0, tail.length, tailStart)
         const newline = outputEnd > outputStart && tail[tail.length - 1] !== 10 ? '\n' : ''
-        writeSync(fd, `${newline}=== attempt ${attempt} · ${error ?? 'exit code 0'} · ${formatSeconds(finished - started)} ===\n`)
+        // once taken over, the log goes on with the attempt that runs now: a footer here would end it
+        if (!takenOver) writeSync(log, `${newline}=== attempt ${attempt} · ${error ?? 'exit code 0'} · ${formatSeconds(finished - started)} ===\n`)
       } catch {
         // the outcome matters more than the log's footer (a full disk must not lose it)
       } finally {
-        closeSync(fd)
-        rmQuiet(paths.note)
+        closeSync(log)
+        removeProcessNote(paths.note, attempt)
       }
-      resolvePromise({ exit_code: exitCode, signal, error, output_tail: tail.length ? tail.toString('utf8') : null, finished_at: finished, forced })
+      resolvePromise({ exit_code: exitCode, signal, error, output_tail: tail.length ? tail.toString('utf8') : null, finished_at: finished, forced, machineFault, takenOver })
     }
     if (!child) return finish(null, null, startError!)
     const pid = child.pid
@@ -2278,12 +2520,15 @@ export function startCommand(claim: ClaimedJob, paths: { log: string; note: stri
     }, claim.timeout * 1000) : undefined
     child.on('error', (error) => {
       clearTimeout(limit)
-      finish(null, null, `cannot start: ${error.message}`)
+      cannotStart(error)
+      finish(null, null, startError!)
     })
     child.on('exit', (code, signal) => {
       clearTimeout(limit)
       const settle = async () => {
-        await termination // the shell is gone, but the rest of its group gets its grace period, then SIGKILL
+        // the main process is gone; what is left of its group (a background child) must not outlive the attempt
+        if (pid && !termination && groupAlive(pid)) termination = terminateGroup(pid)
+        await termination
         let error: string | null = null
         if (forced) error = 'stopped by worker stop --force'
         else if (timedOut) error = `timed out after ${claim.timeout}s`
@@ -2303,6 +2548,10 @@ export function startCommand(claim: ClaimedJob, paths: { log: string; note: stri
     },
     cancel: (signal, graceMs) => {
       if (child?.pid && !termination) termination = terminateGroup(child.pid, graceMs, signal)
+    },
+    killTakenOver: () => {
+      takenOver = true
+      if (child?.pid) termination ??= terminateGroup(child.pid)
     },
   }
 }
@@ -2325,7 +2574,9 @@ export interface WorkerOptions {
 /**
  * Runs jobs until stopped, up to `concurrency` at once. SIGTERM/SIGINT/SIGHUP: finish the running jobs, then exit.
  * A second one, or SIGUSR2: kill their process groups and put the jobs back without counting the attempts.
- * Slots that finish together are recorded, and their next jobs claimed, in one transaction.
+ * Slots that finish together are recorded, and their next jobs claimed, in one transaction. When the machine rather
+ * than the job fails (the log cannot be written, spawn gets EAGAIN), the job goes back uncounted and the worker backs
+ * off, doubling up to a minute, saying why in its log and in `status`.
  */
 export async function runWorker(queue: Queue, options: WorkerOptions = {}): Promise<void> {
   const log = options.log ?? ((message: string) => process.stderr.write(`${iso(Date.now())} ${message}\n`))
@@ -2336,6 +2587,9 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
   const running = new Map<number, { claim: ClaimedJob; run: RunningJob; cancelled?: true }>()
   const ended: { claim: ClaimedJob; outcome: AttemptOutcome }[] = []
   let changed = true
+  let backoffUntil = 0 // no claims before this while the machine fails
+  let faultBackoffMs = 0
+  const mayClaim = () => !stopping && Date.now() >= backoffUntil
   let wake = () => {}
   const stop = (force: boolean) => {
     const next = force || stopping ? 'force' : 'graceful'
@@ -2369,22 +2623,48 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
       if (file !== null && !String(file).startsWith('queue.db') || String(file).includes('.lock')) return
       changed = true
       void carryOutKills().catch(() => undefined)
-      wake()
+      if (mayClaim()) wake()
     })
   } catch {
     // no inotify here: the idle poll still finds new jobs, and the heartbeat carries out kills
   }
-  // Also while long jobs run: a lost worker's job must not wait for this one's to finish to be put back.
-  const heartbeat = setInterval(() => void queue.heartbeat(workerId).then(() => carryOutKills()).then(() => queue.recoverLostJobs())
-    .catch((error) => log(`heartbeat failed: ${error.message}`)), HEARTBEAT_MS)
-  heartbeat.unref()
+  // Also while long jobs run: a lost worker's job must not wait for these to finish to be put back, and this is
+  // where a worker that was judged lost learns that its attempts were taken over.
+  let beating = true
+  let beat: NodeJS.Timeout | undefined
+  const scheduleHeartbeat = (leaseSeconds: number) => {
+    if (beating) (beat = setTimeout(() => void heartbeat(), Math.min(HEARTBEAT_MS, (leaseSeconds * 1000) / 3))).unref()
+  }
+  const heartbeat = async () => {
+    let lease = CONFIG_KEYS.lease.default
+    try {
+      lease = (await queue.getConfig()).lease
+      const slotsNow = [...running.values()]
+      const lost = await queue.heartbeat(workerId, slotsNow.map((slot) => slot.claim))
+      for (const slot of slotsNow) if (lost.includes(slot.claim) && running.get(slot.claim.slot) === slot) slot.run.killTakenOver()
+      await carryOutKills()
+      await queue.recoverLostJobs()
+    } catch (error) {
+      log(`heartbeat failed: ${(error as Error).message}`)
+    }
+    scheduleHeartbeat(lease)
+  }
+  scheduleHeartbeat((await queue.getConfig()).lease)
   const start = (claim: ClaimedJob) => {
     if (stopping) return void ended.push({ claim, outcome: { exit_code: null, signal: null, error: null, output_tail: null, finished_at: Date.now(), forced: true, notStarted: true } })
     const run = startCommand(claim, { log: queue.logPath(claim.job.id), note: queue.processNotePath(claim.job.id) }, workerId)
     running.set(claim.slot, { claim, run })
+    if (faultBackoffMs && run.pid !== undefined) {
+      faultBackoffMs = 0
+      log('jobs start again: no longer backing off')
+      void queue.setWorkerNote(workerId, null).catch((error) => log(`cannot clear this worker's note: ${error.message}`))
+    }
     void run.done.then((outcome) => {
       running.delete(claim.slot)
-      ended.push({ claim, outcome })
+      if (outcome.takenOver) {
+        log(`${takenOver(claim)}: killed it`)
+        void queue.heartbeat(workerId).catch(() => undefined) // registers again
+      } else ended.push({ claim, outcome })
       wake()
     })
   }
@@ -2397,7 +2677,17 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
       try {
         if (ended.length) {
           const batch = ended.splice(0)
-          for (const claim of await recordEnds(queue, workerId, batch, stopping ? [] : freeSlots(), log)) start(claim)
+          const fault = batch.find((end) => end.outcome.machineFault && !end.outcome.forced)?.outcome.machineFault
+          if (fault && !stopping) {
+            faultBackoffMs = Math.min(faultBackoffMs * 2 || MACHINE_FAULT_BACKOFF_MS.first, MACHINE_FAULT_BACKOFF_MS.max)
+            backoffUntil = Date.now() + faultBackoffMs
+          }
+          for (const claim of await recordEnds(queue, workerId, batch, mayClaim() ? freeSlots() : [], log)) start(claim)
+          if (fault && !stopping) {
+            const backoff = `backing off ${formatDuration(faultBackoffMs)}`
+            log(`${batch.filter((end) => end.outcome.machineFault).map((end) => `job ${end.claim.job.id}`).join(', ')} back to pending, not counted: ${fault}; ${backoff}`)
+            await queue.setWorkerNote(workerId, `${backoff}: ${fault}`)
+          }
         }
         if (stopping && running.size === 0 && ended.length === 0) break
         const now = Date.now()
@@ -2410,7 +2700,7 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
           lastRetention = now
           await queue.applyRetention()
         }
-        if (!stopping && ended.length === 0) {
+        if (mayClaim() && ended.length === 0) {
           changed = false
           for (const slot of freeSlots()) {
             const claim = await queue.claimNextJob(workerId, slot)
@@ -2421,9 +2711,9 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
         failures = 0
         if (ended.length) continue
         if (options.drain && running.size === 0 && !(await queue.hasWaitingJobs(workerId))) break
-        if (changed && !stopping && freeSlots().length) continue
+        if (changed && mayClaim() && freeSlots().length) continue
         const next = await queue.nextRunAt()
-        const idleMs = Math.max(5, Math.min(next ? next - Date.now() : IDLE_POLL_MS, IDLE_POLL_MS))
+        const idleMs = Math.max(5, !stopping && !mayClaim() ? backoffUntil - Date.now() : Math.min(next ? next - Date.now() : IDLE_POLL_MS, IDLE_POLL_MS))
         await new Promise<void>((resolveWait) => {
           const timer = setTimeout(() => wake(), idleMs)
           wake = () => {
@@ -2431,7 +2721,7 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
             wake = () => {}
             resolveWait()
           }
-          if (ended.length || (stopping && running.size === 0) || (!stopping && changed && freeSlots().length)) wake()
+          if (ended.length || (stopping && running.size === 0) || (mayClaim() && changed && freeSlots().length)) wake()
         })
         await new Promise((resolveTurn) => setImmediate(resolveTurn)) // a turn of the event loop: children's exits are reaped there
       } catch (error) {
@@ -2441,7 +2731,8 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
       }
     }
   } finally {
-    clearInterval(heartbeat)
+    beating = false
+    clearTimeout(beat)
     watcher?.close()
     for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.off(signal, onStop)
     process.off('SIGUSR2', onForce)
@@ -2450,32 +2741,40 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
   }
 }
 
+const takenOver = (claim: ClaimedJob) => `attempt ${claim.attempt} of job ${claim.job.id} was taken over (recovered as lost)`
+
 /**
- * The outcomes must reach the database: while this worker lives nobody else will put its jobs back. Finished
- * attempts are recorded together with the claims of `claimFor`'s slots; forced ends put their jobs back.
- * Returns the jobs claimed.
+ * The outcomes must reach the database: while this worker lives nobody else will put its jobs back. Attempts that
+ * count are recorded together with the claims of `claimFor`'s slots; those that count not against the job
+ * (force-stopped, never started, or the machine failed) put it back to pending. Returns the jobs claimed.
  */
 async function recordEnds(queue: Queue, workerId: string, ends: { claim: ClaimedJob; outcome: AttemptOutcome }[], claimFor: number[], log: (m: string) => void): Promise<ClaimedJob[]> {
-  const finished = ends.filter((end) => !end.outcome.forced)
+  const released = (outcome: AttemptOutcome) =>
+    outcome.notStarted ? 'not started: the worker was stopping' : outcome.forced ? 'stopped by worker stop --force' : outcome.machineFault
+  const finished = ends.filter((end) => released(end.outcome) === undefined)
   let claimed: ClaimedJob[] = []
-  for (let tries = 1; finished.length; tries++) {
+  for (let tries = 1; finished.length || claimFor.length; tries++) {
     try {
-      claimed = (await queue.finishAttempts(workerId, finished, claimFor)).next
+      const { jobs, next } = await queue.finishAttempts(workerId, finished, claimFor)
+      jobs.forEach((job, i) => job || log(`${takenOver(finished[i].claim)}: its end was not recorded`))
+      claimed = next
       break
     } catch (error) {
       log(`cannot record the end of job ${finished.map((end) => end.claim.job.id).join(', ')} (${(error as Error).message}); retrying`)
       await sleep(Math.min(100 * tries, 5_000))
     }
   }
-  for (const { claim, outcome } of ends.filter((end) => end.outcome.forced)) {
-    const reason = outcome.notStarted ? 'not started: the worker was stopping' : undefined
-    for (let tries = 1; tries <= 3; tries++) {
+  for (const { claim, outcome } of ends) {
+    const reason = released(outcome)
+    if (reason === undefined) continue
+    for (let tries = 1; ; tries++) {
       try {
-        await queue.releaseJob(claim, workerId, outcome, reason)
+        if (!(await queue.releaseJob(claim, workerId, outcome, reason))) log(`${takenOver(claim)}: its end was not recorded`)
         break
       } catch (error) {
-        log(`cannot put job ${claim.job.id} back (${(error as Error).message})${tries < 3 ? '; retrying' : ': it is recovered as lost once this worker is gone'}`)
-        await sleep(100 * tries)
+        if (outcome.forced && tries >= 3) break // once this worker is gone its job is recovered as lost
+        log(`cannot put job ${claim.job.id} back (${(error as Error).message}); retrying`)
+        await sleep(Math.min(100 * tries, 5_000))
       }
     }
   }
@@ -2491,6 +2790,11 @@ function scriptPath(): string {
 function inheritedNodeArgs(): string[] {
   const dropped = /^--(inspect|watch|test|eval|print|input-type)|^-[ep]$/
   return process.execArgv.filter((arg) => !dropped.test(arg))
+}
+
+/** The workers registered from this host: the ones whose pids mean something here. */
+function localWorkers(queue: Queue): Promise<WorkerRow[]> {
+  return queue.storage.read((sql) => sql.all<WorkerRow>('SELECT * FROM workers WHERE host = ?', [HOST]))
 }
 
 /** Starts `count` detached `worker run` processes and waits until each has registered. Returns their pids. */
@@ -2517,7 +2821,7 @@ export async function startWorkers(queue: Queue, count: number, options: { concu
   }
   const deadline = Date.now() + timeoutMs
   for (;;) {
-    const registered = new Set((await queue.query<{ pid: number }>('SELECT pid FROM workers WHERE host = ?', [HOST])).map((r) => r.pid))
+    const registered = new Set((await localWorkers(queue)).map((w) => w.pid))
     const missing = pids.filter((pid) => !registered.has(pid))
     if (missing.length === 0) return pids
     const exited = missing.filter((pid) => !isProcessAlive(pid))
@@ -2530,7 +2834,7 @@ export async function startWorkers(queue: Queue, count: number, options: { concu
 /** Signals every live worker of this queue on this host, then waits for them to exit. Returns how many stopped. */
 export async function stopWorkers(queue: Queue, options: { force?: boolean; timeoutMs?: number; onWait?: (left: number) => void } = {}): Promise<{ stopped: number; left: number }> {
   await queue.recoverLostJobs()
-  const workers = (await queue.query<WorkerRow>('SELECT * FROM workers WHERE host = ?', [HOST])).filter((w) => isProcessAlive(w.pid, w.proc_start || undefined))
+  const workers = (await localWorkers(queue)).filter((w) => isProcessAlive(w.pid, w.proc_start || undefined))
   for (const w of workers) {
     try {
       process.kill(w.pid, options.force ? 'SIGUSR2' : 'SIGTERM')
@@ -2800,10 +3104,9 @@ async function metricsText(queue: Queue): Promise<string> {
   const { workers, counts } = await queue.status()
   const stats = await queue.stats()
   const cols = DASHBOARD_BUCKETS.map((le, i) => `sum(duration_ms <= ${le * 1000}) AS b${i}`).join(', ')
-  const [row] = await queue.query<Record<string, number | null>>(
-    `SELECT count(*) AS n, total(duration_ms) AS sum_ms, sum(exit_code = 0) AS ok, ${cols}
-       FROM attempts WHERE finished_at IS NOT NULL AND duration_ms IS NOT NULL`,
-  )
+  const row = await queue.storage.read((sql) => sql.get<Record<string, number | null>>(
+    `SELECT count(*) AS n, total(duration_ms) AS sum_ms, ${cols} FROM attempts WHERE duration_ms IS NOT NULL AND ${COUNTED_ATTEMPT}`,
+  ))
   const n = row?.n ?? 0
   const lines = [
     '# HELP queuectl_jobs Jobs in the queue, by state.',
@@ -2812,11 +3115,13 @@ async function metricsText(queue: Queue): Promise<string> {
     '# HELP queuectl_workers Live workers.',
     '# TYPE queuectl_workers gauge',
     `queuectl_workers ${workers.length}`,
-    '# HELP queuectl_attempts_total Finished attempts of the jobs still stored (purge removes them), by outcome.',
+    '# HELP queuectl_attempts_total Finished attempts of the jobs still stored (purge removes them), by outcome; released ones were not counted.',
     '# TYPE queuectl_attempts_total counter',
-    `queuectl_attempts_total{outcome="success"} ${row?.ok ?? 0}`,
-    `queuectl_attempts_total{outcome="failure"} ${n - (row?.ok ?? 0)}`,
-    '# HELP queuectl_attempt_duration_seconds Duration of finished attempts.',
+    ...ATTEMPT_RESULTS.map((end) => `queuectl_attempts_total{outcome="${end}"} ${stats.attempts[end]}`),
+    '# HELP queuectl_retries_total Failed or lost attempts that their job followed with another run.',
+    '# TYPE queuectl_retries_total counter',
+    `queuectl_retries_total ${stats.retries}`,
+    '# HELP queuectl_attempt_duration_seconds Duration of finished attempts that counted (not released ones).',
     '# TYPE queuectl_attempt_duration_seconds histogram',
     ...DASHBOARD_BUCKETS.map((le, i) => `queuectl_attempt_duration_seconds_bucket{le="${le}"} ${row?.[`b${i}`] ?? 0}`),
     `queuectl_attempt_duration_seconds_bucket{le="+Inf"} ${n}`,
@@ -3272,6 +3577,19 @@ const stripAnsi = (text: string) => text.replace(/\x1b\[[0-9;]*m/g, '')
 const STATE_COLORS: Record<JobState, keyof typeof ANSI> = {
   pending: 'cyan', blocked: 'gray', processing: 'yellow', completed: 'green', failed: 'magenta', dead: 'red', cancelled: 'gray', skipped: 'gray',
 }
+
+/**
+ * Text as the terminal gets it: control characters (C0, DEL, C1) shown as `\n`, `\t`, `\x1b`…, so a job's command,
+ * id, error or output can neither drive the terminal nor break a line; `keep` lists those let through (output keeps
+ * its line breaks and tabs). Table cells, `show`'s fields and error lines are always escaped (a row stays one line,
+ * into a pipe too); output only on a terminal (see outputWriter).
+ */
+function escapeControls(text: string, keep = ''): string {
+  // eslint-disable-next-line no-control-regex
+  return text.replace(/[\x00-\x1f\x7f-\x9f]/g, (c) =>
+    keep.includes(c) ? c : c === '\n' ? '\\n' : c === '\t' ? '\\t' : c === '\r' ? '\\r' : `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`)
+}
+
 /** Messages on stderr: consola's fancy reporter on a terminal, its light one-line build otherwise (faster start). */
 let log: ConsolaInstance
 async function loadLog(): Promise<void> {
@@ -3289,15 +3607,20 @@ function printJson(value: unknown): void {
   print(JSON.stringify(value, null, 2))
 }
 
-/** Aligned columns; the last one is cut to the terminal's width rather than wrapped. */
-function printTable(headers: string[], rows: string[][]): void {
-  const all = [headers, ...rows]
-  const widths = headers.map((_, i) => Math.max(...all.map((row) => stripAnsi(row[i] ?? '').length)))
-  const width = process.stdout.columns ?? Infinity
-  for (const [n, row] of all.entries()) {
-    let line = row.map((cell, i) => (i === row.length - 1 ? cell : cell + ' '.repeat(widths[i] - stripAnsi(cell).length))).join('  ')
-    if (stdoutIsTTY && stripAnsi(line).length > width) line = line.slice(0, width - 1) + '…'
-    print(n === 0 ? paint('bold', line) : line)
+/** A table cell: text, or text in a colour. */
+type Cell = string | readonly [keyof typeof ANSI, string]
+
+/** Aligned columns of escaped cells; on a terminal the last column is cut to its width rather than wrapped. */
+function printTable(headers: string[], rows: Cell[][]): void {
+  const texts = rows.map((row) => row.map((cell) => escapeControls(typeof cell === 'string' ? cell : cell[1])))
+  const widths = headers.map((header, i) => texts.reduce((width, row) => Math.max(width, row[i].length), header.length))
+  const before = widths.slice(0, -1).reduce((sum, width) => sum + width + 2, 0)
+  const room = (stdoutIsTTY && process.stdout.columns) || Infinity // a pseudo-terminal may report 0 columns
+  const fit = (text: string, i: number) =>
+    i < widths.length - 1 ? text.padEnd(widths[i]) : before + text.length > room ? `${text.slice(0, Math.max(0, room - before - 1))}…` : text
+  print(paint('bold', headers.map(fit).join('  ')))
+  for (const [r, row] of rows.entries()) {
+    print(row.map((cell, i) => (typeof cell === 'string' ? fit(texts[r][i], i) : paint(cell[0], fit(texts[r][i], i)))).join('  '))
   }
 }
 
@@ -3309,17 +3632,28 @@ function ago(timestamp: string | null): string {
   return ms >= 0 ? `${text} ago` : `in ${text}`
 }
 
-const oneLine = (text: string) => text.replace(/[\r\n\t]+/g, ' ')
-const stateCell = (state: JobState) => paint(STATE_COLORS[state], state)
+const paintState = (state: JobState) => paint(STATE_COLORS[state], state)
+const stateCell = (state: JobState): Cell => [STATE_COLORS[state], state]
+
+/** Resolves once stdout has taken `data`: a pipe's reader sets the pace, and the buffer may be used again. */
+function writeStdout(data: string | Uint8Array): Promise<void> {
+  return new Promise((resolve) => process.stdout.write(data, () => resolve()))
+}
 
 /** Control characters would drive the terminal: on a TTY show them escaped; into a pipe, the bytes as they are. */
-function writeOutput(bytes: Buffer): void {
-  if (!stdoutIsTTY) {
-    process.stdout.write(bytes)
-    return
+function outputWriter() {
+  const decoder = new StringDecoder('utf8') // a character split between two chunks is decoded whole
+  const escape = (text: string) => escapeControls(text, '\n\t')
+  const write = (bytes: Buffer) => writeStdout(stdoutIsTTY ? escape(decoder.write(bytes)) : bytes)
+  return {
+    write,
+    /** Bytes [start, end) of an open file, a chunk at a time. */
+    async copy(fd: number, start: number, end: number) {
+      const buffer = Buffer.allocUnsafe(LOG_CHUNK)
+      for (let pos = start; pos < end; pos += LOG_CHUNK) await write(readAt(fd, pos, end, buffer))
+    },
+    end: () => writeStdout(stdoutIsTTY ? escape(decoder.end()) : ''),
   }
-  // eslint-disable-next-line no-control-regex
-  process.stdout.write(bytes.toString('utf8').replace(/[\x00-\x08\x0b-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`))
 }
 
 function wholeFlag(value: unknown, flag: string, min: number, max: number): number | undefined {
@@ -3329,17 +3663,16 @@ function wholeFlag(value: unknown, flag: string, min: number, max: number): numb
   return n
 }
 
-function numberFlag(value: unknown, flag: string): number | undefined {
-  if (value === undefined || value === false) return undefined
-  const n = Number(value)
-  if (String(value).trim() === '' || !Number.isFinite(n)) throw new UsageError(`${flag} must be a number, not "${String(value)}"`)
-  return n
-}
-
 function stringFlag(value: unknown, flag: string): string | undefined {
   if (value === undefined || value === false) return undefined
   if (value === true || value === '') throw new UsageError(`${flag} needs a value`)
   return String(value)
+}
+
+/** A flag that is a length of time, in milliseconds. */
+function durationFlag(value: unknown, flag: string): number | undefined {
+  const text = stringFlag(value, flag)
+  return text === undefined ? undefined : parseDuration(text, flag)
 }
 
 async function withQueue<T>(fn: (queue: Queue) => Promise<T>): Promise<T> {
@@ -3395,8 +3728,8 @@ const enqueueCommand = define({
     id: { type: 'string', description: 'Job id (default: generated)' },
     priority: { type: 'string', description: 'Higher runs first (default 0)' },
     'max-retries': { type: 'string', description: 'Retries after the first attempt (default: config max_retries)' },
-    timeout: { type: 'string', description: 'Seconds an attempt may run (default: config job_timeout)' },
-    'run-at': { type: 'string', description: 'Earliest start, ISO-8601 (e.g. 2026-11-23T18:00:00Z)' },
+    timeout: { type: 'string', description: 'How long an attempt may run: 30s, 5m, 2h, or seconds (default: config job_timeout)' },
+    'run-at': { type: 'string', description: 'Earliest start, ISO-8601: 2026-11-23T18:00 is local time, 2026-11-23T18:00:00Z UTC' },
     delay: { type: 'string', description: 'Start after a delay: 30s, 5m, 2h, 1d' },
     cwd: { type: 'string', description: 'Directory to run in (default: the current one)' },
     file: { type: 'string', description: 'Enqueue many: a file of JSON lines or a JSON array; - for stdin' },
@@ -3420,7 +3753,7 @@ const enqueueCommand = define({
     const defaults: Record<string, unknown> = {
       priority: wholeFlag(args.priority, '--priority', -1_000_000_000, 1_000_000_000),
       max_retries: wholeFlag(args['max-retries'], '--max-retries', 0, 1000),
-      timeout: numberFlag(args.timeout, '--timeout'),
+      timeout: stringFlag(args.timeout, '--timeout'),
       run_at: stringFlag(args['run-at'], '--run-at'),
       delay: stringFlag(args.delay, '--delay'),
       cwd: stringFlag(args.cwd, '--cwd'),
@@ -3456,12 +3789,14 @@ const enqueueCommand = define({
       if (typeof job !== 'object' || job === null || Array.isArray(job)) throw new UsageError('a JSON job must be an object such as {"command":"echo hi"}')
       specs = [{ ...defaults, ...(args.id !== undefined ? { id: stringFlag(args.id, '--id') } : {}), ...job }]
     } else {
-      specs = [{ ...defaults, id: stringFlag(args.id, '--id'), command: positionals.join(' ') }]
+      // One argument is a command line for sh as it is; several are the words of one, each quoted as needed.
+      specs = [{ ...defaults, id: stringFlag(args.id, '--id'), command: positionals.length === 1 ? positionals[0] : quoteCommand(positionals) }]
     }
-    const [jobs, paused] = await withQueue(async (queue) => {
+    const [jobs, paused, unattended] = await withQueue(async (queue) => {
       const added = await queue.enqueueMany(specs)
       const queues = new Set(added.filter((job) => !job.duplicate).map((job) => job.queue))
-      return [added, (await queue.listQueues()).filter((q) => q.paused && queues.has(q.name)).map((q) => q.name)] as const
+      return [added, (await queue.listQueues()).filter((q) => q.paused && queues.has(q.name)).map((q) => q.name),
+        Boolean(process.stderr.isTTY) && !(await queue.hasLiveWorker())] as const
     })
     if (args.json) printJson(file !== undefined ? jobs : jobs[0])
     else print(jobs.map((job) => job.id).join('\n'))
@@ -3469,6 +3804,7 @@ const enqueueCommand = define({
     const added = jobs.filter((job) => !job.duplicate).length
     if (file !== undefined) log.success(`enqueued ${added} job${added === 1 ? '' : 's'}${added < jobs.length ? ` (${jobs.length - added} duplicate${jobs.length - added === 1 ? '' : 's'})` : ''}`)
     for (const name of paused) log.warn(`queue ${name} is paused: its jobs wait until queuectl resume --queue ${name}`)
+    if (unattended) log.info('no worker is running: start one with queuectl worker start')
   },
 })
 
@@ -3509,16 +3845,15 @@ const workerCommand = define({
       meta: { name: 'stop', description: 'Stop all workers gracefully (each finishes its current job) and wait for them' },
       args: {
         force: { type: 'boolean', description: 'Kill running jobs at once and put them back to pending (attempt not counted)' },
-        timeout: { type: 'string', description: 'Give up waiting after this many seconds (exit 1)' },
+        timeout: { type: 'string', description: 'Give up waiting after this long (exit 1): 30s, 5m, or seconds' },
         ...jsonArg,
       },
-      examples: ['queuectl worker stop', 'queuectl worker stop --force', 'queuectl worker stop --timeout 60'],
+      examples: ['queuectl worker stop', 'queuectl worker stop --force', 'queuectl worker stop --timeout 1m'],
       async run({ args }) {
-        const timeout = numberFlag(args.timeout, '--timeout')
-        if (timeout !== undefined && timeout < 0) throw new UsageError('--timeout must be a number of seconds ≥ 0')
+        const timeoutMs = durationFlag(args.timeout, '--timeout')
         const result = await withQueue((queue) => stopWorkers(queue, {
           force: Boolean(args.force),
-          timeoutMs: timeout === undefined ? undefined : timeout * 1000,
+          timeoutMs,
           onWait: (left) => log.info(`waiting for ${left} worker${left === 1 ? '' : 's'} to finish the current job…`),
         }))
         if (args.json) printJson(result)
@@ -3548,18 +3883,27 @@ const statusCommand = define({
     if (args.json) return printJson(status)
     print(`${status.workers.length} worker${status.workers.length === 1 ? '' : 's'} active`)
     if (status.workers.length) {
-      printTable(['  PID', 'WORKER', 'HOST', 'JOB', 'SINCE'], status.workers.map((w) => [`  ${w.pid}`, w.id, w.host, w.job_id ?? paint('gray', 'idle'), w.job_id ? ago(w.since) : ago(w.started_at)]))
+      const notes = status.workers.some((w) => w.note)
+      printTable(['  PID', 'WORKER', 'HOST', 'JOB', 'SINCE', ...(notes ? ['NOTE'] : [])], status.workers.map((w) => [
+        `  ${w.pid}`, w.id, w.host, w.job_id ?? ['gray', 'idle'], w.job_id ? ago(w.since) : ago(w.started_at), ...(notes ? [w.note ? ['yellow', w.note] as Cell : ''] : []),
+      ]))
     }
-    print(`jobs: ${JOB_STATES.map((state) => `${status.counts[state]} ${stateCell(state)}`).join(' · ')}`)
+    print(`jobs: ${JOB_STATES.map((state) => `${status.counts[state]} ${paintState(state)}`).join(' · ')}`)
   },
 })
+
+/** When a waiting job runs (`runs in 5m`, `retry in 8s`, `retry due`); for the others, when they last changed. */
+function jobWhen(job: Job): string {
+  const later = Date.parse(job.run_at) > Date.now()
+  if (job.state === 'failed') return later ? `retry ${ago(job.run_at)}` : 'retry due'
+  if (job.state === 'blocked') return `waits for ${[...job.after, ...job.after_any].join(', ')}`
+  return job.state === 'pending' && later ? `runs ${ago(job.run_at)}` : ago(job.updated_at)
+}
 
 function printJobs(jobs: Job[]): void {
   if (jobs.length === 0) return print(paint('gray', 'no jobs'))
   printTable(['ID', 'STATE', 'ATTEMPTS', 'PRIORITY', 'UPDATED', 'COMMAND'], jobs.map((job) => [
-    job.id, stateCell(job.state), `${job.attempts}/${job.max_retries + 1}`, String(job.priority),
-    job.state === 'blocked' ? `waits for ${[...job.after, ...job.after_any].join(', ')}`
-      : job.state === 'pending' && Date.parse(job.run_at) > Date.now() ? `runs ${ago(job.run_at)}` : ago(job.updated_at), oneLine(job.command),
+    job.id, stateCell(job.state), `${job.attempts}/${job.max_retries + 1}`, String(job.priority), jobWhen(job), job.command,
   ]))
 }
 
@@ -3602,7 +3946,9 @@ const showCommand = define({
     if (args.json) return printJson(job)
     const { history, output_tail: tail, env, ...fields } = job
     for (const [key, value] of Object.entries(fields)) {
-      print(`${paint('bold', key.padEnd(12))} ${key === 'state' ? stateCell(value as JobState) : value === null ? paint('gray', '-') : String(value)}`)
+      const text = key === 'state' ? paintState(value as JobState) : value === null ? paint('gray', '-')
+        : escapeControls(key === 'timeout' ? formatDuration((value as number) * 1000) : String(value))
+      print(`${paint('bold', key.padEnd(12))} ${text}`)
     }
     if (env) print(`${paint('bold', 'env'.padEnd(12))} ${Object.keys(env).length} variables`)
     print()
@@ -3613,48 +3959,156 @@ const showCommand = define({
     ]))
     if (tail) {
       print(`\n${paint('bold', 'output (tail)')}`)
-      writeOutput(Buffer.from(tail.endsWith('\n') ? tail : `${tail}\n`))
+      const out = outputWriter()
+      await out.write(Buffer.from(tail.endsWith('\n') ? tail : `${tail}\n`))
+      await out.end()
     }
   },
 })
 
-/** Where each attempt lies in the log: from its `=== attempt N · started` header to the next header. */
-function attemptRanges(data: Buffer): { attempt: number; started_at: string; start: number; body: number; end: number }[] {
-  // As latin1 each byte is one character, so string offsets are byte offsets (the header's "·" is 2 bytes).
-  const text = data.toString('latin1')
-  const headers = [...text.matchAll(new RegExp(`^=== attempt (\\d+) ${Buffer.from('·').toString('latin1')} started (\\S+) .*\n`, 'gm'))]
-  return headers.map((header, i) => ({
-    attempt: Number(header[1]),
-    started_at: header[2],
-    start: header.index!,
-    body: header.index! + header[0].length,
-    end: headers[i + 1]?.index ?? data.length,
-  }))
+const LOG_CHUNK = 1024 * 1024 // bytes read at a time: a log of any size is read and printed in constant memory
+const LOG_LINE_LIMIT = 4096 // a longer line is output, never an attempt's header or footer
+const HEADER_MARK = Buffer.from('\n=== attempt ')
+// As latin1 each byte is one character, so string offsets are byte offsets (the "·" is 2 bytes).
+const DOT = Buffer.from('·').toString('latin1')
+const HEADER_LINE = new RegExp(`^=== attempt (\\d+) ${DOT} started (\\S+) .*$`)
+const FOOTER_LINE = new RegExp(`\n?=== attempt \\d+ ${DOT} (.*) ${DOT} [\\d.]+s ===\n$`)
+/** The states a job ends in, and what `logs --follow` exits with when it sees one. */
+const FOLLOW_EXIT_CODES: Partial<Record<JobState, number>> = { completed: 0, dead: 1 }
+
+interface LogHeader {
+  attempt: number
+  started_at: string
+  start: number
+  body: number
 }
 
-/** The log's attempts as text: number, start, output, and the footer's summary once it has ended. */
-function logSections(data: Buffer): { attempt: number; started_at: string; output: string; ended: string | null }[] {
-  return attemptRanges(data).map((range) => {
-    let output = data.subarray(range.body, range.end).toString('utf8')
-    const footer = /\n?=== attempt \d+ · (.*) · [\d.]+s ===\n$/.exec(output)
-    if (footer) output = output.slice(0, footer.index) + (output[footer.index] === '\n' ? '\n' : '')
-    return { attempt: range.attempt, started_at: range.started_at, output, ended: footer?.[1] ?? null }
-  })
+/** Runs `fn` on the job's log open for reading; undefined if the job has no log yet. */
+async function withLog<T>(path: string, fn: (fd: number, size: number) => Promise<T>): Promise<T | undefined> {
+  let fd: number
+  try {
+    fd = openSync(path, 'r')
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    throw error
+  }
+  try {
+    return await fn(fd, fstatSync(fd).size)
+  } finally {
+    closeSync(fd)
+  }
 }
 
-/** One attempt's part of the log (header to footer), or undefined if it has not begun. */
-function attemptLog(data: Buffer, attempt: number): Buffer | undefined {
-  const range = attemptRanges(data).find((r) => r.attempt === attempt)
-  return range && data.subarray(range.start, range.end)
+/** Bytes from `start` up to `end` of the file, as many as `buffer` holds (fewer past the file's end). */
+function readAt(fd: number, start: number, end: number, buffer = Buffer.allocUnsafe(Math.max(0, end - start))): Buffer {
+  const length = Math.min(buffer.length, end - start)
+  return buffer.subarray(0, length > 0 ? readSync(fd, buffer, 0, length, start) : 0)
 }
 
-/** The last `lines` lines. */
-function tailLines(data: Buffer, lines: number): Buffer {
-  let end = data.length
-  if (data[end - 1] === 10) end--
-  let start = end
-  for (let seen = 0; start > 0; start--) if (data[start - 1] === 10 && ++seen === lines) break
-  return data.subarray(start)
+/** The attempt header that is the line at `start`: 'partial' while that line is still being written. */
+function headerAt(fd: number, start: number, size: number): LogHeader | 'partial' | undefined {
+  const line = readAt(fd, start, Math.min(size, start + LOG_LINE_LIMIT))
+  const eol = line.indexOf(10)
+  if (eol === -1) return line.length < LOG_LINE_LIMIT ? 'partial' : undefined
+  const match = HEADER_LINE.exec(line.toString('latin1', 0, eol))
+  return match ? { attempt: Number(match[1]), started_at: match[2], start, body: start + eol + 1 } : undefined
+}
+
+/**
+ * The first attempt header (of `attempt`, if given) that begins a line in [from, size), scanning in chunks. Without
+ * one, `resume` is where a look at the log once it has grown goes on from.
+ */
+function findHeader(fd: number, from: number, size: number, attempt?: number): { header?: LogHeader; resume: number } {
+  const at = (start: number) => {
+    const header = headerAt(fd, start, size)
+    if (header === 'partial') return { resume: start }
+    if (header && (attempt === undefined || header.attempt === attempt)) return { header, resume: header.body }
+  }
+  const first = from === 0 ? at(0) : undefined
+  if (first) return first
+  const buffer = Buffer.allocUnsafe(LOG_CHUNK)
+  let pos = Math.max(0, from - 1)
+  for (;;) {
+    const chunk = readAt(fd, pos, size, buffer)
+    if (chunk.length < HEADER_MARK.length) break
+    for (let i = chunk.indexOf(HEADER_MARK); i !== -1; i = chunk.indexOf(HEADER_MARK, i + 1)) {
+      const found = at(pos + i + 1)
+      if (found) return found
+    }
+    pos += chunk.length - HEADER_MARK.length + 1 // a mark across the chunk's end is found in the next one
+  }
+  return { resume: Math.max(from, pos + 1) }
+}
+
+/** The footer that closes an attempt's part [body, end) of the log, once the attempt has ended. */
+function footerOf(fd: number, body: number, end: number): { start: number; newline: boolean; ended: string } | undefined {
+  const from = Math.max(body, end - LOG_LINE_LIMIT)
+  const match = FOOTER_LINE.exec(readAt(fd, from, end).toString('latin1'))
+  return match ? { start: from + match.index, newline: match[0][0] === '\n', ended: Buffer.from(match[1], 'latin1').toString('utf8') } : undefined
+}
+
+/** Where the last `lines` lines of [start, end) begin, reading backwards from the end in chunks. */
+function tailStart(fd: number, start: number, end: number, lines: number): number {
+  if (lines === 0) return end
+  const buffer = Buffer.allocUnsafe(LOG_CHUNK)
+  let seen = 0
+  for (let chunkEnd = end; chunkEnd > start;) {
+    const chunkStart = Math.max(start, chunkEnd - LOG_CHUNK)
+    const chunk = readAt(fd, chunkStart, chunkEnd, buffer)
+    // the newline that ends the last line does not begin one
+    let i = chunk.length - (chunkEnd === end && chunk[chunk.length - 1] === 10 ? 2 : 1)
+    for (; i >= 0 && (i = chunk.lastIndexOf(10, i)) !== -1; i--) if (++seen === lines) return chunkStart + i + 1
+    chunkEnd = chunkStart
+  }
+  return start
+}
+
+/**
+ * The part of a log `logs` shows: all of it, or one attempt's (its header up to the next header). Each call looks
+ * only at what the log gained since the last, so following a growing log never reads it again.
+ */
+function logSelection(attempt: number | undefined): (fd: number, size: number) => { start: number; end: number } | undefined {
+  let start = attempt === undefined ? 0 : undefined
+  let end: number | undefined
+  let scanned = 0
+  return (fd, size) => {
+    if (start === undefined) {
+      const found = findHeader(fd, scanned, size, attempt)
+      scanned = found.resume
+      if (!found.header) return undefined
+      start = found.header.start
+    }
+    if (attempt !== undefined && end === undefined) {
+      const next = findHeader(fd, scanned, size)
+      scanned = next.resume
+      end = next.header?.start
+    }
+    return { start, end: Math.min(end ?? size, size) }
+  }
+}
+
+/** `logs --json`: one object per attempt, its output streamed from the log (it may be longer than a string can be). */
+async function printLogSections(fd: number, size: number, attempt: number | undefined): Promise<number> {
+  const buffer = Buffer.allocUnsafe(LOG_CHUNK)
+  let count = 0
+  for (let found = findHeader(fd, 0, size); found.header;) {
+    const header = found.header
+    found = findHeader(fd, header.body, size)
+    if (attempt !== undefined && header.attempt !== attempt) continue
+    const end = found.header?.start ?? size
+    const footer = footerOf(fd, header.body, end)
+    const section = { attempt: header.attempt, started_at: header.started_at, output: '', ended: footer?.ended ?? null }
+    const [before, after] = JSON.stringify([section], null, 2).slice(2, -2).split('"output": ""')
+    await writeStdout(`${count++ ? ',' : '['}\n${before}"output": "`)
+    const decoder = new StringDecoder('utf8')
+    const outputEnd = footer?.start ?? end
+    for (let pos = header.body; pos < outputEnd; pos += LOG_CHUNK) {
+      await writeStdout(JSON.stringify(decoder.write(readAt(fd, pos, outputEnd, buffer))).slice(1, -1))
+    }
+    await writeStdout(`${JSON.stringify(decoder.end() + (footer?.newline ? '\n' : '')).slice(1, -1)}"${after}`)
+  }
+  await writeStdout(count ? '\n]\n' : '[]\n')
+  return count
 }
 
 const logsCommand = define({
@@ -3677,29 +4131,35 @@ const logsCommand = define({
       let job = await queue.getJob(id)
       if (!job) throw new QueueError(`no job with id "${id}"`)
       const path = queue.logPath(id)
-      const readLog = () => (existsSync(path) ? readFileSync(path) : Buffer.alloc(0))
-      const data = readLog()
-      if (args.json) return printJson(logSections(data).filter((section) => attempt === undefined || section.attempt === attempt))
-      if (data.length === 0 && !args.follow) log.info(`job ${id} has no output yet`)
-      const view = (log: Buffer) => (attempt === undefined ? log : attemptLog(log, attempt))
-      if (!args.follow) {
-        const selected = view(data)
-        if (!selected) throw new QueueError(`this job has no attempt ${attempt} in its log`)
-        return writeOutput(tail === undefined ? selected : tailLines(selected, tail))
+      if (args.json) {
+        if ((await withLog(path, (fd, size) => printLogSections(fd, size, attempt))) === undefined) printJson([]) // no log yet
+        return
       }
-      // Following: print what the selected view gained since the last look (an attempt may not have begun yet).
-      const first = view(data) ?? Buffer.alloc(0)
-      writeOutput(tail === undefined ? first : tailLines(first, tail))
-      let printed = first.length
+      // Following: each look prints what the selection gained since the last (an attempt may not have begun yet).
+      const selection = logSelection(attempt)
+      const out = outputWriter()
+      let printed: number | undefined
+      let lines = tail // only the first look is cut to its last lines: what comes later is all new
       for (;;) {
-        const ended = job!.state === 'completed' || job!.state === 'dead'
-        const current = view(readLog()) ?? Buffer.alloc(0)
-        if (current.length > printed) {
-          writeOutput(current.subarray(printed))
-          printed = current.length
+        const exitCode = FOLLOW_EXIT_CODES[job!.state]
+        const size = await withLog(path, async (fd, size) => {
+          const selected = selection(fd, size)
+          if (selected) {
+            printed ??= lines === undefined ? selected.start : tailStart(fd, selected.start, selected.end, lines)
+            await out.copy(fd, printed, selected.end)
+            printed = Math.max(printed, selected.end)
+          }
+          return size
+        })
+        lines = undefined
+        if (!args.follow) {
+          if (!size) log.info(`job ${id} has no output yet`)
+          if (attempt !== undefined && printed === undefined) throw new QueueError(`this job has no attempt ${attempt} in its log`)
+          return out.end()
         }
-        if (ended) {
-          process.exitCode = job!.state === 'completed' ? 0 : 1
+        if (exitCode !== undefined) {
+          await out.end()
+          process.exitCode = exitCode
           return
         }
         await sleep(100)
@@ -3723,7 +4183,7 @@ const dlqCommand = define({
         if (args.json) return printJson(jobs)
         if (jobs.length === 0) return print(paint('gray', 'the dead letter queue is empty'))
         printTable(['ID', 'ATTEMPTS', 'LAST ERROR', 'DIED', 'COMMAND'], jobs.map((job) => [
-          job.id, String(job.attempts), job.last_error ?? '-', ago(job.finished_at), oneLine(job.command),
+          job.id, String(job.attempts), job.last_error ?? '-', ago(job.finished_at), job.command,
         ]))
       },
     }),
@@ -3752,15 +4212,6 @@ function signalFlag(value: unknown): NodeJS.Signals | undefined {
   return text === undefined ? undefined : parseSignal(text)
 }
 
-function durationFlag(value: unknown, flag: string): number | undefined {
-  const text = stringFlag(value, flag)
-  if (text === undefined) return undefined
-  try {
-    return parseDuration(text)
-  } catch {
-    throw new UsageError(`${flag} must be a duration such as 30s, 5m, 2h or a number of seconds, not "${text}"`)
-  }
-}
 
 function jobIdArgs(args: { _: unknown[] }): string[] {
   const ids = args._.map(String)
@@ -4004,9 +4455,9 @@ const configCommand = define({
       args: { ...jsonArg },
       examples: ['queuectl config list'],
       async run({ args }) {
-        const config = await withQueue((queue) => queue.getConfig())
+        const config = await withQueue(async (queue) => (args.json ? queue.getConfig() : queue.getConfigText()))
         if (args.json) return printJson(config)
-        printTable(['KEY', 'VALUE', 'DEFAULT', 'MEANING'], Object.entries(CONFIG_KEYS).map(([key, def]) => [key, String(config[key]), String(def.default), def.range]))
+        printTable(['KEY', 'VALUE', 'DEFAULT', 'MEANING'], Object.entries(CONFIG_KEYS).map(([key, def]) => [key, String(config[key]), String(def.default), `${def.does}; ${def.range}`]))
       },
     }),
     get: define({
@@ -4015,9 +4466,9 @@ const configCommand = define({
       examples: ['queuectl config get max-retries'],
       async run({ args }) {
         const key = normalizeConfigKey(String(args.key))
-        const config = await withQueue((queue) => queue.getConfig())
-        if (args.json) printJson({ [key]: config[key] })
-        else print(String(config[key]))
+        const value = await withQueue(async (queue) => (args.json ? queue.getConfig() : queue.getConfigText()))
+        if (args.json) printJson({ [key]: value[key] })
+        else print(String(value[key]))
       },
     }),
     set: define({
@@ -4026,8 +4477,11 @@ const configCommand = define({
       examples: ['queuectl config set max-retries 5', 'queuectl config set backoff_base 3', 'queuectl config set retention 7d'],
       async run({ args }) {
         const key = normalizeConfigKey(String(args.key))
-        const value = await withQueue((queue) => queue.setConfig(key, String(args.value)))
-        print(`${key} = ${value}`)
+        const text = await withQueue(async (queue) => {
+          await queue.setConfig(key, String(args.value))
+          return (await queue.getConfigText())[key]
+        })
+        print(`${key} = ${text}`)
       },
     }),
     reset: define({
@@ -4050,10 +4504,11 @@ const statsCommand = define({
     const stats = await withQueue((queue) => queue.stats())
     if (args.json) return printJson(stats)
     const ms = (value: number | null) => (value == null ? '-' : formatSeconds(value))
-    const { finished } = stats
+    const { finished, attempts } = stats
     printTable(['METRIC', 'VALUE'], [
       ['jobs', JOB_STATES.map((state) => `${stats.counts[state]} ${state}`).join(', ')],
       ['success rate', stats.success_rate == null ? '-' : `${(stats.success_rate * 100).toFixed(1)}% of finished jobs`],
+      ['attempts', `${attempts.completed} completed · ${attempts.failed} failed · ${attempts.lost} worker lost · ${attempts.cancelled ? `${attempts.cancelled} cancelled · ` : ''}${attempts.released} not counted (released)`],
       ['retries', String(stats.retries)],
       ['duration', `mean ${ms(stats.duration_ms.mean)} · p50 ${ms(stats.duration_ms.p50)} · p95 ${ms(stats.duration_ms.p95)}`],
       ['finished', `${finished.last_1m} in 1m · ${finished.last_5m} in 5m · ${finished.last_15m} in 15m (${(finished.last_5m / 5).toFixed(1)}/min)`],
@@ -4072,8 +4527,8 @@ const purgeCommand = define({
   examples: ['queuectl purge --older-than 7d', 'queuectl purge --state completed', 'queuectl config set retention 7d   # purge automatically'],
   async run({ args }) {
     const state = stringFlag(args.state, '--state') as JobState | undefined
-    const olderThan = stringFlag(args['older-than'], '--older-than')
-    const ids = await withQueue((queue) => queue.purge({ states: state ? [state] : undefined, olderThanMs: olderThan === undefined ? 0 : parseDuration(olderThan) }))
+    const olderThanMs = durationFlag(args['older-than'], '--older-than') ?? 0
+    const ids = await withQueue((queue) => queue.purge({ states: state ? [state] : undefined, olderThanMs }))
     if (args.json) return printJson(ids)
     print(`Purged ${ids.length} job${ids.length === 1 ? '' : 's'}.`)
   },
@@ -4229,9 +4684,10 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<numb
     return Number(process.exitCode ?? 0)
   } catch (error) {
     const usage = error instanceof UsageError || (error as { name?: string }).name === 'CLIError'
-    const message = (error as Error).message?.split('\n')[0] || String(error)
+    const message = (error as Error).message || String(error)
     const expected = usage || error instanceof QueueError || typeof (error as NodeJS.ErrnoException).code === 'string' // a system error: disk full, permissions
-    const line = expected ? message : `${message} (unexpected; set QUEUECTL_DEBUG=1 for details)`
+    // Our messages are one line but may quote user input: escaped, its control characters keep it one line, whole.
+    const line = expected ? escapeControls(message) : `${escapeControls(message.split('\n')[0])} (unexpected; set QUEUECTL_DEBUG=1 for details)`
     if (log) log.error(line)
     else process.stderr.write(`queuectl: ${line}\n`)
     if (process.env.QUEUECTL_DEBUG) console.error(error)

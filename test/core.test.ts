@@ -2,11 +2,11 @@
 // stopping, lock recovery, damaged databases, `worker start`, --help and running under tsx.
 import { test, describe } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn, spawnSync } from 'node:child_process'
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { randomBytes } from 'node:crypto'
 import { join } from 'node:path'
-import { Home, ROOT, isAlive, runProgram, waitFor, waitForState } from './helpers.ts'
+import { CLI, Home, ROOT, isAlive, runProgram, waitFor, waitForState } from './helpers.ts'
 
 // ---------- local helpers ----------
 
@@ -327,6 +327,38 @@ describe('concurrency and crash recovery', { concurrency: true }, () => {
       const pg = readPid(pgFile)
       if (pg) killGroup(pg, home)
       await home.cleanup()
+    }
+  })
+
+  test('purge removes a log before any other write: a job enqueued again under a purged id keeps its new log', async (t) => {
+    // Before, purge removed the logs after releasing the lock: in between, the id could be enqueued again and run,
+    // and purge then deleted that job's new log. strace holds purge inside its unlink() of the log for 3 s, so
+    // that "in between" is long enough for the new job to run, whichever side of the lock the unlink is on.
+    if (spawnSync('strace', ['-qq', '-o', '/dev/null', 'true']).status !== 0) return t.skip('needs strace (and ptrace) to hold purge inside a system call')
+    const home = new Home()
+    const log = join(home.dir, 'logs', 'reused.log')
+    let worker: ChildProcess | undefined
+    try {
+      await home.ok(['enqueue', '--id', 'reused', '--', 'echo first'])
+      await home.ok(['worker', 'run', '--drain'])
+      assert.match(readFileSync(log, 'utf8'), /first/)
+      const purge = runProgram('strace', ['-f', '-qq', '-o', '/dev/null', '-P', log, '-e', 'trace=unlink,unlinkat', '-e', 'inject=unlink,unlinkat:delay_enter=3000000',
+        process.execPath, CLI, 'purge'], { env: home.env })
+      worker = home.spawn(['worker', 'run'])
+      await waitFor('the purged id to be free for a new job', async () => {
+        const r = await home.run(['enqueue', '--id', 'reused', '--', 'echo second'])
+        assert.ok(r.code === 0 || r.code === 2, `enqueue: exit ${r.code}: ${r.stderr}`)
+        return r.code === 0
+      }, 30_000, 10)
+      await waitForState(home, 'reused', 'completed')
+      const purged = await purge
+      assert.equal(purged.code, 0, purged.stderr)
+      assert.match(purged.stdout, /Purged 1 job/)
+      assert.ok(existsSync(log), 'the new job\'s log survived the purge of the old one')
+      assert.match(readFileSync(log, 'utf8'), /second/)
+    } finally {
+      await home.cleanup()
+      worker?.kill('SIGKILL')
     }
   })
 })

@@ -316,8 +316,8 @@ describe('dashboard on 127.0.0.1, with the token it generated', () => {
     assert.equal(value('queuectl_jobs{state="dead"}'), 3)
     for (const state of Object.keys(NO_JOBS)) assert.equal(value(`queuectl_jobs{state="${state}"}`), state === 'completed' ? 2 : state === 'dead' ? 3 : 0)
     assert.equal(value('queuectl_workers'), 0)
-    assert.equal(value('queuectl_attempts_total{outcome="success"}'), 2)
-    assert.equal(value('queuectl_attempts_total{outcome="failure"}'), 3)
+    assert.equal(value('queuectl_attempts_total{outcome="completed"}'), 2)
+    assert.equal(value('queuectl_attempts_total{outcome="failed"}'), 3)
     assert.match(text, /^# TYPE queuectl_attempt_duration_seconds histogram$/m)
     const buckets = [...text.matchAll(/^queuectl_attempt_duration_seconds_bucket\{le="([^"]+)"\} (\d+)$/gm)]
     assert.ok(buckets.length >= 5, 'histogram buckets')

@@ -1,6 +1,6 @@
 // Shared test helpers: drive the real CLI in a fresh QUEUECTL_HOME, and wait for conditions with a deadline.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -152,4 +152,20 @@ export function isAlive(pid: number): boolean {
   } catch {
     return false
   }
+}
+
+/** The live processes (zombies do not count) whose process group is `pgid`, from /proc. */
+export function groupMembers(pgid: number): number[] {
+  const members: number[] = []
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8')
+      const [state, , pgrp] = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+      if (Number(pgrp) === pgid && state !== 'Z' && state !== 'X') members.push(Number(entry))
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return members
 }

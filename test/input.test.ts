@@ -40,6 +40,10 @@ const cases: Case[] = [
   { name: 'timeout "x"', args: ['enqueue', job({ command: 'echo', timeout: 'x' })] },
   { name: 'timeout -1', args: ['enqueue', job({ command: 'echo', timeout: -1 })] },
   { name: '--timeout x', args: ['enqueue', '--timeout', 'x', '--', 'echo', 'hi'] },
+  { name: '--timeout 5x', args: ['enqueue', '--timeout', '5x', '--', 'echo', 'hi'] },
+  { name: '--timeout 30d (over 23 days)', args: ['enqueue', '--timeout', '30d', '--', 'echo', 'hi'] },
+  { name: 'timeout "5 minutes" (JSON)', args: ['enqueue', job({ command: 'echo', timeout: '5 minutes' })] },
+  { name: 'timeout true (JSON)', args: ['enqueue', job({ command: 'echo', timeout: true })] },
   { name: 'unknown JSON key', args: ['enqueue', job({ command: 'echo', colour: 'red' })] },
   // ids
   {
@@ -71,6 +75,9 @@ const cases: Case[] = [
   { name: 'bad --run-at', args: ['enqueue', '--run-at', 'notadate', '--', 'echo', 'hi'] },
   { name: 'bad --run-at (month 13)', args: ['enqueue', '--run-at', '2030-13-45T00:00:00Z', '--', 'echo', 'hi'] },
   { name: 'bad run_at in JSON', args: ['enqueue', job({ command: 'echo', run_at: 'tomorrow' })] },
+  { name: 'bad --run-at (February 30)', args: ['enqueue', '--run-at', '2030-02-30', '--', 'echo', 'hi'] },
+  { name: 'bad --run-at (24:00)', args: ['enqueue', '--run-at', '2030-01-01T24:00', '--', 'echo', 'hi'] },
+  { name: 'bad --run-at (a date and junk)', args: ['enqueue', '--run-at', '2030-01-01 junk', '--', 'echo', 'hi'] },
   // cwd
   { name: '--cwd that does not exist', args: ['enqueue', '--cwd', '/nonexistent/queuectl-dir', '--', 'echo', 'hi'] },
   { name: 'cwd that does not exist (JSON)', args: ['enqueue', job({ command: 'echo', cwd: '/nonexistent/queuectl-dir' })] },
@@ -118,6 +125,14 @@ const cases: Case[] = [
   { name: 'config backoff_max 604801', args: ['config', 'set', 'backoff_max', '604801'] },
   { name: 'config job_timeout -5', args: ['config', 'set', 'job_timeout', '-5'] },
   { name: 'config set without a value', args: ['config', 'set', 'max_retries'] },
+  { name: 'config job_timeout 5x', args: ['config', 'set', 'job_timeout', '5x'] },
+  { name: 'config job_timeout 30d (over 23 days)', args: ['config', 'set', 'job_timeout', '30d'] },
+  { name: 'config retention -1d', args: ['config', 'set', 'retention', '-1d'] },
+  { name: 'config backoff_max 8d (over 7 days)', args: ['config', 'set', 'backoff_max', '8d'] },
+  // durations of other commands
+  { name: 'worker stop --timeout abc', args: ['worker', 'stop', '--timeout', 'abc'] },
+  { name: 'worker stop --timeout -5', args: ['worker', 'stop', '--timeout=-5'] },
+  { name: 'purge --older-than 5x', args: ['purge', '--older-than', '5x'] },
   // queues, dependencies, kill, unique keys
   { name: 'unknown parent (--after)', args: ['enqueue', '--after', 'nosuchjob', '--', 'true'] },
   { name: 'unknown parent (after_any in JSON)', args: ['enqueue', job({ command: 'true', after_any: ['existing', 'ghost'] })] },

@@ -5,12 +5,13 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
-import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, renameSync, rmSync, truncateSync, unlinkSync, utimesSync, writeFileSync, writeSync } from 'node:fs'
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, renameSync, rmSync, truncateSync, unlinkSync, utimesSync, watch, writeFileSync, writeSync } from 'node:fs'
 import { randomBytes } from 'node:crypto'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { pathToFileURL } from 'node:url'
 import { crc32 } from 'node:zlib'
-import { CLI, Home, isAlive, runCli, waitFor, waitForState, type RunResult } from './helpers.ts'
+import { CLI, Home, isAlive, runCli, runProgram, waitFor, waitForState, type RunResult } from './helpers.ts'
 
 const ALL = ['--limit', '100000']
 
@@ -256,6 +257,133 @@ test('lock: a lock held by a live, hung process is not stolen; the caller fails 
     assert.deepEqual(ids(await listJobs(home)), ['after', 'before'], 'nothing was enqueued by the blocked call')
   } finally {
     hung.kill('SIGKILL')
+    await home.cleanup()
+  }
+})
+
+test('lock: a lock from another host is waited for while fresh, and taken over once older than the 30 s lease', { timeout: 90_000 }, async () => {
+  const home = new Home()
+  const lock = join(home.dir, 'queue.db.lock')
+  const otherHost = `other-${randomBytes(3).toString('hex')}.example`
+  const plant = (ageMs: number) => {
+    const content = `4242 777 ${randomBytes(6).toString('hex')} ${otherHost}\n`
+    writeFileSync(lock, content)
+    const mtime = new Date(Date.now() - ageMs)
+    utimesSync(lock, mtime, mtime)
+    return content
+  }
+  try {
+    await home.ok(['enqueue', '--id', 'before', '--', 'true'])
+
+    // A fresh one: its pid means nothing here and its holder may be busy, so it is waited for and left alone.
+    const fresh = plant(0)
+    const r = await home.run(['enqueue', '--id', 'blocked', '--', 'true'], { env: { QUEUECTL_LOCK_TIMEOUT: '2' } })
+    const line = assertOneLineError(r, 1, 'enqueue against a fresh lock of another host')
+    assert.ok(line.includes(`pid 4242 on ${otherHost}`), `the message names the holder and its host: ${line}`)
+    assert.equal(readFileSync(lock, 'utf8'), fresh, 'the fresh lock was not stolen or rewritten')
+
+    // Older than the lease: no transaction takes that long, so its holder is gone, and the write goes ahead.
+    plant(60_000)
+    const r2 = await home.run(['enqueue', '--id', 'old', '--', 'true'], { env: { QUEUECTL_LOCK_TIMEOUT: '20' } })
+    assert.equal(r2.code, 0, `a 60 s old lock of another host is broken (stderr: ${r2.stderr})`)
+    assert.doesNotMatch(r2.stderr, /waiting for the queue lock/, 'without waiting for it')
+
+    // One that passes the lease while we wait for it is broken then, well before QUEUECTL_LOCK_TIMEOUT.
+    plant(28_500)
+    const r3 = await home.run(['enqueue', '--id', 'aged', '--', 'true'], { env: { QUEUECTL_LOCK_TIMEOUT: '20' } })
+    assert.equal(r3.code, 0, `a lock that turns 30 s old during the wait is broken (stderr: ${r3.stderr})`)
+    assert.ok(!existsSync(lock), 'and the write released its own lock')
+    assert.deepEqual(ids(await listJobs(home)), ['aged', 'before', 'old'], 'nothing was enqueued by the blocked call')
+  } finally {
+    await home.cleanup()
+  }
+})
+
+test('lock: a writer whose lock was taken over while it was held up writes nothing', { timeout: 60_000 }, async () => {
+  // What another host does to a holder paused past the lease (SIGSTOP, a suspended VM): breaks its lock and takes
+  // it. The paused one must not append at an offset that is no longer the journal's end.
+  const home = new Home()
+  const lock = join(home.dir, 'queue.db.lock')
+  const inside = join(home.dir, 'inside')
+  const resume = join(home.dir, 'resume')
+  try {
+    await home.ok(['enqueue', '--id', 'a', '--', 'true'])
+    const journal = readFileSync(join(home.dir, 'queue.db.journal'))
+    const script = `
+      import { existsSync, writeFileSync } from 'node:fs'
+      import { openQueue } from ${JSON.stringify(pathToFileURL(CLI).href)}
+      const queue = await openQueue(process.env.QUEUECTL_HOME)
+      try {
+        await queue.storage.write(async (sql) => {
+          await sql.run("INSERT INTO config (key, value) VALUES ('max_retries', 9)")
+          writeFileSync(${JSON.stringify(inside)}, '')
+          while (!existsSync(${JSON.stringify(resume)})) await new Promise((r) => setTimeout(r, 10))
+        })
+        console.log('written')
+      } catch (error) {
+        console.log(error.message)
+      }`
+    const writer = runProgram(process.execPath, ['--input-type=module', '-e', script], { env: home.env })
+    await waitFor('the writer to be inside its transaction', () => existsSync(inside))
+    const taker = `4242 777 ${randomBytes(6).toString('hex')} other.example\n`
+    writeFileSync(lock, taker)
+    writeFileSync(resume, '')
+    const r = await writer
+    assert.equal(r.code, 0, r.stderr)
+    assert.match(r.stdout, /lock was taken over/)
+    assert.equal(readFileSync(lock, 'utf8'), taker, 'the new holder\'s lock was left to it')
+    assert.ok(readFileSync(join(home.dir, 'queue.db.journal')).equals(journal), 'the journal was not touched')
+    unlinkSync(lock)
+    assert.match(await home.ok(['config', 'get', 'max_retries']), /\b3\b/)
+  } finally {
+    await home.cleanup()
+  }
+})
+
+test('lock: a waiter makes one temp file however long it waits', { timeout: 60_000 }, async () => {
+  // Before, every retry created, linked and removed a temp file of its own: ~1,000 a second per waiter.
+  const home = new Home()
+  const lock = join(home.dir, 'queue.db.lock')
+  try {
+    await home.ok(['enqueue', '--id', 'a', '--', 'true'])
+    const temps = new Set<string>()
+    let barrier = false
+    const watcher = watch(home.dir, (_event, file) => {
+      if (file === 'barrier') barrier = true
+      else if (file && /^queue\.db\.lock\.\d+\.[0-9a-f]+$/.test(file)) temps.add(file)
+    })
+    try {
+      writeFileSync(lock, `${process.pid} ${startTime(process.pid)} ${randomBytes(6).toString('hex')}\n`) // a live holder: us
+      const r = await home.run(['enqueue', '--id', 'b', '--', 'true'], { env: { QUEUECTL_LOCK_TIMEOUT: '2' } })
+      assertOneLineError(r, 1, 'enqueue against a live lock holder')
+      writeFileSync(join(home.dir, 'barrier'), '') // inotify reports in order: once this is seen, so is all before it
+      await waitFor('the watcher to catch up', () => barrier)
+    } finally {
+      watcher.close()
+    }
+    assert.equal(temps.size, 1, `one temp file for the whole wait, not one per retry: ${temps.size}`)
+    assert.deepEqual(readdirSync(home.dir).filter((f) => f.startsWith('queue.db.lock.')), [], 'and it was removed')
+  } finally {
+    await home.cleanup()
+  }
+})
+
+test('lock: while one live holder keeps the lock, a waiter\'s retries slow down (tens of link() calls in 2 s, not thousands)', { timeout: 60_000 }, async (t) => {
+  if (spawnSync('strace', ['--seccomp-bpf', '-f', '-qq', '-o', '/dev/null', 'true']).status !== 0) return t.skip('needs strace (and ptrace) to count system calls')
+  const home = new Home()
+  const lock = join(home.dir, 'queue.db.lock')
+  const trace = join(home.dir, 'trace')
+  try {
+    await home.ok(['enqueue', '--id', 'a', '--', 'true'])
+    writeFileSync(lock, `${process.pid} ${startTime(process.pid)} ${randomBytes(6).toString('hex')}\n`)
+    const r = await runProgram('strace', ['--seccomp-bpf', '-f', '-qq', '-o', trace, '-e', 'trace=link,linkat', process.execPath, CLI, 'enqueue', '--id', 'b', '--', 'true'],
+      { env: { ...home.env, QUEUECTL_LOCK_TIMEOUT: '2' } })
+    assertOneLineError(r, 1, 'enqueue against a live lock holder')
+    const links = readFileSync(trace, 'utf8').split('\n').filter((l) => /link(at)?\(.*queue\.db\.lock/.test(l)).length
+    // The lock is usually held for under a millisecond, so the first retries come fast; then the wait doubles up
+    // to tens of ms: about 75 tries in 2 s, at most ~140 with the least jitter. A 1 ms cap made ~1,000-2,000.
+    assert.ok(links >= 2 && links <= 200, `${links} link() calls while one holder kept the lock for 2 s`)
+  } finally {
     await home.cleanup()
   }
 })
@@ -575,6 +703,71 @@ test('environment: a full disk fails the write with exit 1 and one line; after f
     assert.deepEqual(stray, [], 'no lock or temporary lock file is left behind by the failed calls')
   } finally {
     umount(home.dir)
+    await home.cleanup()
+  }
+})
+
+test('environment: a full disk under logs/ does not count against the jobs: they wait, the worker backs off and says why, then they run', { timeout: 90_000 }, async (t) => {
+  const home = new Home()
+  const logs = join(home.dir, 'logs')
+  mkdirSync(logs, { mode: 0o700 })
+  if (!mountWorks(['-t', 'tmpfs', '-o', 'size=1m,mode=0700', 'tmpfs', logs])) {
+    await home.cleanup()
+    t.skip('mount -t tmpfs is not permitted here')
+    return
+  }
+  let worker: ChildProcess | undefined
+  try {
+    const filler = join(logs, 'filler')
+    const fd = openSync(filler, 'a')
+    for (let chunk = 1 << 16; chunk >= 1; ) {
+      try {
+        writeSync(fd, Buffer.alloc(chunk, 0x61))
+      } catch {
+        chunk >>= 1
+      }
+    }
+    closeSync(fd)
+    // max_retries 0: were a full disk a failed attempt, the first one would put the job in the DLQ
+    for (const id of ['d1', 'd2']) await home.ok(['enqueue', '--id', id, '--max-retries', '0', '--', `echo ran ${id}`])
+    worker = home.spawn(['worker', 'run'])
+    let err = ''
+    worker.stdout!.resume()
+    worker.stderr!.setEncoding('utf8').on('data', (d) => (err += d))
+    const backoffs = () => [...err.matchAll(/job (\S+) is back to pending, not counted: cannot write the log .*(?:ENOSPC|no space left).*; backing off (\S+)/g)]
+    await waitFor('three backoffs', () => backoffs().length >= 3, 30_000, 50)
+    assert.deepEqual(backoffs().slice(0, 3).map((m) => m[2]), ['1s', '2s', '4s'], `the backoff grows: ${err}`)
+    const jobs = await Promise.all(['d1', 'd2'].map((id) => home.job(id)))
+    for (const job of jobs) {
+      assert.equal(job.state, 'pending', `${job.id} waits for the machine, not in the DLQ`)
+      assert.equal(job.attempts, 0, `${job.id}: the failed starts were not counted`)
+      for (const h of job.history) {
+        assert.equal(h.outcome, 'released')
+        assert.match(h.error, /^cannot write the log .* \(not counted\)$/)
+      }
+    }
+    const noted = await waitFor('status to show why the worker backs off', async () =>
+      (await home.json(['status'])).workers.find((w: any) => /^backing off \S+: cannot write the log .*(ENOSPC|no space left)/.test(w.note ?? '')), 10_000, 100)
+    assert.match((await home.ok(['status'])).split('\n')[1], /NOTE/, 'human status has a NOTE column')
+    assert.equal(noted.pid, worker.pid)
+
+    unlinkSync(filler)
+    for (const id of ['d1', 'd2']) {
+      const job = await waitForState(home, id, 'completed', 30_000)
+      assert.equal(job.attempts, 1)
+      assert.equal(job.exit_code, 0)
+      assert.ok(job.history.slice(0, -1).every((h: any) => h.outcome === 'released'), `only the last start counted: ${JSON.stringify(job.history)}`)
+      assert.equal(job.history.at(-1).outcome, 'completed')
+      assert.match(readFileSync(join(logs, `${id}.log`), 'utf8'), new RegExp(`ran ${id}`))
+    }
+    await waitFor('the note to be cleared', async () => (await home.json(['status'])).workers.every((w: any) => w.note === null), 10_000, 100)
+    assert.match(err, /jobs start again: no longer backing off/)
+  } finally {
+    if (worker && worker.exitCode === null && worker.signalCode === null) {
+      worker.kill('SIGKILL')
+      await once(worker, 'exit') // its log files live in the tmpfs: unmount only once it is gone
+    }
+    umount(logs)
     await home.cleanup()
   }
 })

@@ -3,9 +3,9 @@
 import { describe, test } from 'node:test'
 import assert from 'node:assert/strict'
 import type { ChildProcess } from 'node:child_process'
-import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { Home, isAlive, waitFor } from './helpers.ts'
+import { Home, groupMembers, isAlive, waitFor } from './helpers.ts'
 
 // ---------------------------------------------------------------------------------------------
 // Local helpers
@@ -215,6 +215,59 @@ describe('running jobs well (issue 3)', { concurrency: true }, () => {
     }
   })
 
+  // ----- No process of an attempt outlives it -------------------------------------------------------
+
+  test('a background child left by a job that exits 0 is stopped before the job is recorded completed', async () => {
+    const { home, work } = makeHome()
+    try {
+      const pgFile = join(work, 'pg')
+      const id = await enqueue(home, work, ['--id', 'leaves-child'], `sleep 47 & echo $$ > ${pgFile}; echo started; exit 0`)
+      await drain(home)
+      const job = await home.job(id)
+      assert.equal(job.state, 'completed')
+      assert.equal(job.exit_code, 0)
+      const [pgid] = readPids(pgFile)
+      assert.ok(pgid > 0, 'the job noted its process group')
+      // no wait here: the leftovers must be gone before the attempt is recorded
+      assert.deepEqual(groupMembers(pgid), [], `nothing of the job's process group ${pgid} is left once it is completed`)
+      assert.match(await home.ok(['logs', id]), /started\n=== attempt 1 · exit code 0 · [\d.]+s ===\n$/)
+    } finally {
+      await finish(home)
+    }
+  })
+
+  test('a worker killed after its job\'s main process exited but not its background child: recovery kills the whole group', async () => {
+    const { home, work } = makeHome()
+    let worker: Spawned | undefined
+    let child: number | undefined
+    try {
+      const pgFile = join(work, 'pg')
+      const childFile = join(work, 'child')
+      const gate = join(work, 'gate')
+      const id = await enqueue(home, work, ['--id', 'headless', '--max-retries', '0'],
+        `sleep 47 & echo $! > ${childFile}; echo $$ > ${pgFile}; until [ -e ${gate} ]; do sleep 0.05; done; exit 0`)
+      worker = spawnCli(home, ['worker', 'run'])
+      const [pgid] = await waitFor('the job to start', () => (readPids(pgFile).length ? readPids(pgFile) : undefined), 15_000)
+      child = readPids(childFile)[0]
+      // what recovery goes by; on a loaded machine the job can get this far before its worker has written it
+      await waitFor('the worker to note the job\'s process group', () => existsSync(join(home.dir, 'logs', `${id}.pid`)), 10_000)
+      worker.proc.kill('SIGKILL')
+      await worker.exited
+      // no queuectl process runs now, so nobody can recover the job before its main process has exited
+      writeFileSync(gate, '')
+      await waitFor('the job\'s main process to exit', () => !isAlive(pgid), 10_000)
+      assert.ok(isAlive(child), 'its background child lives on in the process group')
+      await waitFor('the job to be recovered as lost', async () => {
+        await home.ok(['status'])
+        return (await home.job(id)).last_error === 'worker lost'
+      }, 15_000, 200)
+      await waitFor(`every process of the lost attempt's group ${pgid} to be killed`, () => groupMembers(pgid).length === 0, 5_000)
+    } finally {
+      if (child && isAlive(child)) process.kill(child, 'SIGKILL')
+      await finish(home, worker)
+    }
+  })
+
   // ----- Output logs -------------------------------------------------------------------------------
 
   test('logs: stdout and stderr captured as produced, per-attempt headers, --follow streams and exits 0', async () => {
@@ -413,6 +466,45 @@ describe('running jobs well (issue 3)', { concurrency: true }, () => {
           `human show has a line for attempt ${h.attempt} (worker ${h.worker}):\n${human}`)
       }
       assert.ok(human.includes('exit code 1'), `human show names the failures:\n${human}`)
+    } finally {
+      await finish(home)
+    }
+  })
+
+  test('QUEUECTL_ATTEMPT is the number of the attempt history and the log headers, also after a dlq retry', async () => {
+    const { home, work } = makeHome()
+    try {
+      await home.ok(['config', 'set', 'backoff_base', '0'])
+      const seen = join(work, 'seen')
+      const id = await enqueue(home, work, ['--id', 'numbered', '--max-retries', '1'], `echo $QUEUECTL_ATTEMPT >> ${seen}; exit 1`)
+      await drain(home)
+      assert.equal((await home.job(id)).state, 'dead')
+      await home.ok(['dlq', 'retry', id])
+      await drain(home)
+      const job = await home.job(id)
+      assert.equal(job.state, 'dead')
+      assert.equal(job.attempts, 2, 'attempts counts the runs since the dlq retry')
+      assert.deepEqual(readPids(seen), [1, 2, 3, 4], 'the job was told the history\'s number of each run')
+      assert.deepEqual(job.history.map((h: any) => h.attempt), [1, 2, 3, 4])
+      assert.deepEqual((await home.json(['logs', id])).map((s: any) => s.attempt), [1, 2, 3, 4])
+    } finally {
+      await finish(home)
+    }
+  })
+
+  test('a job whose directory was removed after enqueue fails as its own fault (counted), not as the machine\'s', async () => {
+    const { home, work } = makeHome()
+    try {
+      const dir = join(work, 'gone')
+      mkdirSync(dir)
+      const id = await enqueue(home, dir, ['--id', 'nocwd', '--max-retries', '0'], 'true')
+      rmSync(dir, { recursive: true })
+      await drain(home)
+      const job = await home.job(id)
+      assert.equal(job.state, 'dead')
+      assert.equal(job.attempts, 1)
+      assert.equal(job.last_error, `cannot start: the directory ${dir} does not exist`)
+      assert.deepEqual(job.history.map((h: any) => h.outcome), ['failed'])
     } finally {
       await finish(home)
     }

@@ -10,8 +10,9 @@ import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { appendFileSync, existsSync, readFileSync, truncateSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { pathToFileURL } from 'node:url'
 import { crc32 } from 'node:zlib'
-import { CLI, Home, waitFor, type RunResult } from './helpers.ts'
+import { CLI, Home, runProgram, waitFor, type RunResult } from './helpers.ts'
 
 const ALL = ['--limit', '100000']
 
@@ -537,6 +538,48 @@ test('a record a reader applied and that was then cut back (its fsync failed) an
     } finally {
       reader.close()
     }
+  } finally {
+    await home.cleanup()
+  }
+})
+
+test('a read cannot write: through the API every write in a read is refused, and no process parts from the others', { timeout: 60_000 }, async () => {
+  // Before, Queue.query() let `WITH … DELETE` through a keyword check: it ran in memory only, unjournaled, and the
+  // next compaction by that process wrote its view to queue.db for everyone.
+  const home = new Home()
+  try {
+    await home.ok(['enqueue', '--id', 'kept', '--', 'true'])
+    const generation = snapshotGeneration(home)
+    const script = `
+      import { openQueue } from ${JSON.stringify(pathToFileURL(CLI).href)}
+      const queue = await openQueue(process.env.QUEUECTL_HOME)
+      const out = { hasQuery: 'query' in queue, refused: [], passed: [] }
+      const attempt = async (name, fn) => {
+        try { await queue.storage.read(fn); out.passed.push(name) } catch (error) { out.refused.push([name, error.message]) }
+      }
+      for (const sql of ['WITH x AS (SELECT 1) DELETE FROM jobs', 'DELETE FROM jobs RETURNING id', "UPDATE jobs SET command = 'rm -rf ~'",
+        "INSERT INTO config (key, value) VALUES ('max_retries', 9)", 'PRAGMA user_version = 99', 'CREATE TABLE t (x)', 'VACUUM',
+        'BEGIN', 'COMMIT', 'SAVEPOINT s', 'SELECT 1; DELETE FROM jobs']) {
+        await attempt(sql, (s) => s.all(sql))
+      }
+      await attempt('run()', (s) => s.run('DELETE FROM jobs'))
+      await attempt('query_only off', async (s) => { await s.all('PRAGMA query_only = 0'); await s.all('DELETE FROM jobs') })
+      out.seen = (await queue.listJobs()).map((j) => j.id)
+      await queue.setConfig('max_retries', '5') // with QUEUECTL_JOURNAL_LIMIT=1 this write compacts: this memory becomes queue.db
+      queue.close()
+      console.log(JSON.stringify(out))`
+    const r = await runProgram(process.execPath, ['--input-type=module', '-e', script], { env: { ...home.env, QUEUECTL_JOURNAL_LIMIT: '1' } })
+    assert.equal(r.code, 0, r.stderr)
+    const out = JSON.parse(r.stdout)
+    // Only the first statement of a string is compiled and run: the DELETE smuggled in after a SELECT never runs.
+    assert.deepEqual(out.passed, ['SELECT 1; DELETE FROM jobs'], 'every write was refused')
+    for (const [name, message] of out.refused) assert.match(message, name === 'run()' ? /outside a write transaction/ : /a read cannot write/, name)
+    assert.deepEqual(out.seen, ['kept'], 'the process that tried saw no change')
+    assert.ok(snapshotGeneration(home) > generation, 'that process compacted')
+    assert.deepEqual(await listIds(home), ['kept'], 'and every other process agrees')
+    assert.match(await home.ok(['config', 'get', 'max_retries']), /\b5\b/)
+    assert.deepEqual((await home.json(['show', 'kept'])).command, 'true')
+    assert.equal(out.hasQuery, false, 'Queue has no raw-SQL query()')
   } finally {
     await home.cleanup()
   }

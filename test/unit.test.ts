@@ -1,7 +1,8 @@
-// Unit tests of the pure helpers exported by queuectl.ts: duration parsing, retry delay, job ids.
+// Unit tests of the pure helpers exported by queuectl.ts: durations, retry delay, job ids, quoting a command.
 import { test, describe } from 'node:test'
 import assert from 'node:assert/strict'
-import { parseDuration, retryDelay, generateJobId } from '../queuectl.ts'
+import { spawnSync } from 'node:child_process'
+import { parseDuration, formatDuration, retryDelay, generateJobId, quoteCommand } from '../queuectl.ts'
 
 describe('parseDuration', () => {
   const valid: Array<[string, number]> = [
@@ -28,6 +29,47 @@ describe('parseDuration', () => {
       assert.throws(() => parseDuration(text))
     })
   }
+
+  test('the refusal names what was being read and the forms it takes', () => {
+    assert.throws(() => parseDuration('5x', '--timeout'), /^Error: invalid --timeout "5x": use a duration such as 500ms, 30s, 5m, 2h, 1d, or a number of seconds$/)
+    assert.throws(() => parseDuration(-1, 'timeout'), /invalid timeout -1/)
+  })
+})
+
+describe('formatDuration', () => {
+  const cases: Array<[number, string]> = [[0, '0'], [604_800_000, '7d'], [7_200_000, '2h'], [300_000, '5m'], [90_000, '90s'], [1_500, '1500ms']]
+  for (const [ms, text] of cases) {
+    test(`${ms} ms is ${text}, which parses back to ${ms} ms`, () => {
+      assert.equal(formatDuration(ms), text)
+      assert.equal(parseDuration(text), ms)
+    })
+  }
+})
+
+describe('quoteCommand', () => {
+  const cases: Array<[string[], string]> = [
+    [['printf', '%s\\n', 'a b', 'c'], "printf '%s\\n' 'a b' c"],
+    [['echo', ''], "echo ''"],
+    [['echo', "it's"], "echo 'it'\\''s'"],
+    [['echo', '$HOME', '`id`', '$(id)'], "echo '$HOME' '`id`' '$(id)'"],
+    [['echo', 'two\nlines'], "echo 'two\nlines'"],
+    [['ls', '--color=auto', './a-b_c.txt', 'x@y:1,2%+'], 'ls --color=auto ./a-b_c.txt x@y:1,2%+'],
+    [['FOO=bar', 'baz'], "'FOO=bar' baz"],
+  ]
+  for (const [args, line] of cases) {
+    test(`${JSON.stringify(args)} -> ${line}`, () => {
+      assert.equal(quoteCommand(args), line)
+    })
+  }
+
+  test('/bin/sh -c runs the line with exactly the arguments given', () => {
+    const args = ['%s\\n', 'a b', '', "'", '"', "it's \"quoted\"", '$HOME', '${PATH}', '`id`', '$(id)', 'two\nlines', '\ttab', '*', '?', '~',
+      '#comment', ';', '&&', '|', '>', '<', '\\', ' lead', 'trail ', 'é', '!x', '{a,b}', '[ab]', '-n', 'x=1']
+    const program = 'process.stdout.write(JSON.stringify(process.argv.slice(1)))'
+    const r = spawnSync('/bin/sh', ['-c', quoteCommand([process.execPath, '-e', program, ...args])], { encoding: 'utf8', env: { HOME: '/nowhere', PATH: process.env.PATH } })
+    assert.equal(r.status, 0, r.stderr)
+    assert.deepEqual(JSON.parse(r.stdout), args)
+  })
 })
 
 describe('retryDelay', () => {
