@@ -2685,7 +2685,7 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
           for (const claim of await recordEnds(queue, workerId, batch, mayClaim() ? freeSlots() : [], log)) start(claim)
           if (fault && !stopping) {
             const backoff = `backing off ${formatDuration(faultBackoffMs)}`
-            log(`${batch.filter((end) => end.outcome.machineFault).map((end) => `job ${end.claim.job.id}`).join(', ')} back to pending, not counted: ${fault}; ${backoff}`)
+            for (const end of batch) if (end.outcome.machineFault) log(`job ${end.claim.job.id} is back to pending, not counted: ${end.outcome.machineFault}; ${backoff}`)
             await queue.setWorkerNote(workerId, `${backoff}: ${fault}`)
           }
         }

@@ -149,7 +149,7 @@ describe('the CLI', { concurrency: true }, () => {
       assert.equal((await home.job('flaky')).state, 'dead')
 
       const stats = await home.json(['stats'])
-      assert.deepEqual(stats.attempts, { completed: 1, failed: 2, lost: 1, released: 1 })
+      assert.deepEqual(stats.attempts, { completed: 1, failed: 2, lost: 1, cancelled: 0, released: 1 })
       assert.equal(stats.retries, 2, "flaky's first attempt and held's lost one were followed by another run; the released one was not a retry")
       assert.equal(stats.failures, 3, 'failed and lost attempts')
       assert.match(await home.ok(['stats']), /^attempts +1 completed · 2 failed · 1 worker lost · 1 not counted \(released\)$/m)
