@@ -211,7 +211,7 @@ export const CONFIG_KEYS: Record<string, ConfigKey> = {
 export type Config = Record<keyof typeof CONFIG_KEYS, number>
 
 const VERSION = '0.2.0'
-const SCHEMA_VERSION = 3 // 1: queuectl 0.1.0; 2: config values as text, attempts' outcome, workers' note; 3: queues, dependencies, unique keys, the ready set
+const SCHEMA_VERSION = 4 // 1: queuectl 0.1.0; 2: config values as text, attempts' outcome, workers' note; 3: queues, dependencies, unique keys, the ready set; 4: schedules and completion hooks
 const APPLICATION_ID = 0x51554555 // "QUEU": marks queue.db as ours, so a foreign SQLite file is never touched
 const JOURNAL_MAGIC = 'QCTLJRN1'
 const JOURNAL_FORMAT = 1
@@ -565,6 +565,28 @@ INSERT INTO queues (name) VALUES ('default');
 CREATE TABLE deps (parent TEXT NOT NULL, child TEXT NOT NULL, required INTEGER NOT NULL, PRIMARY KEY (parent, child));
 CREATE INDEX deps_child ON deps (child);`
 
+/**
+ * A schedule fires jobs with ids `NAME:<fire time>`; `spec` is the job it makes (JSON, as validated at `add`).
+ * `hook_due` marks a job whose completion hooks are still to run: set in the transaction that ends it.
+ */
+const SCHEDULES_AND_HOOKS = `
+CREATE TABLE schedules (
+  name TEXT PRIMARY KEY,
+  cron TEXT,
+  every_ms INTEGER,
+  tz TEXT NOT NULL,
+  spec TEXT NOT NULL,
+  paused INTEGER NOT NULL DEFAULT 0,
+  next_at INTEGER,
+  last_at INTEGER,
+  last_job TEXT,
+  missed INTEGER NOT NULL DEFAULT 0,
+  skipped INTEGER NOT NULL DEFAULT 0,
+  created_at INTEGER NOT NULL
+);
+CREATE INDEX jobs_hooks ON jobs (finished_at) WHERE hook_due = 1;
+CREATE INDEX jobs_schedule ON jobs (schedule, seq) WHERE schedule IS NOT NULL;`
+
 const SCHEMA = `
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE config (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -596,7 +618,12 @@ CREATE TABLE jobs (
   after TEXT,
   after_any TEXT,
   cancel TEXT,
-  slot INTEGER
+  slot INTEGER,
+  schedule TEXT,
+  on_success TEXT,
+  on_failure TEXT,
+  on_finish TEXT,
+  hook_due INTEGER NOT NULL DEFAULT 0
 );
 ${READY_SET}
 CREATE INDEX jobs_state ON jobs (state, seq);
@@ -624,7 +651,8 @@ CREATE TABLE workers (
   slots INTEGER NOT NULL DEFAULT 1,
   queues TEXT
 );
-${QUEUES_AND_DEPENDENCIES}`
+${QUEUES_AND_DEPENDENCIES}
+${SCHEDULES_AND_HOOKS}`
 
 /**
  * How a home of schema `version - 1` becomes `version`. A migration runs in memory under the lock, in one
@@ -658,6 +686,11 @@ const MIGRATIONS: Record<number, (db: Database) => void> = {
       ${QUEUES_AND_DEPENDENCIES}`)
     db.run("UPDATE jobs SET ready = 1 WHERE state IN ('pending', 'failed') AND run_at <= ?", [Date.now()])
     db.run("UPDATE queues SET running = (SELECT count(*) FROM jobs WHERE state = 'processing')")
+  },
+  4: (db) => {
+    db.exec(`${['schedule TEXT', 'on_success TEXT', 'on_failure TEXT', 'on_finish TEXT', 'hook_due INTEGER NOT NULL DEFAULT 0']
+      .map((column) => `ALTER TABLE jobs ADD COLUMN ${column};`).join('\n')}
+      ${SCHEDULES_AND_HOOKS}`)
   },
 }
 
