@@ -696,8 +696,10 @@ const MIGRATIONS: Record<number, (db: Database) => void> = {
 
 let sqlJs: Promise<SqlJsStatic> | undefined
 function loadSqlJs(): Promise<SqlJsStatic> {
-  // Without tier-up, a short CLI call exits ~100 ms sooner (MEASURED §7) and workers lose nothing measurable.
+  // Without tier-up, a short CLI call exits ~100 ms sooner (MEASURED §7) and workers lose nothing measurable. A function
+  // is validated when it is first compiled: a CLI call uses a fraction of SQLite, and need not check all of it first.
   setFlagsFromString('--liftoff-only')
+  setFlagsFromString('--wasm-lazy-validation')
   // require(), not import(): sql.js is CommonJS, and import() would first scan its 100 KB for named exports.
   sqlJs ??= Promise.resolve().then(() => (createRequire(scriptPath())('sql.js') as (config?: object) => Promise<SqlJsStatic>)())
   return sqlJs
@@ -1121,14 +1123,15 @@ export class SqlJsStorage implements Storage {
     this.db = undefined
     let db: Database
     try {
-      db = new this.SQL.Database(readFileSync(this.dbPath))
+      const file = readFileSync(this.dbPath)
+      db = new this.SQL.Database(file)
       const version = Number(db.exec("SELECT value FROM meta WHERE key = 'schema_version'")[0]?.values[0]?.[0])
       if (version > SCHEMA_VERSION) {
         db.close()
         throw new QueueError(`${this.dbPath} has schema ${version}, made by a newer queuectl; this is queuectl ${VERSION} (schema ${SCHEMA_VERSION}): upgrade queuectl; the home was left untouched`)
       }
       this.schemaVersion = version
-      this.generation = Number(db.exec('PRAGMA user_version')[0].values[0][0])
+      this.generation = file.readUInt32BE(60) // PRAGMA user_version, as the file's header holds it
     } catch (error) {
       if (error instanceof QueueError) throw error
       throw new QueueError(`${this.dbPath} is damaged (${(error as Error).message}); it was left untouched`)
@@ -3623,13 +3626,20 @@ function escapeControls(text: string, keep = ''): string {
     keep.includes(c) ? c : c === '\n' ? '\\n' : c === '\t' ? '\\t' : c === '\r' ? '\\r' : `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`)
 }
 
-/** Messages on stderr: consola's fancy reporter on a terminal, its light one-line build otherwise (faster start). */
-let log: ConsolaInstance
-async function loadLog(): Promise<void> {
-  const fancy = Boolean(process.stderr.isTTY)
-  const { createConsola } = fancy ? await import('consola') : await import('consola/basic')
-  log = createConsola({ stdout: process.stderr, stderr: process.stderr, fancy, formatOptions: { date: false } })
+/**
+ * Messages on stderr: consola's fancy reporter on a terminal, its light one-line build otherwise. Loaded at the first
+ * message (most calls print none), and as CommonJS: require() is synchronous and costs a fraction of an import().
+ */
+let consola: ConsolaInstance | undefined
+const say = (level: 'info' | 'success' | 'warn' | 'error') => (message: string) => {
+  if (!consola) {
+    const fancy = Boolean(process.stderr.isTTY)
+    const { createConsola } = createRequire(scriptPath())(fancy ? 'consola' : 'consola/basic') as typeof import('consola')
+    consola = createConsola({ stdout: process.stderr, stderr: process.stderr, fancy, formatOptions: { date: false } })
+  }
+  consola[level](message)
 }
+const log = { info: say('info'), success: say('success'), warn: say('warn'), error: say('error') }
 const examples = new WeakMap<object, string[]>()
 
 function print(text = ''): void {
@@ -4688,7 +4698,6 @@ function checkFlags(argv: string[], argsDef: ArgsDef, path: string[]): string[] 
 /** Runs the CLI on `argv`; resolves to the exit code (0 ok, 1 failed, 2 bad usage or input). */
 export async function main(argv: string[] = process.argv.slice(2)): Promise<number> {
   try {
-    await loadLog()
     const dashes = argv.indexOf('--')
     const options = dashes === -1 ? argv : argv.slice(0, dashes)
     const homeAt = options.findIndex((arg) => arg === '--home' || arg.startsWith('--home='))
@@ -4721,8 +4730,11 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<numb
     const expected = usage || error instanceof QueueError || typeof (error as NodeJS.ErrnoException).code === 'string' // a system error: disk full, permissions
     // Our messages are one line but may quote user input: escaped, its control characters keep it one line, whole.
     const line = expected ? escapeControls(message) : `${escapeControls(message.split('\n')[0])} (unexpected; set QUEUECTL_DEBUG=1 for details)`
-    if (log) log.error(line)
-    else process.stderr.write(`queuectl: ${line}\n`)
+    try {
+      log.error(line)
+    } catch {
+      process.stderr.write(`queuectl: ${line}\n`) // consola itself failed to load
+    }
     if (process.env.QUEUECTL_DEBUG) console.error(error)
     return usage ? 2 : 1
   }
