@@ -3731,8 +3731,8 @@ function durationFlag(value: unknown, flag: string): number | undefined {
   return text === undefined ? undefined : parseDuration(text, flag)
 }
 
-async function withQueue<T>(fn: (queue: Queue) => Promise<T>): Promise<T> {
-  const queue = await openQueue(cliHome ?? defaultHome())
+async function withQueue<T>(fn: (queue: Queue) => Promise<T>, home = cliHome ?? defaultHome()): Promise<T> {
+  const queue = await openQueue(home)
   try {
     return await fn(queue)
   } finally {
@@ -3741,6 +3741,8 @@ async function withQueue<T>(fn: (queue: Queue) => Promise<T>): Promise<T> {
 }
 
 const jsonArg = { json: { type: 'boolean', description: 'Print JSON (one document on stdout)' } } as const
+/** Declared for --help and completions; the ids are read from `args._` (citty has no list positional). */
+const idsArg = { ids: { type: 'positional', required: false, description: 'Job ids: ID [ID…]' } } as const
 
 function define<const T extends ArgsDef>(def: CommandDef<T> & { examples?: string[] }): CommandDef<T> {
   if (def.examples) examples.set(def, def.examples)
@@ -4252,7 +4254,7 @@ const dlqCommand = define({
     }),
     retry: define({
       meta: { name: 'retry', description: 'Move dead jobs back to pending with attempts reset to 0' },
-      args: { all: { type: 'boolean', description: 'Every dead job' }, ...jsonArg },
+      args: { ...idsArg, all: { type: 'boolean', description: 'Every dead job' }, ...jsonArg },
       examples: ['queuectl dlq retry job1 job2', 'queuectl dlq retry --all'],
       async run({ args }) {
         const ids = args._.map(String)
@@ -4363,6 +4365,7 @@ async function stallReasons(queue: Queue, ids: string[]): Promise<string[]> {
 const waitCommand = define({
   meta: { name: 'wait', description: 'Wait until jobs are finished: exit 0 if all completed, 1 if any did not, 124 on --timeout' },
   args: {
+    ...idsArg,
     queue: { type: 'string', description: 'Wait for the jobs of this queue that are active now' },
     all: { type: 'boolean', description: 'Wait for every job active now (the default without ids)' },
     timeout: { type: 'string', description: 'Give up after this long (exit 124): 30s, 5m, 2h' },
@@ -4389,6 +4392,7 @@ const waitCommand = define({
 const killCommand = define({
   meta: { name: 'kill', description: 'Cancel jobs: waiting ones at once; running ones get --signal, then SIGKILL after --grace' },
   args: {
+    ...idsArg,
     queue: { type: 'string', description: 'Every active job of this queue' },
     all: { type: 'boolean', description: 'Every active job' },
     signal: { type: 'string', description: 'Signal for a running job\'s process group (default TERM)' },
@@ -4426,7 +4430,7 @@ const killCommand = define({
 
 const rmCommand = define({
   meta: { name: 'rm', description: 'Delete jobs that are not running, with their history and logs' },
-  args: { force: { type: 'boolean', description: 'Kill a running job first (SIGKILL), then delete it' }, ...jsonArg },
+  args: { ...idsArg, force: { type: 'boolean', description: 'Kill a running job first (SIGKILL), then delete it' }, ...jsonArg },
   examples: ['queuectl rm job1 job2', 'queuectl rm --force job1'],
   async run({ args }) {
     const ids = jobIdArgs(args)
@@ -4447,7 +4451,7 @@ const rmCommand = define({
 
 const retryCommand = define({
   meta: { name: 'retry', description: 'Move dead, cancelled or skipped jobs back to pending, attempts reset to 0' },
-  args: { ...jsonArg },
+  args: { ...idsArg, ...jsonArg },
   examples: ['queuectl retry job1', 'queuectl retry $(queuectl list --state cancelled --json | jq -r ".[].id")'],
   async run({ args }) {
     const ids = jobIdArgs(args)
@@ -4626,6 +4630,100 @@ const dashboardCommand = define({
   },
 })
 
+// Shell completions: @bomb.sh/tab (loaded only here) gives the scripts and matches a line against the command tree,
+// which is registered from `cli` itself, so every command and flag completes without a list of them here.
+
+const COMPLETION_SHELLS = ['bash', 'zsh', 'fish'] as const
+/** Values read from the home at TAB, newest jobs first; a prefix is matched in SQL so an old id still completes. */
+const STORED_VALUES = {
+  jobs: "SELECT id, state || ': ' || command AS about FROM jobs WHERE substr(id, 1, ?) = ? ORDER BY seq DESC LIMIT 50",
+  dead: "SELECT id, 'dead: ' || command AS about FROM jobs WHERE state = 'dead' AND substr(id, 1, ?) = ? ORDER BY seq DESC LIMIT 50",
+  queues: "SELECT name AS id, '' AS about FROM queues WHERE substr(name, 1, ?) = ? ORDER BY name",
+  schedules: "SELECT name AS id, '' AS about FROM schedules WHERE substr(name, 1, ?) = ? ORDER BY name",
+}
+type StoredValues = keyof typeof STORED_VALUES
+
+/** What an argument takes, by its name (and its command's group), so that a new command using these names gets them. */
+function completionValues(path: string[], name: string, arg: ArgDef): readonly string[] | StoredValues | undefined {
+  if (arg.type === 'enum') return arg.options
+  if (arg.type === 'positional' && (name === 'id' || name === 'ids')) return path[0] === 'dlq' ? 'dead' : 'jobs'
+  if (name === 'queue' || (name === 'name' && path[0] === 'queue')) return 'queues'
+  if (name === 'schedule' || (name === 'name' && path[0] === 'schedule')) return 'schedules'
+  if (name === 'state') return JOB_STATES
+  if (name === 'key' && path[0] === 'config') return Object.keys(CONFIG_KEYS)
+  if (name === 'shell') return COMPLETION_SHELLS
+  return undefined
+}
+
+/** tab's handlers are synchronous: one whose values are not read yet throws this, and the line is matched again. */
+class ValuesNeeded {
+  constructor(readonly kind: StoredValues) {}
+}
+
+/**
+ * `queuectl complete -- WORDS…`, which the scripts run at TAB: prints the candidates for the last word. The home is
+ * read as any reader does, without the lock, and only when the candidates are stored values.
+ */
+async function printCompletions(words: string[]): Promise<void> {
+  const dashes = words.indexOf('--')
+  if (dashes !== -1 && dashes < words.length - 1) return // the job's own command line follows
+  // tab takes a flag's value to be the next word: `--home=DIR` is given as two words
+  const given = words.slice(0, -1).flatMap((word) => (/^--[\w-]+=/.test(word) ? [word.slice(0, word.indexOf('=')), word.slice(word.indexOf('=') + 1)] : [word]))
+  const current = words[words.length - 1] ?? ''
+  const at = given.indexOf('--home')
+  const home = at === -1 || at === given.length - 1 ? defaultHome() : resolve(given[at + 1].replace(/^~(?=\/|$)/, process.env.HOME ?? '~'))
+  const prefix = current.replace(/^--?[\w-]+=/, '')
+  const stored = new Map<StoredValues, { id: string; about: string }[]>()
+  const offer = (values: readonly string[] | StoredValues) => (complete: (value: string, description: string) => void) => {
+    if (typeof values !== 'string') return values.forEach((value) => complete(value, ''))
+    const rows = stored.get(values)
+    if (!rows) throw new ValuesNeeded(values)
+    for (const row of rows) if (!given.includes(row.id)) complete(row.id, escapeControls(row.about).slice(0, 60))
+  }
+  const { default: root } = await import('@bomb.sh/tab')
+  const register = (node: typeof root | ReturnType<typeof root.command>, def: CommandDef<ArgsDef>, path: string[]) => {
+    for (const [name, arg] of Object.entries((def.args ?? {}) as ArgsDef)) {
+      const values = completionValues(path, name, arg)
+      const alias = ([] as string[]).concat((arg as { alias?: string | string[] }).alias ?? [])[0]
+      if (arg.type === 'positional') node.argument(name, values && offer(values), name === 'ids')
+      else if (arg.type === 'boolean') node.option(name, arg.description ?? '', alias)
+      else node.option(name, arg.description ?? '', values ? offer(values) : () => {}, alias) // a handler marks a flag that takes a value
+    }
+    for (const [name, sub] of Object.entries((def.subCommands ?? {}) as Record<string, CommandDef<ArgsDef>>)) {
+      const meta = sub.meta as { description?: string; hidden?: boolean }
+      if (!meta.hidden) register(root.command([...path, name].join(' '), meta.description ?? ''), sub, [...path, name])
+    }
+  }
+  register(root, cli as CommandDef<ArgsDef>, [])
+  for (;;) {
+    try {
+      return root.parse([...given, current])
+    } catch (error) {
+      if (!(error instanceof ValuesNeeded)) throw error
+      stored.set(error.kind, existsSync(join(home, 'queue.db'))
+        ? await withQueue((queue) => queue.storage.read((sql) => sql.all<{ id: string; about: string }>(STORED_VALUES[error.kind], [prefix.length, prefix])), home)
+        : [])
+    }
+  }
+}
+
+const completionsCommand = define({
+  meta: { name: 'completions', description: 'Print a completion script for bash, zsh or fish (--help says where to put it)' },
+  args: { shell: { type: 'positional', description: COMPLETION_SHELLS.join(', ') } },
+  examples: [
+    'queuectl completions bash > ~/.local/share/bash-completion/completions/queuectl   # needs the bash-completion package',
+    'queuectl completions zsh > ~/.zfunc/_queuectl   # with fpath=(~/.zfunc $fpath) before compinit in ~/.zshrc',
+    'queuectl completions fish > ~/.config/fish/completions/queuectl.fish',
+    'source <(queuectl completions bash)   # this shell only',
+  ],
+  async run({ args }) {
+    const shell = String(args.shell)
+    if (!(COMPLETION_SHELLS as readonly string[]).includes(shell)) throw new UsageError(`no completions for "${shell}": use one of ${COMPLETION_SHELLS.join(', ')}`)
+    const { script } = await import('@bomb.sh/tab')
+    script(shell, 'queuectl', 'queuectl')
+  },
+})
+
 const cli = define({
   meta: { name: 'queuectl', version: VERSION, description: 'A durable background job queue for shell commands' },
   args: { home: { type: 'string', description: 'Queue folder (default: $QUEUECTL_HOME or ~/.queuectl)' } },
@@ -4648,6 +4746,11 @@ const cli = define({
     queue: queueCommand,
     pause: pauseCommand(true),
     resume: pauseCommand(false),
+    completions: completionsCommand,
+    complete: define({
+      meta: { name: 'complete', hidden: true, description: 'What the completion scripts run at TAB' },
+      run: ({ args }) => printCompletions(args._.map(String)),
+    }),
   },
   examples: [
     'queuectl enqueue "make test"',
@@ -4686,6 +4789,7 @@ async function resolveCommand(argv: string[]): Promise<{ command: CommandDef<Arg
 function checkFlags(argv: string[], argsDef: ArgsDef, path: string[]): string[] {
   const known = new Map<string, ArgDef>()
   for (const [name, def] of Object.entries(argsDef)) {
+    if (def.type === 'positional') continue // `--id` is no flag of `show`
     for (const alias of [name, name.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase()), ...([] as string[]).concat((def as { alias?: string | string[] }).alias ?? [])]) known.set(alias, def)
   }
   const options: string[] = []
