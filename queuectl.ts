@@ -5,19 +5,47 @@
  *   queuectl enqueue "make test"      # add a job
  *   queuectl worker start --count 4   # detached workers run it, retry it with backoff, or move it to the DLQ
  *
+ * States (JOB_STATES; every move is `moveJob`, one UPDATE, in the transaction that causes it):
+ *
+ *   enqueue ──> blocked ──(every parent satisfied)──> pending ──claim──> processing ──exit 0──> completed
+ *      └────────────────────────────────────────────────^  ^                 │
+ *                                                          │                 ├─ fails, retries left ──> failed ──(run_at)──> processing
+ *              retry / dlq retry (attempts = 0) ───────────┤                 └─ fails, none left ────> dead
+ *   kill: an active job ──> cancelled (a running one by its owner, after the signal); a required parent that ends
+ *   dead, cancelled or skipped: blocked ──> skipped (transitively). Active: pending, blocked, processing, failed.
+ *
+ * Counters: `attempts` = starts in the job's current life (reset by retry; the retry rule compares it with
+ * max_retries); `runs` = every start ever, the attempt number of the history, the log headers and QUEUECTL_ATTEMPT.
+ * An attempt ends as completed, failed, lost (its worker died), cancelled, or released (not counted: a force stop,
+ * a job claimed while stopping, a failure of the machine); only released ones give the attempt back.
+ *
  * Storage: SQLite (sql.js, in WASM) persisted as a snapshot plus an append-only journal, so that one
- * transaction costs the same with 1k or 100k jobs stored:
- *   - `queue.db` is a plain SQLite file whose `user_version` is its generation;
- *   - `queue.db.journal` holds one framed record (length, crc32, JSON of the statements and their bound
- *     values; a statement's SQL is spelled out once per journal, then numbered) per committed transaction,
- *     fsync'd before the transaction commits in memory;
- *   - every write runs under the lockfile `queue.db.lock`, first replaying the records other processes
- *     appended since this process last looked; readers replay without the lock and stop at a torn record;
- *   - past QUEUECTL_JOURNAL_LIMIT bytes the writer compacts: a new snapshot with generation + 1 (tmp, fsync,
- *     rename), then an empty journal of that generation. A journal older than the snapshot is a leftover of a
- *     crash in between, and is reset.
+ * transaction costs the same with 1k or 100k jobs stored. A write is: lock → catch up (reload the snapshot if
+ * its generation moved, replay the journal records others appended) → BEGIN, statements → append the record +
+ * fdatasync → COMMIT in memory (a failed append rolls back and cuts the journal back: memory never leads disk) →
+ * after-commit work still under the lock (purge's log removal) → unlock. Readers catch up without the lock.
  * Only deterministic statements are journaled: rows are picked by a read and written by primary key, with every
  * value (ids, timestamps, counters) computed here, so replay gives the same rows under any SQLite version.
+ * Past QUEUECTL_JOURNAL_LIMIT bytes the writer compacts: a new snapshot of generation + 1, then an empty journal.
+ * A schema migration runs the same way but is written as a snapshot at once, so an older queuectl refuses it.
+ *
+ * The claim: the ready set. `jobs_ready (queue, priority DESC, seq) WHERE ready = 1` holds exactly the jobs a
+ * claim may take; pending and failed jobs not yet due wait in `jobs_waiting (run_at)` and are promoted once, when
+ * due, inside a claim's transaction. A claim reads the servable queues (not paused, `running` under `concurrency`)
+ * and takes the best head of their ready indexes: blocked jobs, paused queues and full queues are in no index it
+ * walks, so what waits never costs a claim anything. A queue's `running` is kept by moveJob in the same
+ * transaction, under the one lock: a limit is exact. Dependencies (`deps`) resolve in the parent's transaction.
+ *
+ * Leases and fencing: workers register in `workers` and beat every few seconds. One on this host is alive while
+ * its pid (with its start time) is; one elsewhere while its heartbeat moves within the `lease`. Whoever notices a
+ * dead worker puts its jobs back as `worker lost` and kills what is left of their process groups. Every change a
+ * worker makes to a job is conditional on still owning that attempt (worker and run number, `ownedRow`); a worker
+ * that finds its attempt taken over kills it and records nothing. The lockfile holds `pid starttime token host`:
+ * a dead holder's lock is broken at once, another host's once it is older than the lease.
+ *
+ * The home: `queue.db` (snapshot, generation = user_version), `queue.db.journal` (records since), `queue.db.lock`,
+ * `logs/<id>.log` (every attempt's output between header and footer lines), `logs/<id>.pid` (a running attempt's
+ * process group, for whoever recovers it), `logs/worker.log` (detached workers' messages), `dashboard.token`.
  *
  * The queue's logic is SQL with bound values behind `Storage` (read, write transaction), the one seam a second
  * backend would implement.
@@ -1841,7 +1869,7 @@ export class Queue {
       const counts = await this.counts(sql)
       const durations = (await sql.all<{ d: number }>(`SELECT duration_ms AS d FROM attempts WHERE duration_ms IS NOT NULL AND ${COUNTED_ATTEMPT} ORDER BY duration_ms`)).map((r) => r.d)
       const finishedSince = async (ms: number) =>
-        Number((await sql.get<{ n: number }>("SELECT count(*) AS n FROM jobs WHERE state IN ('completed', 'dead') AND finished_at >= ?", [now - ms]))!.n)
+        Number((await sql.get<{ n: number }>(`SELECT count(*) AS n FROM jobs WHERE state IN (${sqlList(TERMINAL_STATES)}) AND finished_at >= ?`, [now - ms]))!.n)
       const attempts = Object.fromEntries(ATTEMPT_RESULTS.map((end) => [end, 0])) as Record<AttemptResult, number>
       for (const row of await sql.all<{ outcome: AttemptResult; n: number }>('SELECT outcome, count(*) AS n FROM attempts WHERE outcome IS NOT NULL GROUP BY outcome')) {
         if (ATTEMPT_RESULTS.includes(row.outcome)) attempts[row.outcome] = row.n
@@ -1974,7 +2002,7 @@ export class Queue {
    */
   async removeJobs(ids: string[]): Promise<string[]> {
     const targets = [...new Set(ids)]
-    const removed = await this.storage.write(async (sql) => {
+    return this.storage.write(async (sql) => {
       for (const id of targets) {
         const row = await sql.get<JobRow>('SELECT * FROM jobs WHERE id = ?', [id])
         if (!row) throw new QueueError(`no job with id "${id}"; nothing was removed`)
@@ -1985,12 +2013,7 @@ export class Queue {
       }
       for (const id of targets) await this.deleteJob(sql, id)
       return targets
-    })
-    for (const id of removed) {
-      rmQuiet(this.logPath(id))
-      rmQuiet(this.processNotePath(id))
-    }
-    return removed
+    }, (ids) => this.removeLogs(ids))
   }
 
   private async deleteJob(sql: SqlSession, id: string): Promise<void> {
@@ -2052,29 +2075,29 @@ export class Queue {
 
   /** Deletes finished jobs (completed and dead by default) older than `olderThanMs`, with their logs. */
   async purge(options: { states?: JobState[]; olderThanMs?: number } = {}): Promise<string[]> {
-    const states = options.states ?? ['completed', 'dead']
+    const states = options.states ?? [...TERMINAL_STATES]
     for (const state of states) {
-      if (state !== 'completed' && state !== 'dead') throw new UsageError(`purge deletes finished jobs only: --state completed or --state dead, not "${state}"`)
+      if (!isTerminal(state)) throw new UsageError(`purge deletes finished jobs only: --state ${TERMINAL_STATES.join(', ')}, not "${state}"`)
     }
     const cutoff = Date.now() - (options.olderThanMs ?? 0)
-    const candidates = `SELECT id FROM jobs WHERE state IN (${states.map(() => '?').join(', ')}) AND finished_at <= ?`
+    // A parent that an active job still waits for is kept: its dependant must be able to see how it ended.
+    const candidates = `SELECT id FROM jobs j WHERE state IN (${states.map(() => '?').join(', ')}) AND finished_at <= ?
+      AND NOT EXISTS (SELECT 1 FROM deps d JOIN jobs c ON c.id = d.child WHERE d.parent = j.id AND c.state IN (${ACTIVE_SQL}))`
     if (!(await this.storage.read((sql) => sql.get(`${candidates} LIMIT 1`, [...states, cutoff])))) return []
-    // The logs go while the lock is still held: once it is released, a new job may take a purged id and start a log.
-    const removeLogs = (ids: string[]) => {
-      for (const id of ids) {
-        rmQuiet(this.logPath(id))
-        rmQuiet(this.processNotePath(id))
-      }
-    }
     return this.storage.write(async (sql) => {
       const rows = await sql.all<{ id: string }>(candidates, [...states, cutoff])
-      for (const { id } of rows) {
-        await sql.run('DELETE FROM jobs WHERE id = ?', [id])
-        await sql.run('DELETE FROM attempts WHERE job_id = ?', [id])
-      }
+      for (const { id } of rows) await this.deleteJob(sql, id)
       await sql.run('DELETE FROM envs WHERE hash NOT IN (SELECT env_hash FROM jobs WHERE env_hash IS NOT NULL)')
       return rows.map((r) => r.id)
-    }, removeLogs)
+    }, (ids) => this.removeLogs(ids))
+  }
+
+  /** Run while the lock is still held: once it is released, a new job may take a removed id and start a log. */
+  private removeLogs(ids: string[]): void {
+    for (const id of ids) {
+      rmQuiet(this.logPath(id))
+      rmQuiet(this.processNotePath(id))
+    }
   }
 
   /** The `retention` config applied: what workers run every few seconds. */
@@ -3718,8 +3741,8 @@ function durationFlag(value: unknown, flag: string): number | undefined {
   return text === undefined ? undefined : parseDuration(text, flag)
 }
 
-async function withQueue<T>(fn: (queue: Queue) => Promise<T>): Promise<T> {
-  const queue = await openQueue(cliHome ?? defaultHome())
+async function withQueue<T>(fn: (queue: Queue) => Promise<T>, home = cliHome ?? defaultHome()): Promise<T> {
+  const queue = await openQueue(home)
   try {
     return await fn(queue)
   } finally {
@@ -3728,6 +3751,8 @@ async function withQueue<T>(fn: (queue: Queue) => Promise<T>): Promise<T> {
 }
 
 const jsonArg = { json: { type: 'boolean', description: 'Print JSON (one document on stdout)' } } as const
+/** Declared for --help and completions; the ids are read from `args._` (citty has no list positional). */
+const idsArg = { ids: { type: 'positional', required: false, description: 'Job ids: ID [ID…]' } } as const
 
 function define<const T extends ArgsDef>(def: CommandDef<T> & { examples?: string[] }): CommandDef<T> {
   if (def.examples) examples.set(def, def.examples)
@@ -3927,8 +3952,10 @@ const statusCommand = define({
     print(`${status.workers.length} worker${status.workers.length === 1 ? '' : 's'} active`)
     if (status.workers.length) {
       const notes = status.workers.some((w) => w.note)
-      printTable(['  PID', 'WORKER', 'HOST', 'JOB', 'SINCE', ...(notes ? ['NOTE'] : [])], status.workers.map((w) => [
-        `  ${w.pid}`, w.id, w.host, w.job_id ?? ['gray', 'idle'], w.job_id ? ago(w.since) : ago(w.started_at), ...(notes ? [w.note ? ['yellow', w.note] as Cell : ''] : []),
+      const slotted = status.workers.some((w) => w.slots > 1)
+      printTable(['  PID', 'WORKER', 'HOST', ...(slotted ? ['SLOTS'] : []), 'JOB', 'SINCE', ...(notes ? ['NOTE'] : [])], status.workers.map((w) => [
+        `  ${w.pid}`, w.id, w.host, ...(slotted ? [`${w.jobs.length}/${w.slots}`] : []), w.jobs.length ? w.jobs.map((j) => j.id).join(', ') : ['gray', 'idle'] as Cell,
+        w.job_id ? ago(w.since) : ago(w.started_at), ...(notes ? [w.note ? ['yellow', w.note] as Cell : ''] : []),
       ]))
     }
     print(`jobs: ${JOB_STATES.map((state) => `${status.counts[state]} ${paintState(state)}`).join(' · ')}`)
@@ -3954,17 +3981,19 @@ const listCommand = define({
   meta: { name: 'list', description: 'List jobs, newest first' },
   args: {
     state: { type: 'string', description: `Only jobs in this state: ${JOB_STATES.join(', ')}` },
+    queue: { type: 'string', description: 'Only jobs of this queue' },
     limit: { type: 'string', description: 'At most this many jobs', default: '100' },
     ...jsonArg,
   },
-  examples: ['queuectl list', 'queuectl list --state failed', 'queuectl list --state completed --limit 10 --json'],
+  examples: ['queuectl list', 'queuectl list --state failed', 'queuectl list --queue deploy --state blocked', 'queuectl list --state completed --limit 10 --json'],
   async run({ args }) {
     const state = stringFlag(args.state, '--state') as JobState | undefined
     if (state && !JOB_STATES.includes(state)) throw new UsageError(`unknown state "${state}": use one of ${JOB_STATES.join(', ')}`)
+    const queueName = queueListFlag(args.queue, '--queue')?.[0]
     const limit = wholeFlag(args.limit, '--limit', 1, 10_000_000)!
     const [jobs, total] = await withQueue(async (queue) => {
       await queue.recoverLostJobs()
-      return [await queue.listJobs({ state, limit }), await queue.countJobs({ state })] as const
+      return [await queue.listJobs({ state, queue: queueName, limit }), await queue.countJobs({ state, queue: queueName })] as const
     })
     if (args.json) return printJson(jobs)
     printJobs(jobs)
@@ -3987,13 +4016,16 @@ const showCommand = define({
     })
     if (!job) throw new QueueError(`no job with id "${args.id}"`)
     if (args.json) return printJson(job)
-    const { history, output_tail: tail, env, ...fields } = job
+    const { history, output_tail: tail, env, parents, dependants, after, after_any: afterAny, ...fields } = job
     for (const [key, value] of Object.entries(fields)) {
       const text = key === 'state' ? paintState(value as JobState) : value === null ? paint('gray', '-')
         : escapeControls(key === 'timeout' ? formatDuration((value as number) * 1000) : String(value))
       print(`${paint('bold', key.padEnd(12))} ${text}`)
     }
     if (env) print(`${paint('bold', 'env'.padEnd(12))} ${Object.keys(env).length} variables`)
+    const relatives = (list: typeof parents) => list.map((r) => `${escapeControls(r.id)} (${paintState(r.state)}${r.required ? '' : ', any outcome'})`).join(', ') || paint('gray', '-')
+    if (after.length + afterAny.length) print(`${paint('bold', 'waits for'.padEnd(12))} ${relatives(parents)}`)
+    if (dependants.length) print(`${paint('bold', 'dependants'.padEnd(12))} ${relatives(dependants)}`)
     print()
     if (history.length === 0) print(paint('gray', 'no attempts yet'))
     else printTable(['ATTEMPT', 'WORKER', 'STARTED', 'DURATION', 'EXIT', 'ERROR'], history.map((a) => [
@@ -4232,7 +4264,7 @@ const dlqCommand = define({
     }),
     retry: define({
       meta: { name: 'retry', description: 'Move dead jobs back to pending with attempts reset to 0' },
-      args: { all: { type: 'boolean', description: 'Every dead job' }, ...jsonArg },
+      args: { ...idsArg, all: { type: 'boolean', description: 'Every dead job' }, ...jsonArg },
       examples: ['queuectl dlq retry job1 job2', 'queuectl dlq retry --all'],
       async run({ args }) {
         const ids = args._.map(String)
@@ -4343,6 +4375,7 @@ async function stallReasons(queue: Queue, ids: string[]): Promise<string[]> {
 const waitCommand = define({
   meta: { name: 'wait', description: 'Wait until jobs are finished: exit 0 if all completed, 1 if any did not, 124 on --timeout' },
   args: {
+    ...idsArg,
     queue: { type: 'string', description: 'Wait for the jobs of this queue that are active now' },
     all: { type: 'boolean', description: 'Wait for every job active now (the default without ids)' },
     timeout: { type: 'string', description: 'Give up after this long (exit 124): 30s, 5m, 2h' },
@@ -4369,6 +4402,7 @@ const waitCommand = define({
 const killCommand = define({
   meta: { name: 'kill', description: 'Cancel jobs: waiting ones at once; running ones get --signal, then SIGKILL after --grace' },
   args: {
+    ...idsArg,
     queue: { type: 'string', description: 'Every active job of this queue' },
     all: { type: 'boolean', description: 'Every active job' },
     signal: { type: 'string', description: 'Signal for a running job\'s process group (default TERM)' },
@@ -4406,7 +4440,7 @@ const killCommand = define({
 
 const rmCommand = define({
   meta: { name: 'rm', description: 'Delete jobs that are not running, with their history and logs' },
-  args: { force: { type: 'boolean', description: 'Kill a running job first (SIGKILL), then delete it' }, ...jsonArg },
+  args: { ...idsArg, force: { type: 'boolean', description: 'Kill a running job first (SIGKILL), then delete it' }, ...jsonArg },
   examples: ['queuectl rm job1 job2', 'queuectl rm --force job1'],
   async run({ args }) {
     const ids = jobIdArgs(args)
@@ -4427,7 +4461,7 @@ const rmCommand = define({
 
 const retryCommand = define({
   meta: { name: 'retry', description: 'Move dead, cancelled or skipped jobs back to pending, attempts reset to 0' },
-  args: { ...jsonArg },
+  args: { ...idsArg, ...jsonArg },
   examples: ['queuectl retry job1', 'queuectl retry $(queuectl list --state cancelled --json | jq -r ".[].id")'],
   async run({ args }) {
     const ids = jobIdArgs(args)
@@ -4561,9 +4595,9 @@ const statsCommand = define({
 })
 
 const purgeCommand = define({
-  meta: { name: 'purge', description: 'Delete finished jobs (completed and dead) and their logs' },
+  meta: { name: 'purge', description: 'Delete finished jobs (completed, dead, cancelled, skipped) and their logs; parents an active job waits for stay' },
   args: {
-    state: { type: 'string', description: 'Only completed or only dead jobs' },
+    state: { type: 'string', description: `Only jobs in this finished state: ${TERMINAL_STATES.join(', ')}` },
     'older-than': { type: 'string', description: 'Only jobs finished longer ago than this: 7d, 12h, 30m' },
     ...jsonArg,
   },
@@ -4606,6 +4640,100 @@ const dashboardCommand = define({
   },
 })
 
+// Shell completions: @bomb.sh/tab (loaded only here) gives the scripts and matches a line against the command tree,
+// which is registered from `cli` itself, so every command and flag completes without a list of them here.
+
+const COMPLETION_SHELLS = ['bash', 'zsh', 'fish'] as const
+/** Values read from the home at TAB, newest jobs first; a prefix is matched in SQL so an old id still completes. */
+const STORED_VALUES = {
+  jobs: "SELECT id, state || ': ' || command AS about FROM jobs WHERE substr(id, 1, ?) = ? ORDER BY seq DESC LIMIT 50",
+  dead: "SELECT id, 'dead: ' || command AS about FROM jobs WHERE state = 'dead' AND substr(id, 1, ?) = ? ORDER BY seq DESC LIMIT 50",
+  queues: "SELECT name AS id, '' AS about FROM queues WHERE substr(name, 1, ?) = ? ORDER BY name",
+  schedules: "SELECT name AS id, '' AS about FROM schedules WHERE substr(name, 1, ?) = ? ORDER BY name",
+}
+type StoredValues = keyof typeof STORED_VALUES
+
+/** What an argument takes, by its name (and its command's group), so that a new command using these names gets them. */
+function completionValues(path: string[], name: string, arg: ArgDef): readonly string[] | StoredValues | undefined {
+  if (arg.type === 'enum') return arg.options
+  if (arg.type === 'positional' && (name === 'id' || name === 'ids')) return path[0] === 'dlq' ? 'dead' : 'jobs'
+  if (name === 'queue' || (name === 'name' && path[0] === 'queue')) return 'queues'
+  if (name === 'schedule' || (name === 'name' && path[0] === 'schedule')) return 'schedules'
+  if (name === 'state') return JOB_STATES
+  if (name === 'key' && path[0] === 'config') return Object.keys(CONFIG_KEYS)
+  if (name === 'shell') return COMPLETION_SHELLS
+  return undefined
+}
+
+/** tab's handlers are synchronous: one whose values are not read yet throws this, and the line is matched again. */
+class ValuesNeeded {
+  constructor(readonly kind: StoredValues) {}
+}
+
+/**
+ * `queuectl complete -- WORDS…`, which the scripts run at TAB: prints the candidates for the last word. The home is
+ * read as any reader does, without the lock, and only when the candidates are stored values.
+ */
+async function printCompletions(words: string[]): Promise<void> {
+  const dashes = words.indexOf('--')
+  if (dashes !== -1 && dashes < words.length - 1) return // the job's own command line follows
+  // tab takes a flag's value to be the next word: `--home=DIR` is given as two words
+  const given = words.slice(0, -1).flatMap((word) => (/^--[\w-]+=/.test(word) ? [word.slice(0, word.indexOf('=')), word.slice(word.indexOf('=') + 1)] : [word]))
+  const current = words[words.length - 1] ?? ''
+  const at = given.indexOf('--home')
+  const home = at === -1 || at === given.length - 1 ? defaultHome() : resolve(given[at + 1].replace(/^~(?=\/|$)/, process.env.HOME ?? '~'))
+  const prefix = current.replace(/^--?[\w-]+=/, '')
+  const stored = new Map<StoredValues, { id: string; about: string }[]>()
+  const offer = (values: readonly string[] | StoredValues) => (complete: (value: string, description: string) => void) => {
+    if (typeof values !== 'string') return values.forEach((value) => complete(value, ''))
+    const rows = stored.get(values)
+    if (!rows) throw new ValuesNeeded(values)
+    for (const row of rows) if (!given.includes(row.id)) complete(row.id, escapeControls(row.about).slice(0, 60))
+  }
+  const { default: root } = await import('@bomb.sh/tab')
+  const register = (node: typeof root | ReturnType<typeof root.command>, def: CommandDef<ArgsDef>, path: string[]) => {
+    for (const [name, arg] of Object.entries((def.args ?? {}) as ArgsDef)) {
+      const values = completionValues(path, name, arg)
+      const alias = ([] as string[]).concat((arg as { alias?: string | string[] }).alias ?? [])[0]
+      if (arg.type === 'positional') node.argument(name, values && offer(values), name === 'ids')
+      else if (arg.type === 'boolean') node.option(name, arg.description ?? '', alias)
+      else node.option(name, arg.description ?? '', values ? offer(values) : () => {}, alias) // a handler marks a flag that takes a value
+    }
+    for (const [name, sub] of Object.entries((def.subCommands ?? {}) as Record<string, CommandDef<ArgsDef>>)) {
+      const meta = sub.meta as { description?: string; hidden?: boolean }
+      if (!meta.hidden) register(root.command([...path, name].join(' '), meta.description ?? ''), sub, [...path, name])
+    }
+  }
+  register(root, cli as CommandDef<ArgsDef>, [])
+  for (;;) {
+    try {
+      return root.parse([...given, current])
+    } catch (error) {
+      if (!(error instanceof ValuesNeeded)) throw error
+      stored.set(error.kind, existsSync(join(home, 'queue.db'))
+        ? await withQueue((queue) => queue.storage.read((sql) => sql.all<{ id: string; about: string }>(STORED_VALUES[error.kind], [prefix.length, prefix])), home)
+        : [])
+    }
+  }
+}
+
+const completionsCommand = define({
+  meta: { name: 'completions', description: 'Print a completion script for bash, zsh or fish (--help says where to put it)' },
+  args: { shell: { type: 'positional', description: COMPLETION_SHELLS.join(', ') } },
+  examples: [
+    'queuectl completions bash > ~/.local/share/bash-completion/completions/queuectl   # needs the bash-completion package',
+    'queuectl completions zsh > ~/.zfunc/_queuectl   # with fpath=(~/.zfunc $fpath) before compinit in ~/.zshrc',
+    'queuectl completions fish > ~/.config/fish/completions/queuectl.fish',
+    'source <(queuectl completions bash)   # this shell only',
+  ],
+  async run({ args }) {
+    const shell = String(args.shell)
+    if (!(COMPLETION_SHELLS as readonly string[]).includes(shell)) throw new UsageError(`no completions for "${shell}": use one of ${COMPLETION_SHELLS.join(', ')}`)
+    const { script } = await import('@bomb.sh/tab')
+    script(shell, 'queuectl', 'queuectl')
+  },
+})
+
 const cli = define({
   meta: { name: 'queuectl', version: VERSION, description: 'A durable background job queue for shell commands' },
   args: { home: { type: 'string', description: 'Queue folder (default: $QUEUECTL_HOME or ~/.queuectl)' } },
@@ -4628,6 +4756,11 @@ const cli = define({
     queue: queueCommand,
     pause: pauseCommand(true),
     resume: pauseCommand(false),
+    completions: completionsCommand,
+    complete: define({
+      meta: { name: 'complete', hidden: true, description: 'What the completion scripts run at TAB' },
+      run: ({ args }) => printCompletions(args._.map(String)),
+    }),
   },
   examples: [
     'queuectl enqueue "make test"',
@@ -4666,6 +4799,7 @@ async function resolveCommand(argv: string[]): Promise<{ command: CommandDef<Arg
 function checkFlags(argv: string[], argsDef: ArgsDef, path: string[]): string[] {
   const known = new Map<string, ArgDef>()
   for (const [name, def] of Object.entries(argsDef)) {
+    if (def.type === 'positional') continue // `--id` is no flag of `show`
     for (const alias of [name, name.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase()), ...([] as string[]).concat((def as { alias?: string | string[] }).alias ?? [])]) known.set(alias, def)
   }
   const options: string[] = []

@@ -7,6 +7,7 @@
 //   growth      one claim + complete with 1k, 10k, 100k finished jobs stored; the ratio 100k / 1k
 //   pickup      idle workers; enqueue → started_at over 50 jobs enqueued ~100 ms apart: median and p95
 //   cli         one `queuectl enqueue` vs `node -e` that loads and initialises sql.js
+//   completion  what a TAB costs: a command name (nothing read), and job ids read from 1,000 stored jobs, vs `node -e ''`
 //   bulk        `enqueue --file` of 100k JSON lines, vs the same rows inserted by bare sql.js
 //   memory      a `worker run`'s peak RSS (VmHWM) with 100k jobs stored, vs bare sql.js holding the same file
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
@@ -24,7 +25,7 @@ interface Options {
   runs: number
   only: Set<string> | null
 }
-const CASES = ['throughput', 'growth', 'pickup', 'cli', 'bulk', 'memory'] as const
+const CASES = ['throughput', 'growth', 'pickup', 'cli', 'completion', 'bulk', 'memory'] as const
 
 function parseArgs(argv: string[]): Options {
   const o: Options = { json: false, quick: false, runs: 0, only: null }
@@ -678,6 +679,40 @@ async function benchCli() {
   })
 }
 
+// ---------------------------------------------------------------- completion latency
+
+async function benchCompletion() {
+  const lines = { 'queuectl sh<TAB>, nothing read': ['sh'], 'queuectl show <TAB>, ids of 1k jobs read': ['show', ''] }
+  const figures = new Map(Object.keys(lines).map((name) => [name, [] as number[]]))
+  const bases: number[] = []
+  for (let r = 0; r < opts.runs; r++) {
+    const home = newHome()
+    const file = jobsFile(1000, (i) => ({ command: 'true', id: `job-${i}` }))
+    try {
+      cliSync(home, ['enqueue', '--file', file])
+      const b: number[] = []
+      const runs = new Map(Object.keys(lines).map((name) => [name, [] as number[]]))
+      for (let i = 0; i < SIZES.cliCalls; i++) {
+        b.push(nodeScript('').ms)
+        for (const [name, words] of Object.entries(lines)) runs.get(name)!.push(cliSync(home, ['complete', '--', ...words]).ms)
+      }
+      bases.push(median(b))
+      for (const [name, ms] of runs) figures.get(name)!.push(median(ms))
+      log(`completion run ${r + 1}: ${[...runs].map(([name, ms]) => `${name} ${median(ms).toFixed(0)} ms`).join(', ')}; node ${median(b).toFixed(0)} ms`)
+    } finally {
+      dropFile(file)
+      dropHome(home)
+    }
+  }
+  for (const [name, values] of figures) {
+    addRow({
+      case: 'completion', name: `completion, \`${name}\``, value: median(values), unit: 'ms', baseline: median(bases), baselineUnit: 'ms',
+      baselineLabel: "`node -e ''`", ratio: median(values) / median(bases), target: 'about 150 ms (SPEC)', runs: values,
+      note: `median of ${SIZES.cliCalls} calls each, alternating`,
+    })
+  }
+}
+
 // ---------------------------------------------------------------- 5. bulk enqueue
 
 // The floor: the same rows parsed and inserted by bare sql.js in one transaction, exported and written with fsync.
@@ -851,6 +886,7 @@ async function main() {
     growth: benchGrowth,
     pickup: benchPickup,
     cli: benchCli,
+    completion: benchCompletion,
     bulk: benchBulk,
     memory: benchMemory,
   }

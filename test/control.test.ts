@@ -316,6 +316,24 @@ describe('kill, rm, retry, wait', { concurrency: true }, () => {
     }
   })
 
+  test('purge keeps a parent that an active job waits for, and knows every finished state', async () => {
+    const home = new Home()
+    try {
+      await home.ok(['enqueue', '--id', 'parent', 'true'])
+      await home.ok(['enqueue', '--id', 'gone', 'true'])
+      await home.ok(['worker', 'run', '--drain'])
+      await home.ok(['enqueue', '--id', 'child', '--after-any', 'parent', '--delay', '1h', 'true'])
+      await home.ok(['enqueue', '--id', 'dropped', '--delay', '1h', 'true'])
+      await home.ok(['kill', 'dropped'])
+      assert.deepEqual(await home.json(['purge', '--state', 'cancelled']), ['dropped'])
+      assert.deepEqual(await home.json(['purge']), ['gone'], 'the parent of the pending child stays')
+      assert.equal((await home.job('child')).parents[0].state, 'completed')
+      assert.equal((await home.run(['purge', '--state', 'pending'])).code, 2)
+    } finally {
+      await home.cleanup()
+    }
+  })
+
   test('rm deletes a finished job and its log; a running one needs --force', async () => {
     const home = new Home()
     try {

@@ -88,7 +88,7 @@ function startCli(home: Home, args: string[], opts: { input?: string; env?: Reco
   child.stderr.setEncoding('utf8').on('data', (d) => (stderr += d))
   child.stdin.on('error', () => {}) // EPIPE when killed before reading stdin
   child.stdin.end(opts.input ?? '')
-  const safety = setTimeout(() => child.kill('SIGKILL'), 30_000)
+  const safety = setTimeout(() => child.kill('SIGKILL'), 120_000)
   const done = new Promise<Timed>((resolve, reject) => {
     child.on('error', reject)
     child.on('close', (code, signal) => {
