@@ -43,9 +43,15 @@
  * that finds its attempt taken over kills it and records nothing. The lockfile holds `pid starttime token host`:
  * a dead holder's lock is broken at once, another host's once it is older than the lease.
  *
+ * Wake-ups: an idle worker waits on its own file `wake/<worker id>` (fs.watch), not on the journal, which every
+ * write changes. Whatever gives workers work pokes one worker of this host that can take it (Queue.wakeWorker: a
+ * free slot, the job's queue, no note); a worker that claims or ends jobs pokes the next, so a bulk enqueue wakes
+ * them one after the other. A lost poke (its worker died or hangs) costs at most the idle poll, IDLE_POLL_MS.
+ *
  * The home: `queue.db` (snapshot, generation = user_version), `queue.db.journal` (records since), `queue.db.lock`,
  * `logs/<id>.log` (every attempt's output between header and footer lines), `logs/<id>.pid` (a running attempt's
- * process group, for whoever recovers it), `logs/worker.log` (detached workers' messages), `dashboard.token`.
+ * process group, for whoever recovers it), `logs/worker.log` (detached workers' messages), `wake/<worker id>`,
+ * `dashboard.token`.
  *
  * The queue's logic is SQL with bound values behind `Storage` (read, write transaction), the one seam a second
  * backend would implement.
@@ -54,7 +60,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
 import {
   closeSync, existsSync, fdatasyncSync, fstatSync, fsyncSync, ftruncateSync, futimesSync, linkSync,
-  mkdirSync, openSync, readdirSync, readFileSync, readSync, realpathSync, renameSync, statSync, unlinkSync, watch, writeSync,
+  mkdirSync, openSync, readdirSync, readFileSync, readSync, realpathSync, renameSync, statSync, unlinkSync, utimesSync, watch, writeFileSync, writeSync,
   type FSWatcher,
 } from 'node:fs'
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
@@ -1377,6 +1383,10 @@ const PROMOTE_BATCH = 1_000
 const DUE_WAITING = "SELECT id FROM jobs INDEXED BY jobs_waiting WHERE ready = 0 AND state IN ('pending', 'failed') AND run_at <= ? ORDER BY run_at LIMIT ?"
 const SERVABLE_QUEUES = 'SELECT name FROM queues WHERE paused = 0 AND (concurrency IS NULL OR running < concurrency) ORDER BY name'
 const PICK_READY = 'SELECT * FROM jobs INDEXED BY jobs_ready WHERE ready = 1 AND queue = ? ORDER BY priority DESC, seq LIMIT 1'
+const HAS_READY = 'SELECT 1 FROM jobs INDEXED BY jobs_ready WHERE ready = 1 AND queue = ? LIMIT 1'
+/** This host's workers with free slots and no note (a note says why a worker holds back), most free slots first. */
+const IDLE_WORKERS = `SELECT * FROM (SELECT w.*, w.slots - (SELECT count(*) FROM jobs INDEXED BY jobs_worker WHERE worker = w.id) AS free
+  FROM workers w WHERE host = ? AND id <> ? AND note IS NULL) WHERE free > 0 ORDER BY free DESC`
 
 function toJob(row: JobRow): Job {
   return {
@@ -1677,7 +1687,7 @@ export class Queue {
       const text = JSON.stringify(Object.fromEntries(Object.entries(job.env).sort(([a], [b]) => (a < b ? -1 : 1))))
       envText.set(job.env, [createHash('sha1').update(text).digest('hex'), text])
     }
-    return this.storage.write(async (sql) => {
+    const added = await this.storage.write(async (sql) => {
       for (const id of named.keys()) {
         if (await sql.get('SELECT 1 FROM jobs WHERE id = ?', [id])) {
           throw new UsageError(`a job with id "${id}" already exists: choose another id (the existing job was left as it is)`)
@@ -1753,6 +1763,8 @@ export class Queue {
       }
       return results
     })
+    if (added.some((job) => !job.duplicate && job.state === 'pending' && Date.parse(job.run_at) <= Date.now())) await this.wakeWorker()
+    return added
   }
 
   /** A generated id no job has (the clock may have gone back since an earlier one). */
@@ -1902,7 +1914,7 @@ export class Queue {
    */
   async retryJobs(ids: string[] | 'all', options: { deadOnly?: boolean } = {}): Promise<{ retried: string[]; revived: number }> {
     const allowed: JobState[] = options.deadOnly || ids === 'all' ? ['dead'] : ['dead', 'cancelled', 'skipped']
-    return this.storage.write(async (sql) => {
+    const result = await this.storage.write(async (sql) => {
       const now = Date.now()
       const targets = ids === 'all'
         ? (await sql.all<{ id: string }>("SELECT id FROM jobs WHERE state = 'dead' ORDER BY seq")).map((r) => r.id)
@@ -1932,6 +1944,8 @@ export class Queue {
       }
       return { retried, revived }
     })
+    if (result.retried.length) await this.wakeWorker()
+    return result
   }
 
   /** The jobs that `parentId` skipped, and theirs, back to blocked: unless another required parent also failed. */
@@ -1961,7 +1975,8 @@ export class Queue {
    */
   async kill(target: { ids?: string[]; queue?: string }, options: { signal?: NodeJS.Signals; graceMs?: number } = {}): Promise<KillResult> {
     const request = `${options.signal ?? 'SIGTERM'} ${Math.round(options.graceMs ?? KILL_GRACE_DEFAULT_MS)}`
-    return this.storage.write(async (sql) => {
+    const owners = new Set<string>()
+    const result = await this.storage.write(async (sql) => {
       const now = Date.now()
       let ids = target.ids
       if (ids) {
@@ -1977,6 +1992,7 @@ export class Queue {
         else if (row.state === 'processing') {
           await sql.run('UPDATE jobs SET cancel = ?, updated_at = ? WHERE id = ?', [request, now, id])
           result.signalled.push(id)
+          if (row.worker) owners.add(row.worker)
         } else {
           await this.moveJob(sql, row, { state: 'cancelled', finished_at: now, last_error: 'cancelled' }, now)
           result.cancelled.push(id)
@@ -1984,6 +2000,8 @@ export class Queue {
       }
       return result
     })
+    for (const worker of owners) this.poke(worker) // the owner signals at once; its heartbeat would find the request too
+    return result
   }
 
   /** The kills requested for this worker's running jobs: what its slots must signal. */
@@ -2043,12 +2061,13 @@ export class Queue {
       await this.ensureQueue(sql, name)
       await sql.run('UPDATE queues SET concurrency = ? WHERE name = ?', [concurrency, name])
     })
+    await this.wakeWorker()
   }
 
   /** Pauses or resumes one queue, or all (`all` also covers queues made later). Returns the queues that changed. */
   async setPaused(target: { queue?: string; all?: boolean }, paused: boolean): Promise<string[]> {
     if (target.queue !== undefined && !isValidQueueName(target.queue)) throw new UsageError(`invalid queue name ${describeValue(target.queue)}: use 1–64 letters, digits, _ . - (not starting with . or -)`)
-    return this.storage.write(async (sql) => {
+    const changed = await this.storage.write(async (sql) => {
       if (target.all) await sql.run("INSERT INTO meta (key, value) VALUES ('paused_all', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value", [paused ? '1' : '0'])
       else await this.ensureQueue(sql, target.queue!)
       const scope = target.all ? '' : ' AND name = ?'
@@ -2056,6 +2075,8 @@ export class Queue {
       for (const name of changed) await sql.run('UPDATE queues SET paused = ? WHERE name = ?', [paused ? 1 : 0, name])
       return changed
     })
+    if (!paused && changed.length) await this.wakeWorker()
+    return changed
   }
 
   /** Id, state, exit code and attempts of each job (undefined: no such job), for `wait`. */
@@ -2189,6 +2210,49 @@ export class Queue {
     await this.storage.write((sql) => sql.run('UPDATE workers SET note = ? WHERE id = ?', [note, workerId]))
   }
 
+  /** The file that worker `workerId` watches, to be woken when there is work for it (see wakeWorker). */
+  wakePath(workerId: string): string {
+    return join(this.home, 'wake', workerId)
+  }
+
+  /**
+   * Wakes one worker of this host, other than `except`, that can start a job now: it has a free slot, no note (it
+   * is not backing off), and serves a queue with a ready job; of those, one with the most free slots (any one of
+   * them). Called after whatever may give workers work (enqueue, retry, resume, a raised limit, a recovery), and by
+   * a worker that claimed or ended jobs, which may have left work for another: so each job wakes one worker, one
+   * after the other, instead of every change waking all of them. A poke that finds its worker dead, or hung, is
+   * lost; the other idle workers' poll (IDLE_POLL_MS) still finds the job. Never throws: the change is made, and
+   * the answer is only whether some worker was poked.
+   */
+  async wakeWorker(except?: string): Promise<boolean> {
+    let candidates: (WorkerRow & { free: number })[]
+    try {
+      candidates = await this.storage.read(async (sql) => {
+        const idle = (await sql.all<WorkerRow & { free: number }>(IDLE_WORKERS, [HOST, except ?? ''])).filter((w) => isProcessAlive(w.pid, w.proc_start || undefined))
+        if (idle.length === 0) return []
+        const startable = new Set<string>()
+        for (const { name } of await sql.all<{ name: string }>(SERVABLE_QUEUES)) if (await sql.get(HAS_READY, [name])) startable.add(name)
+        return idle.filter((w) => (w.queues === null ? startable.size > 0 : w.queues.split(',').some((name) => startable.has(name))))
+      })
+    } catch {
+      return false // the change that called for it is made; the poll finds it
+    }
+    const most = candidates.filter((w) => w.free === candidates[0].free)
+    const first = Math.floor(Math.random() * most.length) // spread the pokes over equally idle workers
+    return [...most.slice(first), ...most.slice(0, first), ...candidates.slice(most.length)].some((w) => this.poke(w.id))
+  }
+
+  /** Touches worker `workerId`'s wake file; false if it has none (it stopped, or it died and was cleaned up). */
+  poke(workerId: string): boolean {
+    try {
+      const now = new Date()
+      utimesSync(this.wakePath(workerId), now, now)
+      return true
+    } catch {
+      return false
+    }
+  }
+
   /**
    * Takes the next job of the ready set (see the head comment) for `workerId`'s slot `slot`, in one transaction
    * under the lock: no two workers ever get the same attempt. Idle, it costs one read and no lock.
@@ -2289,9 +2353,13 @@ export class Queue {
     })
     if (orphans.length === 0 && !anyGone) return 0
     for (const job of orphans) killOrphanedAttempt(this.processNotePath(job.id), job.runs)
-    return this.storage.write(async (sql) => {
+    const removed: string[] = []
+    const recovered = await this.storage.write(async (sql) => {
       const { alive, gone } = await this.judgeWorkers(sql) // again under the lock: a heartbeat may have come meanwhile
-      for (const w of gone) await sql.run('DELETE FROM workers WHERE id = ?', [w.id])
+      for (const w of gone) {
+        await sql.run('DELETE FROM workers WHERE id = ?', [w.id])
+        removed.push(w.id)
+      }
       let recovered = 0
       for (const { id } of orphans) {
         const row = await sql.get<JobRow>('SELECT * FROM jobs WHERE id = ?', [id])
@@ -2301,6 +2369,9 @@ export class Queue {
       }
       return recovered
     })
+    for (const id of removed) rmQuiet(this.wakePath(id))
+    if (recovered) await this.wakeWorker()
+    return recovered
   }
 
   /**
@@ -2615,9 +2686,10 @@ export function startCommand(claim: ClaimedJob, paths: { log: string; note: stri
   }
 }
 
-// Worker: claim, run, record, repeat; woken by changes to the queue's folder, with a slow poll as a fallback.
+// Worker: claim, run, record, repeat; woken by a poke when there is work for it, with a slow poll as a fallback.
 
-const IDLE_POLL_MS = 1_000
+/** An idle worker looks for work this often without being poked: for a poke that was lost, and other hosts' jobs. */
+const IDLE_POLL_MS = Math.min(envNumber('QUEUECTL_IDLE_POLL', 1), 86_400) * 1000
 const MAINTENANCE = { recoverMs: 1_000, retentionMs: 5_000 }
 
 export interface WorkerOptions {
@@ -2676,17 +2748,26 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
       slot.run.cancel(request.signal, request.graceMs)
     }
   }
+  // Woken by a poke (Queue.wakeWorker, kill) on this worker's own wake file: a change elsewhere wakes nobody else.
   let watcher: FSWatcher | undefined
-  try {
-    watcher = watch(queue.home, (_event, file) => {
-      if (file !== null && !String(file).startsWith('queue.db') || String(file).includes('.lock')) return
-      changed = true
-      void carryOutKills().catch(() => undefined)
-      if (mayClaim()) wake()
-    })
-  } catch {
-    // no inotify here: the idle poll still finds new jobs, and the heartbeat carries out kills
+  const watchWakeFile = () => {
+    const path = queue.wakePath(workerId)
+    if (watcher && existsSync(path)) return
+    watcher?.close()
+    watcher = undefined
+    try {
+      makeDirectory(dirname(path))
+      writeFileSync(path, '', { mode: 0o600 })
+      watcher = watch(path, () => {
+        changed = true
+        void carryOutKills().catch(() => undefined)
+        if (mayClaim()) wake()
+      })
+    } catch {
+      rmQuiet(path) // no inotify here (or none left): the idle poll still finds new jobs, and the heartbeat carries out kills
+    }
   }
+  watchWakeFile()
   // Also while long jobs run: a lost worker's job must not wait for these to finish to be put back, and this is
   // where a worker that was judged lost learns that its attempts were taken over.
   let beating = true
@@ -2701,6 +2782,7 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
       const slotsNow = [...running.values()]
       const lost = await queue.heartbeat(workerId, slotsNow.map((slot) => slot.claim))
       for (const slot of slotsNow) if (lost.includes(slot.claim) && running.get(slot.claim.slot) === slot) slot.run.killTakenOver()
+      watchWakeFile() // judged lost and cleaned up, then registered again
       await carryOutKills()
       await queue.recoverLostJobs()
     } catch (error) {
@@ -2734,7 +2816,9 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
   try {
     for (;;) {
       try {
+        let moved = false // jobs ended or were claimed this turn: work may be left for another worker
         if (ended.length) {
+          moved = true
           const batch = ended.splice(0)
           const fault = batch.find((end) => end.outcome.machineFault && !end.outcome.forced)?.outcome.machineFault
           if (fault && !stopping) {
@@ -2765,8 +2849,10 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
             const claim = await queue.claimNextJob(workerId, slot)
             if (!claim) break
             start(claim)
+            moved = true
           }
         }
+        if (moved) await queue.wakeWorker(workerId)
         failures = 0
         if (ended.length) continue
         if (options.drain && running.size === 0 && !(await queue.hasWaitingJobs(workerId))) break
@@ -2793,9 +2879,11 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
     beating = false
     clearTimeout(beat)
     watcher?.close()
+    rmQuiet(queue.wakePath(workerId))
     for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.off(signal, onStop)
     process.off('SIGUSR2', onForce)
     await queue.unregisterWorker(workerId).catch(() => undefined)
+    await queue.wakeWorker(workerId) // the jobs a forced stop put back go to another worker at once
     log(`worker ${workerId} stopped`)
   }
 }
