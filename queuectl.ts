@@ -730,6 +730,9 @@ const MIGRATIONS: Record<number, (db: Database) => void> = {
 
 let sqlJs: Promise<SqlJsStatic> | undefined
 function loadSqlJs(): Promise<SqlJsStatic> {
+  // A built-in module first loaded after a V8 flag changes misses Node's code cache (made under other flags) and is
+  // compiled afresh, ~6 ms more: the standard streams, which every command uses, are created first.
+  void [process.stdout.isTTY, process.stderr.isTTY]
   // Without tier-up, a short CLI call exits ~100 ms sooner (MEASURED §7) and workers lose nothing measurable. A function
   // is validated when it is first compiled: a CLI call uses a fraction of SQLite, and need not check all of it first.
   setFlagsFromString('--liftoff-only')
@@ -985,13 +988,14 @@ export class SqlJsStorage implements Storage {
   }
 
   /**
-   * What sqlite3_stmt_readonly() says (sql.js does not expose it), asked of the program SQLite compiles the
-   * statement to: no write transaction, no VACUUM or journal mode change; nor BEGIN, COMMIT or SAVEPOINT. Asked once
-   * per statement text. (PRAGMA query_only would refuse writes too, but setting it expires every prepared statement:
-   * toggled around reads, it made a worker's claim-and-finish cycle ~30 % dearer.)
+   * What sqlite3_stmt_readonly() says (sql.js does not expose it). A SELECT writes nothing (and only the first
+   * statement of a text is compiled); anything else is asked of the program SQLite compiles it to: no write
+   * transaction, no VACUUM or journal mode change; nor BEGIN, COMMIT or SAVEPOINT. Asked once per statement text.
+   * (PRAGMA query_only would refuse writes too, but setting it expires every prepared statement: toggled around
+   * reads, it made a worker's claim-and-finish cycle ~30 % dearer.)
    */
   private readOnly(sql: string): boolean {
-    if (this.readOnlySql.has(sql)) return true
+    if (this.readOnlySql.has(sql) || /^\s*SELECT\b/i.test(sql)) return true
     const program = this.database().prepare(`EXPLAIN ${sql}`)
     try {
       while (program.step()) {
@@ -2054,6 +2058,11 @@ export class Queue {
     })
   }
 
+  /** The names of the paused queues (without counting their jobs, as listQueues does). */
+  async pausedQueues(): Promise<string[]> {
+    return (await this.storage.read((sql) => sql.all<{ name: string }>('SELECT name FROM queues WHERE paused = 1 ORDER BY name'))).map((r) => r.name)
+  }
+
   /** `queue set Q --concurrency N|unlimited` (null). Lowering it stops nothing: claims wait until under it. */
   async setQueueConcurrency(name: string, concurrency: number | null): Promise<void> {
     if (!isValidQueueName(name)) throw new UsageError(`invalid queue name ${describeValue(name)}: use 1–64 letters, digits, _ . - (not starting with . or -)`)
@@ -2383,7 +2392,7 @@ export class Queue {
     const leaseMs = (await this.readConfig(sql)).lease * 1000
     const workers = await sql.all<WorkerRow>('SELECT * FROM workers')
     const now = Date.now()
-    const watching = performance.now()
+    const watching = process.uptime() * 1000 // monotonic, as performance.now() is, without loading perf_hooks (see loadSqlJs)
     const isGone = (w: WorkerRow) => {
       if (w.host === HOST) return !isProcessAlive(w.pid, w.proc_start || undefined)
       let seen = this.heartbeatsSeen.get(w.id)
@@ -2833,16 +2842,6 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
           }
         }
         if (stopping && running.size === 0 && ended.length === 0) break
-        const now = Date.now()
-        if (!stopping && now - lastRecovery >= MAINTENANCE.recoverMs) {
-          lastRecovery = now
-          const recovered = await queue.recoverLostJobs()
-          if (recovered) log(`recovered ${recovered} job(s) of lost workers`)
-        }
-        if (!stopping && now - lastRetention >= MAINTENANCE.retentionMs) {
-          lastRetention = now
-          await queue.applyRetention()
-        }
         if (mayClaim() && ended.length === 0) {
           changed = false
           for (const slot of freeSlots()) {
@@ -2853,6 +2852,17 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
           }
         }
         if (moved) await queue.wakeWorker(workerId)
+        // After the claims, so that a poke's job starts first; what a recovery puts back pokes a worker in turn.
+        const now = Date.now()
+        if (!stopping && now - lastRecovery >= MAINTENANCE.recoverMs) {
+          lastRecovery = now
+          const recovered = await queue.recoverLostJobs()
+          if (recovered) log(`recovered ${recovered} job(s) of lost workers`)
+        }
+        if (!stopping && now - lastRetention >= MAINTENANCE.retentionMs) {
+          lastRetention = now
+          await queue.applyRetention()
+        }
         failures = 0
         if (ended.length) continue
         if (options.drain && running.size === 0 && !(await queue.hasWaitingJobs(workerId))) break
@@ -3951,7 +3961,7 @@ const enqueueCommand = define({
     const [jobs, paused, unattended] = await withQueue(async (queue) => {
       const added = await queue.enqueueMany(specs)
       const queues = new Set(added.filter((job) => !job.duplicate).map((job) => job.queue))
-      return [added, (await queue.listQueues()).filter((q) => q.paused && queues.has(q.name)).map((q) => q.name),
+      return [added, (await queue.pausedQueues()).filter((name) => queues.has(name)),
         Boolean(process.stderr.isTTY) && !(await queue.hasLiveWorker())] as const
     })
     if (args.json) printJson(file !== undefined ? jobs : jobs[0])
