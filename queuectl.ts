@@ -26,7 +26,8 @@
  * after-commit work still under the lock (purge's log removal) → unlock. Readers catch up without the lock.
  * Only deterministic statements are journaled: rows are picked by a read and written by primary key, with every
  * value (ids, timestamps, counters) computed here, so replay gives the same rows under any SQLite version.
- * Past QUEUECTL_JOURNAL_LIMIT bytes the writer compacts: a new snapshot of generation + 1, then an empty journal.
+ * Past half the snapshot's size in journal (64–256 KiB) the writer compacts: a new snapshot of generation + 1, then an
+ * empty journal.
  * A schema migration runs the same way but is written as a snapshot at once, so an older queuectl refuses it.
  *
  * The claim: the ready set. `jobs_ready (queue, priority DESC, seq) WHERE ready = 1` holds exactly the jobs a
@@ -250,7 +251,7 @@ const APPLICATION_ID = 0x51554555 // "QUEU": marks queue.db as ours, so a foreig
 const JOURNAL_MAGIC = 'QCTLJRN1'
 const JOURNAL_FORMAT = 1
 const JOURNAL_HEADER_BYTES = 16
-const DEFAULT_JOURNAL_LIMIT = 256 * 1024
+const JOURNAL_LIMIT = { min: 64 * 1024, max: 256 * 1024 }
 const HEARTBEAT_MS = 5_000 // or a third of the lease, if that is shorter
 // A process that has not watched a remote worker's heartbeat stand still for a lease (a CLI call) judges it by the
 // heartbeat's age on its own clock instead, and allows the two hosts' clocks to differ by this much.
@@ -831,7 +832,8 @@ export class SqlJsStorage implements Storage {
   private readonly lock: FileLock
   private readonly dbPath: string
   private readonly journalPath: string
-  private readonly journalLimit = envNumber('QUEUECTL_JOURNAL_LIMIT', DEFAULT_JOURNAL_LIMIT)
+  private readonly journalLimitSet = envNumber('QUEUECTL_JOURNAL_LIMIT', -1) // -1: not set
+  private snapshotBytes = 0
   private pending: Statements = [] // the statements of the open write transaction
   private sqlTexts: string[] = [] // the journal's statements by number, as far as it has been applied
   private readonly sqlNumbers = new Map<string, number>()
@@ -1044,8 +1046,16 @@ export class SqlJsStorage implements Storage {
     db.exec('COMMIT')
     this.applied += appended
     afterCommit?.(result)
-    if (this.applied > this.journalLimit && this.lock.stillHeld()) this.compact()
+    if (this.applied > this.journalLimit() && this.lock.stillHeld()) this.compact()
     return result
+  }
+
+  /**
+   * Past this many bytes of journal the writer compacts. Every process that starts replays the whole journal (~0.25 ms
+   * a KiB), and a small snapshot is cheap to write again: by default half the snapshot, from 64 to 256 KiB.
+   */
+  private journalLimit(): number {
+    return this.journalLimitSet >= 0 ? this.journalLimitSet : Math.min(JOURNAL_LIMIT.max, Math.max(JOURNAL_LIMIT.min, this.snapshotBytes / 2))
   }
 
   /** Appends one record and makes it durable; on failure the journal is cut back so memory never leads disk. */
@@ -1098,7 +1108,9 @@ export class SqlJsStorage implements Storage {
     const db = this.database()
     db.exec(`PRAGMA user_version = ${next}`)
     try {
-      writeFileDurably(this.dbPath, db.export())
+      const data = db.export()
+      writeFileDurably(this.dbPath, data)
+      this.snapshotBytes = data.length
       writeFileDurably(this.journalPath, journalHeader(next))
     } catch (error) {
       db.exec(`PRAGMA user_version = ${this.generation}`)
@@ -1162,6 +1174,7 @@ export class SqlJsStorage implements Storage {
     let db: Database
     try {
       const file = readFileSync(this.dbPath)
+      this.snapshotBytes = file.length
       db = new this.SQL.Database(file)
       const version = Number(db.exec("SELECT value FROM meta WHERE key = 'schema_version'")[0]?.values[0]?.[0])
       if (version > SCHEMA_VERSION) {
