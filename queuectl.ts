@@ -319,19 +319,21 @@ export function retryDelay(failedAttempts: number, base: number, max: number): n
 }
 
 let lastIdTime = 0
+let idTime = '' // lastIdTime in base 36
 let idCounter = 0
+let randomPool = Buffer.alloc(0) // drawn 4 KiB at a time: a bulk enqueue makes 100k ids, and one randomBytes() costs ~5 µs
+let randomUsed = 0
 /** A short, URL-safe id that sorts by creation: 8 base36 chars of milliseconds, a 3-char counter, 2 random. */
 export function generateJobId(): string {
   const now = Date.now()
-  if (now > lastIdTime) {
-    lastIdTime = now
-    idCounter = 0
-  } else if (++idCounter >= 36 ** 3) {
-    lastIdTime += 1
+  if (now > lastIdTime || ++idCounter >= 36 ** 3) {
+    lastIdTime = Math.max(now, lastIdTime + 1)
+    idTime = lastIdTime.toString(36).padStart(8, '0')
     idCounter = 0
   }
-  const random = randomBytes(2).readUInt16BE(0) % 36 ** 2
-  return lastIdTime.toString(36).padStart(8, '0') + idCounter.toString(36).padStart(3, '0') + random.toString(36).padStart(2, '0')
+  if (randomUsed + 2 > randomPool.length) [randomPool, randomUsed] = [randomBytes(4096), 0]
+  const random = randomPool.readUInt16BE((randomUsed += 2) - 2) % 36 ** 2
+  return idTime + idCounter.toString(36).padStart(3, '0') + random.toString(36).padStart(2, '0')
 }
 
 export function isValidJobId(id: unknown): id is string {
@@ -346,7 +348,13 @@ function describeValue(value: unknown): string {
   return String(value)
 }
 
-const iso = (ms: number | null | undefined): string | null => (ms == null ? null : new Date(ms).toISOString())
+let lastIso: [number, string] = [NaN, '']
+/** An ISO-8601 UTC timestamp; the last one is kept, since the jobs of one enqueue share their times. */
+const iso = (ms: number | null | undefined): string | null => {
+  if (ms == null) return null
+  if (ms !== lastIso[0]) lastIso = [ms, new Date(ms).toISOString()]
+  return lastIso[1]
+}
 
 const ISO_TIME = /^(\d{4})-(\d\d)-(\d\d)(?:[T ](\d\d):(\d\d)(?::(\d\d)(?:[.,](\d+))?)?(Z|([+-])(\d\d)(?::?(\d\d))?)?)?$/i
 
@@ -1067,11 +1075,11 @@ export class SqlJsStorage implements Storage {
       fresh.push(sql)
       return [sql, ...rows]
     })
-    const payload = Buffer.from(JSON.stringify(record))
-    const frame = Buffer.alloc(8 + payload.length)
-    frame.writeUInt32BE(payload.length, 0)
-    frame.writeUInt32BE(crc32(payload), 4)
-    payload.copy(frame, 8)
+    const text = JSON.stringify(record)
+    const frame = Buffer.allocUnsafe(8 + Buffer.byteLength(text)) // the JSON is encoded in place: a bulk record is ~10 MB
+    frame.write(text, 8)
+    frame.writeUInt32BE(frame.length - 8, 0)
+    frame.writeUInt32BE(crc32(frame.subarray(8)), 4)
     try {
       let written = 0
       while (written < frame.length) written += writeSync(fd, frame, written, frame.length - written, this.applied + written)
@@ -1393,6 +1401,7 @@ const HOST = hostname()
 /** Attempts that count: anything but released ones (a force stop, a job not started); unfinished ones have no outcome yet. */
 const COUNTED_ATTEMPT = "outcome IN ('completed', 'failed', 'lost', 'cancelled')"
 const COLUMNS = 'seq, id, command, cwd, env_hash, state, attempts, runs, max_retries, priority, run_at, timeout, created_at, updated_at, queue, ready, unique_key, after, after_any, finished_at, last_error'
+const INSERT_JOB = `INSERT INTO jobs (${COLUMNS}) VALUES (${COLUMNS.split(',').map(() => '?').join(', ')})`
 /** Every state change is this one statement (see moveJob). */
 const MOVE_JOB = 'UPDATE jobs SET state = ?, ready = ?, attempts = ?, runs = ?, run_at = ?, started_at = ?, finished_at = ?, updated_at = ?, exit_code = ?, last_error = ?, worker = ?, output_tail = ?, cancel = ?, slot = ? WHERE id = ?'
 const PROMOTE_BATCH = 1_000
@@ -1725,6 +1734,8 @@ export class Queue {
       const results: EnqueuedJob[] = new Array(jobs.length)
       const rows = new Map<string, JobRow>() // this batch's jobs by id, as inserted so far
       const holders = new Map<string, JobRow>() // this batch's unique keys
+      const queues = new Set<string>() // made sure to exist
+      const generated = (await this.freshIds(sql, jobs.filter((job) => job.id === undefined).length, named)).reverse()
       for (const i of order) {
         const job = jobs[i]
         if (job.unique_key !== null) {
@@ -1735,8 +1746,9 @@ export class Queue {
             continue
           }
         }
-        await this.ensureQueue(sql, job.queue)
-        const id = job.id ?? (await this.freshId(sql))
+        if (!queues.has(job.queue)) await this.ensureQueue(sql, job.queue)
+        queues.add(job.queue)
+        const id = job.id ?? generated.pop()!
         const row: JobRow = {
           seq: seq + 1 + i,
           id,
@@ -1761,20 +1773,21 @@ export class Queue {
           cancel: null,
           slot: null,
         }
-        const parents = [...job.after.map((p) => [p, 1] as const), ...job.after_any.map((p) => [p, 0] as const)]
         const judged: { id: string; state: JobState; required: boolean }[] = []
-        for (const [given, required] of parents) {
-          const parent = rows.get(given) ?? (await sql.get<JobRow>('SELECT * FROM jobs WHERE id = ?', [given]))!
-          judged.push({ id: parent.id, state: parent.state, required: Boolean(required) })
+        if (job.after.length || job.after_any.length) {
+          for (const [given, required] of [...job.after.map((p) => [p, 1] as const), ...job.after_any.map((p) => [p, 0] as const)]) {
+            const parent = rows.get(given) ?? (await sql.get<JobRow>('SELECT * FROM jobs WHERE id = ?', [given]))!
+            judged.push({ id: parent.id, state: parent.state, required: Boolean(required) })
+          }
+          Object.assign(row, initialState(judged, now))
         }
-        Object.assign(row, initialState(judged, now))
         row.ready = isReady(row.state, row.run_at, now) ? 1 : 0
-        await sql.run(`INSERT INTO jobs (${COLUMNS}) VALUES (${COLUMNS.split(',').map(() => '?').join(', ')})`, [
+        await sql.run(INSERT_JOB, [
           row.seq, row.id, row.command, row.cwd, row.env_hash, row.state, 0, 0, row.max_retries, row.priority, row.run_at, row.timeout, now, now,
           row.queue, row.ready, row.unique_key, row.after, row.after_any, row.finished_at, row.last_error,
         ])
         for (const parent of judged) await sql.run('INSERT OR IGNORE INTO deps (parent, child, required) VALUES (?, ?, ?)', [parent.id, row.id, parent.required ? 1 : 0])
-        rows.set(id, row)
+        if (job.id !== undefined) rows.set(id, row) // a generated id is no parent in this batch
         if (row.unique_key !== null) holders.set(`${row.queue}\0${row.unique_key}`, row)
         results[i] = toJob(row)
       }
@@ -1784,12 +1797,20 @@ export class Queue {
     return added
   }
 
-  /** A generated id no job has (the clock may have gone back since an earlier one). */
-  private async freshId(sql: SqlSession): Promise<string> {
-    for (;;) {
-      const id = generateJobId()
-      if (!(await sql.get('SELECT 1 FROM jobs WHERE id = ?', [id]))) return id
+  /**
+   * `count` generated ids that no stored job has, nor one of `named` (the clock may have gone back since an earlier
+   * id). Generated ids only grow, so when no stored id lies between the first and the last none is taken: one lookup
+   * for a bulk enqueue instead of one per job.
+   */
+  private async freshIds(sql: SqlSession, count: number, named: Map<string, unknown>): Promise<string[]> {
+    const ids = Array.from({ length: count }, generateJobId)
+    if (count === 0 || (!(await sql.get('SELECT 1 FROM jobs WHERE id BETWEEN ? AND ?', [ids[0], ids[count - 1]])) && !ids.some((id) => named.has(id)))) return ids
+    for (const [i, id] of ids.entries()) {
+      let candidate = id // a new one is greater than every id before it, so it can only be taken by a stored job
+      while (named.has(candidate) || (await sql.get('SELECT 1 FROM jobs WHERE id = ?', [candidate]))) candidate = generateJobId()
+      ids[i] = candidate
     }
+    return ids
   }
 
   /** The job that holds `key` in `queue`: an active one, or one finished at or after `finishedSince`. */

@@ -292,7 +292,7 @@ const q = await openQueue(home)
 const t = Date.now() - 60_000
 await q.storage.write(async (sql) => {
   await sql.run("INSERT INTO attempts (job_id, attempt, worker, started_at, finished_at, exit_code, duration_ms) SELECT id, 1, 'bench', ?, ?, 0, 3 FROM jobs WHERE state = 'pending'", [t, t + 3])
-  await sql.run("UPDATE jobs SET state = 'completed', attempts = 1, runs = 1, started_at = ?, finished_at = ?, updated_at = ?, exit_code = 0 WHERE state = 'pending'", [t, t + 3, t + 3])
+  await sql.run("UPDATE jobs SET state = 'completed', ready = 0, attempts = 1, runs = 1, started_at = ?, finished_at = ?, updated_at = ?, exit_code = 0 WHERE state = 'pending'", [t, t + 3, t + 3])
 })
 const counts = (await q.status()).counts
 q.close()
