@@ -15,7 +15,7 @@
 //   memory      a `worker run`'s peak RSS (VmHWM) with 100k jobs stored, vs bare sql.js holding the same file
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { CLI, Home, ROOT, isAlive } from './helpers.ts'
@@ -996,6 +996,7 @@ function table(): string {
 
 async function main() {
   const started = Date.now()
+  const loadBefore = loadavg()[0]
   ensureBuilt()
   const cases: Record<(typeof CASES)[number], () => Promise<void>> = {
     throughput: benchThroughput,
@@ -1024,14 +1025,16 @@ async function main() {
   if (opts.json) {
     console.log(
       JSON.stringify(
-        { node: process.version, quick: opts.quick, runs: opts.runs, seconds, date: new Date().toISOString(), sizes: SIZES, rows, errors, ok },
+        { node: process.version, quick: opts.quick, runs: opts.runs, seconds, load: [loadBefore, loadavg()[0]], date: new Date().toISOString(), sizes: SIZES, rows, errors, ok },
         null,
         2,
       ),
     )
   } else {
     console.log('')
-    console.log(`queuectl bench — ${opts.quick ? 'quick, ' : ''}median of ${opts.runs} run${opts.runs > 1 ? 's' : ''}, node ${process.version}, ${seconds.toFixed(0)} s`)
+    // The machine's load says how far to trust the figures: other processes take the CPUs the workers need.
+    const load = `load average ${loadBefore.toFixed(1)} at the start, ${loadavg()[0].toFixed(1)} at the end`
+    console.log(`queuectl bench — ${opts.quick ? 'quick, ' : ''}median of ${opts.runs} run${opts.runs > 1 ? 's' : ''}, node ${process.version}, ${seconds.toFixed(0)} s, ${load}`)
     console.log('')
     console.log(table())
     for (const r of rows) if (r.note) console.log(`  · ${r.name}: ${r.note}`)
