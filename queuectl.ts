@@ -100,6 +100,8 @@ export interface Job {
   after: string[]
   after_any: string[]
   unique_key: string | null
+  /** the schedule that enqueued it */
+  schedule: string | null
 }
 
 /**
@@ -156,6 +158,40 @@ export interface QueueInfo {
   concurrency: number | null
   paused: boolean
   counts: Record<JobState, number>
+}
+
+/** A recurring job as `schedule ls --json` shows it; times ISO-8601 UTC, null where unknown. */
+export interface ScheduleInfo {
+  name: string
+  /** the 5-field expression or nickname; null for an `every` schedule */
+  cron: string | null
+  /** the interval between fires as a duration (`10m`); null for a cron schedule */
+  every: string | null
+  tz: string
+  paused: boolean
+  next_at: string | null
+  /** when it last enqueued a job (a fire or `schedule run`), and that job */
+  last_at: string | null
+  last_job: string | null
+  /** due times that passed while no worker was alive: after downtime only the latest one fires */
+  missed: number
+  /** fires that enqueued nothing: the previous job was still active, or its unique key was held */
+  skipped: number
+  created_at: string
+  /** the job each fire enqueues (its environment is stored too, not shown) */
+  job: { command: string; cwd: string; queue: string; priority: number; max_retries: number | null; timeout: number | null; unique_key: string | null }
+}
+
+/** What `schedule add` takes: a name, `cron` or `every`, and the job as enqueue takes it, less its id, times and parents. */
+export interface ScheduleSpec {
+  name: string
+  cron?: string
+  every?: string | number
+  /** the zone `cron` is read in; default: the system's */
+  tz?: string
+  job: JobSpec
+  /** replace a schedule of that name instead of refusing */
+  replace?: boolean
 }
 
 export interface WorkerInfo {
@@ -264,6 +300,11 @@ const ID_PATTERN = /^[A-Za-z0-9_:][A-Za-z0-9_.:-]{0,127}$/
 const JOB_FIELDS = ['id', 'command', 'max_retries', 'priority', 'run_at', 'delay', 'timeout', 'cwd', 'queue', 'after', 'after_any', 'unique_key', 'unique_for'] as const
 const QUEUE_PATTERN = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$/
 const MAX_PARENTS = 1_000
+const CRON_NICKNAMES = ['@hourly', '@daily', '@weekly', '@monthly', '@yearly']
+const CRON_FIELDS = [['minute', '0-59'], ['hour', '0-23'], ['day-of-month', '1-31'], ['month', '1-12 or JAN-DEC'], ['day-of-week', '0-7 or SUN-SAT']] as const
+const MIN_EVERY_MS = 10_000
+const SCHEDULE_CHECK_MS = 1_000 // a worker looks for due schedules this often at least (one may be added meanwhile)
+const CATCH_UP_COUNTED = 1_000 // missed fire times counted one by one after a downtime; the rest by their spacing
 
 // Pure helpers: durations, backoff, ids, time.
 
@@ -1314,6 +1355,7 @@ interface JobRow {
   after_any: string | null
   cancel: string | null
   slot: number | null
+  schedule: string | null
 }
 
 interface WorkerRow {
@@ -1366,13 +1408,15 @@ export interface AttemptOutcome {
 const HOST = hostname()
 /** Attempts that count: anything but released ones (a force stop, a job not started); unfinished ones have no outcome yet. */
 const COUNTED_ATTEMPT = "outcome IN ('completed', 'failed', 'lost', 'cancelled')"
-const COLUMNS = 'seq, id, command, cwd, env_hash, state, attempts, runs, max_retries, priority, run_at, timeout, created_at, updated_at, queue, ready, unique_key, after, after_any, finished_at, last_error'
+const COLUMNS = 'seq, id, command, cwd, env_hash, state, attempts, runs, max_retries, priority, run_at, timeout, created_at, updated_at, queue, ready, unique_key, after, after_any, finished_at, last_error, schedule'
 /** Every state change is this one statement (see moveJob). */
 const MOVE_JOB = 'UPDATE jobs SET state = ?, ready = ?, attempts = ?, runs = ?, run_at = ?, started_at = ?, finished_at = ?, updated_at = ?, exit_code = ?, last_error = ?, worker = ?, output_tail = ?, cancel = ?, slot = ? WHERE id = ?'
 const PROMOTE_BATCH = 1_000
 /** The pending and failed jobs that are due but not yet in the ready set, soonest first. */
 const DUE_WAITING = "SELECT id FROM jobs INDEXED BY jobs_waiting WHERE ready = 0 AND state IN ('pending', 'failed') AND run_at <= ? ORDER BY run_at LIMIT ?"
 const SERVABLE_QUEUES = 'SELECT name FROM queues WHERE paused = 0 AND (concurrency IS NULL OR running < concurrency) ORDER BY name'
+/** The next time a schedule fires, after `now` (one that is due but cannot fire here must not keep a worker awake). */
+const NEXT_FIRE = 'SELECT min(next_at) AS t FROM schedules WHERE paused = 0 AND next_at > ?'
 const PICK_READY = 'SELECT * FROM jobs INDEXED BY jobs_ready WHERE ready = 1 AND queue = ? ORDER BY priority DESC, seq LIMIT 1'
 
 function toJob(row: JobRow): Job {
@@ -1397,6 +1441,7 @@ function toJob(row: JobRow): Job {
     after: row.after ? JSON.parse(row.after) : [],
     after_any: row.after_any ? JSON.parse(row.after_any) : [],
     unique_key: row.unique_key,
+    schedule: row.schedule,
   }
 }
 
@@ -1544,6 +1589,125 @@ export function validateJobSpec(input: unknown, now = Date.now(), defaultEnv?: R
   }
 }
 
+/** Now, for schedules: `QUEUECTL_NOW` (an ISO time, set only by tests of the schedule math), else the clock. */
+function scheduleNow(): number {
+  const given = process.env.QUEUECTL_NOW
+  return given ? parseTime(given, 'QUEUECTL_NOW') : Date.now()
+}
+
+type CronClass = typeof import('croner').Cron
+let croner: Promise<CronClass> | undefined
+/** croner is loaded only where schedules are computed: every other command starts without it. */
+function loadCroner(): Promise<CronClass> {
+  croner ??= import('croner').then((module) => module.Cron)
+  return croner
+}
+
+/**
+ * Classic cron: a time without `*` or a step in its minute and hour fields that a spring change skips runs once right
+ * after the gap, one repeated in autumn runs once; `*` and steps follow real time. Seconds are not a field.
+ */
+const cronOptions = (tz: string) => ({ timezone: tz, mode: '5-part', fixedTimeRule: 'no-wildcard' }) as const
+
+/** An IANA zone this system knows, as it spells it (`europe/berlin` → `Europe/Berlin`). */
+function timeZone(text: string, what: string): string {
+  try {
+    if (text && text !== 'Etc/Unknown') return new Intl.DateTimeFormat('en-US', { timeZone: text }).resolvedOptions().timeZone
+  } catch {
+    // refused below
+  }
+  throw new UsageError(`unknown time zone ${describeValue(text)} (${what}): use an IANA name such as Europe/Berlin, America/New_York or UTC`)
+}
+
+/** A 5-field expression or a nickname as croner reads it; a bad one is refused naming the field at fault. */
+function checkCron(Cron: CronClass, text: string, tz: string, now: number): string {
+  const expr = text.trim().replace(/\s+/g, ' ')
+  const fields = expr.split(' ')
+  if (expr.startsWith('@')) {
+    if (!CRON_NICKNAMES.includes(expr.toLowerCase())) throw new UsageError(`unknown cron nickname ${describeValue(expr)}: use ${CRON_NICKNAMES.join(', ')} or 5 fields`)
+  } else if (fields.length !== 5) {
+    throw new UsageError(`cron expression ${describeValue(expr)} has ${fields.length} field${fields.length === 1 ? '' : 's'}: use 5 (minute hour day-of-month month day-of-week; no seconds field)`)
+  } else {
+    fields.forEach((field, i) => {
+      try {
+        new Cron(fields.map((other, j) => (j === i ? other : '*')).join(' '), cronOptions(tz))
+      } catch {
+        const [name, range] = CRON_FIELDS[i]
+        throw new UsageError(`cron expression ${describeValue(expr)}: the ${name} field ${describeValue(field)} is not valid: use ${range}, *, a list a,b, a range a-b or a step */n`)
+      }
+    })
+  }
+  let cron: InstanceType<CronClass>
+  try {
+    cron = new Cron(expr, cronOptions(tz))
+  } catch (error) {
+    throw new UsageError(`cron expression ${describeValue(expr)}: ${(error as Error).message}`)
+  }
+  if (!cron.nextRun(new Date(now))) throw new UsageError(`cron expression ${describeValue(expr)} never fires (a day the month does not have?)`)
+  return expr
+}
+
+interface ScheduleRow {
+  name: string
+  cron: string | null
+  every_ms: number | null
+  tz: string
+  spec: string
+  paused: number
+  next_at: number | null
+  last_at: number | null
+  last_job: string | null
+  missed: number
+  skipped: number
+  created_at: number
+}
+
+/** The job a schedule fires, as validated at `add` (with its cwd and environment): a NormalizedSpec without id, times and parents. */
+type JobTemplate = Omit<NormalizedSpec, 'id' | 'run_at' | 'after' | 'after_any'>
+
+/** A schedule's fire times: `after(t)`, the first later than t (undefined: none); `latest(t)`, the last at or before t. */
+interface FireTimes {
+  after(t: number): number | undefined
+  latest(t: number): number | undefined
+}
+
+function fireTimes(Cron: CronClass, row: Pick<ScheduleRow, 'cron' | 'every_ms' | 'tz' | 'created_at'>): FireTimes {
+  const every = row.every_ms
+  if (every) {
+    const anchor = row.created_at // the fire times of `every` are created_at + k·every
+    return { after: (t) => anchor + (Math.floor((t - anchor) / every) + 1) * every, latest: (t) => anchor + Math.floor((t - anchor) / every) * every }
+  }
+  const cron = new Cron(row.cron!, cronOptions(row.tz))
+  return { after: (t) => cron.nextRun(new Date(t))?.getTime(), latest: (t) => cron.previousRuns(1, new Date(t + 1))[0]?.getTime() }
+}
+
+/** A schedule due at `now` (its next_at passed): it fires for the latest due time, and the due times before it were missed. */
+function catchUp(times: FireTimes, nextAt: number, now: number): { fireAt: number; missed: number; next: number | undefined } {
+  let fireAt = nextAt
+  let missed = 0
+  for (let t = times.after(fireAt); t !== undefined && t <= now; t = times.after(fireAt)) {
+    if (missed === CATCH_UP_COUNTED) {
+      // croner takes ~0.1 ms a step: a minutely cron down for a month would take minutes to count one by one
+      const latest = times.latest(now)!
+      missed += Math.round((latest - fireAt) / ((fireAt - nextAt) / missed))
+      fireAt = latest
+      break
+    }
+    fireAt = t
+    missed++
+  }
+  return { fireAt, missed, next: times.after(now) }
+}
+
+function toSchedule(row: ScheduleRow): ScheduleInfo {
+  const job = JSON.parse(row.spec) as JobTemplate
+  return {
+    name: row.name, cron: row.cron, every: row.every_ms ? formatDuration(row.every_ms) : null, tz: row.tz, paused: row.paused === 1,
+    next_at: iso(row.next_at), last_at: iso(row.last_at), last_job: row.last_job, missed: row.missed, skipped: row.skipped, created_at: iso(row.created_at)!,
+    job: { command: job.command, cwd: job.cwd, queue: job.queue, priority: job.priority, max_retries: job.max_retries ?? null, timeout: job.timeout, unique_key: job.unique_key },
+  }
+}
+
 export interface KillResult {
   cancelled: string[]
   signalled: string[]
@@ -1621,6 +1785,8 @@ export async function openQueue(home = defaultHome()): Promise<Queue> {
 export class Queue {
   /** Remote workers' heartbeats as this process last saw them, and since when (its monotonic clock): see judgeWorkers. */
   private readonly heartbeatsSeen = new Map<string, { heartbeatAt: number; since: number }>()
+  /** Schedules whose fire times could not be computed here, said once in the worker's log. */
+  private readonly unreadableSchedules = new Set<string>()
 
   constructor(readonly storage: Storage, readonly home: string) {}
 
@@ -1656,6 +1822,14 @@ export class Queue {
         throw error
       }
     })
+    return this.storage.write(this.jobInserter(jobs, now))
+  }
+
+  /**
+   * Checks a batch of validated jobs among themselves (ids given twice, cycles), then returns the part of the write
+   * transaction that inserts them: enqueue's, and a schedule's fire, which moves the schedule in the same one.
+   */
+  private jobInserter(jobs: NormalizedSpec[], now: number, schedule: string | null = null): (sql: SqlSession) => Promise<EnqueuedJob[]> {
     const named = new Map<string, NormalizedSpec>()
     for (const job of jobs) {
       if (job.id === undefined) continue
@@ -1674,7 +1848,7 @@ export class Queue {
       const text = JSON.stringify(Object.fromEntries(Object.entries(job.env).sort(([a], [b]) => (a < b ? -1 : 1))))
       envText.set(job.env, [createHash('sha1').update(text).digest('hex'), text])
     }
-    return this.storage.write(async (sql) => {
+    return async (sql) => {
       for (const id of named.keys()) {
         if (await sql.get('SELECT 1 FROM jobs WHERE id = ?', [id])) {
           throw new UsageError(`a job with id "${id}" already exists: choose another id (the existing job was left as it is)`)
@@ -1730,6 +1904,7 @@ export class Queue {
           after_any: job.after_any.length ? JSON.stringify(job.after_any.map((p) => rows.get(p)?.id ?? p)) : null,
           cancel: null,
           slot: null,
+          schedule,
         }
         const parents = [...job.after.map((p) => [p, 1] as const), ...job.after_any.map((p) => [p, 0] as const)]
         const judged: { id: string; state: JobState; required: boolean }[] = []
@@ -1741,7 +1916,7 @@ export class Queue {
         row.ready = isReady(row.state, row.run_at, now) ? 1 : 0
         await sql.run(`INSERT INTO jobs (${COLUMNS}) VALUES (${COLUMNS.split(',').map(() => '?').join(', ')})`, [
           row.seq, row.id, row.command, row.cwd, row.env_hash, row.state, 0, 0, row.max_retries, row.priority, row.run_at, row.timeout, now, now,
-          row.queue, row.ready, row.unique_key, row.after, row.after_any, row.finished_at, row.last_error,
+          row.queue, row.ready, row.unique_key, row.after, row.after_any, row.finished_at, row.last_error, row.schedule,
         ])
         for (const parent of judged) await sql.run('INSERT OR IGNORE INTO deps (parent, child, required) VALUES (?, ?, ?)', [parent.id, row.id, parent.required ? 1 : 0])
         rows.set(id, row)
@@ -1749,7 +1924,7 @@ export class Queue {
         results[i] = toJob(row)
       }
       return results
-    })
+    }
   }
 
   /** A generated id no job has (the clock may have gone back since an earlier one). */
@@ -2379,10 +2554,160 @@ export class Queue {
     }
   }
 
-  /** When the next not-yet-due job becomes due (ms since epoch), if any. */
+  /**
+   * `schedule add`: the timing and the job are checked as enqueue checks a job, and the job's cwd and environment
+   * are captured now. The zone is stored (a later TZ does not move the schedule). A taken name needs `replace`.
+   */
+  async addSchedule(spec: ScheduleSpec): Promise<ScheduleInfo> {
+    const { name } = spec
+    if (!isValidQueueName(name)) throw new UsageError(`invalid schedule name ${describeValue(name)}: use 1–64 letters, digits, _ . - (not starting with . or -)`)
+    if (spec.cron == null && spec.every == null) throw new UsageError("a schedule needs --cron EXPR (such as '0 2 * * *') or --every DUR (such as 10m)")
+    if (spec.cron != null && spec.every != null) throw new UsageError('give either --cron or --every, not both')
+    const job = spec.job as unknown as Record<string, unknown> | undefined
+    for (const field of ['id', 'run_at', 'delay', 'after', 'after_any']) {
+      if (job?.[field] != null) throw new UsageError(`a schedule's job takes no "${field}": each fire gets the id NAME:<fire time> and runs at once`)
+    }
+    const now = scheduleNow()
+    const { id, run_at, after, after_any, ...template } = validateJobSpec(job, now)
+    const Cron = await loadCroner()
+    if (spec.every != null && spec.tz != null) throw new UsageError('--tz applies to --cron only: an --every schedule fires at the same interval in every zone')
+    const tz = timeZone(spec.tz ?? Intl.DateTimeFormat().resolvedOptions().timeZone, spec.tz == null ? "the system's zone: set TZ, or give --tz" : '--tz')
+    let row: ScheduleRow
+    const base = { name, tz, spec: JSON.stringify(template), paused: 0, next_at: null, last_at: null, last_job: null, missed: 0, skipped: 0, created_at: Math.floor(now / 1000) * 1000 }
+    if (spec.every != null) {
+      const every = Math.round(parseDuration(spec.every, '--every'))
+      if (every < MIN_EVERY_MS) throw new UsageError(`--every ${spec.every} is too often: use at least ${formatDuration(MIN_EVERY_MS)}`)
+      if (every > 3_650 * 86_400_000) throw new UsageError(`--every ${spec.every} is too long: use at most 3650d`)
+      row = { ...base, cron: null, every_ms: every }
+    } else {
+      row = { ...base, cron: checkCron(Cron, String(spec.cron), tz, now), every_ms: null }
+    }
+    row.next_at = fireTimes(Cron, row).after(now) ?? null
+    await this.storage.write(async (sql) => {
+      if (await sql.get('SELECT 1 FROM schedules WHERE name = ?', [name])) {
+        if (!spec.replace) throw new UsageError(`a schedule named "${name}" already exists: choose another name, or --replace it`)
+        await sql.run('DELETE FROM schedules WHERE name = ?', [name])
+      }
+      await sql.run('INSERT INTO schedules (name, cron, every_ms, tz, spec, paused, next_at, last_at, last_job, missed, skipped, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+        [row.name, row.cron, row.every_ms, row.tz, row.spec, row.paused, row.next_at, row.last_at, row.last_job, row.missed, row.skipped, row.created_at])
+    })
+    return toSchedule(row)
+  }
+
+  async listSchedules(): Promise<ScheduleInfo[]> {
+    return (await this.storage.read((sql) => sql.all<ScheduleRow>('SELECT * FROM schedules ORDER BY name'))).map(toSchedule)
+  }
+
+  /** `schedule rm`: the schedule goes; the jobs it enqueued stay. */
+  async removeSchedule(name: string): Promise<void> {
+    await this.storage.write(async (sql) => {
+      await this.scheduleRow(sql, name)
+      await sql.run('DELETE FROM schedules WHERE name = ?', [name])
+    })
+  }
+
+  /**
+   * `schedule pause|resume`; false if it already was. While paused nothing fires and nothing counts as missed: a
+   * resumed schedule fires next at its first time from now on.
+   */
+  async setSchedulePaused(name: string, paused: boolean): Promise<boolean> {
+    const Cron = paused ? undefined : await loadCroner()
+    return this.storage.write(async (sql) => {
+      const row = await this.scheduleRow(sql, name)
+      if (row.paused === Number(paused)) return false
+      const next = Cron ? fireTimes(Cron, row).after(scheduleNow()) ?? null : row.next_at
+      await sql.run('UPDATE schedules SET paused = ?, next_at = ? WHERE name = ?', [Number(paused), next, name])
+      return true
+    })
+  }
+
+  /** `schedule run`: one job now, `NAME:<now>`, whatever the schedule's time, pause and previous job. */
+  async runSchedule(name: string): Promise<EnqueuedJob> {
+    const now = scheduleNow()
+    return this.storage.write(async (sql) => {
+      const row = await this.scheduleRow(sql, name)
+      const id = `${name}:${iso(now)}`
+      if (await sql.get('SELECT 1 FROM jobs WHERE id = ?', [id])) throw new QueueError(`schedule ${name} already enqueued ${id}`)
+      const [job] = await this.fire(sql, row, id)
+      if (!job.duplicate) await sql.run('UPDATE schedules SET last_at = ?, last_job = ? WHERE name = ?', [now, id, name])
+      return job
+    })
+  }
+
+  private async scheduleRow(sql: SqlSession, name: string): Promise<ScheduleRow> {
+    const row = await sql.get<ScheduleRow>('SELECT * FROM schedules WHERE name = ?', [name])
+    if (!row) throw new QueueError(`no schedule named "${name}": see queuectl schedule ls`)
+    return row
+  }
+
+  /** The schedule's job with this id, through enqueue's path (its queue, its unique key), in the caller's transaction. */
+  private fire(sql: SqlSession, row: ScheduleRow, id: string): Promise<EnqueuedJob[]> {
+    const now = Date.now()
+    return this.jobInserter([{ ...(JSON.parse(row.spec) as JobTemplate), id, run_at: now, after: [], after_any: [] }], now, row.name)(sql)
+  }
+
+  /**
+   * A worker's maintenance step: each due schedule enqueues one job, `NAME:<fire time>`, for its latest due time, in
+   * one transaction with its move to the next time; due times before that one count as missed, and a fire while the
+   * schedule's previous job is still active is skipped and counted. Workers (and hosts) that race for a fire time
+   * find it moved on, or its job there, under the lock: it fires once. Returns when to look again (on Date.now()'s
+   * clock): at the next fire time, or within SCHEDULE_CHECK_MS, as a schedule may be added meanwhile.
+   */
+  async fireDueSchedules(log?: (message: string) => void): Promise<number> {
+    const now = scheduleNow()
+    const due = await this.storage.read((sql) => sql.all<ScheduleRow>('SELECT * FROM schedules WHERE paused = 0 AND next_at <= ? ORDER BY next_at', [now]))
+    if (due.length) {
+      const Cron = await loadCroner()
+      const plans = due.flatMap((row) => { // before the lock: catching up a long downtime of a frequent cron takes a while
+        try {
+          return [{ row, ...catchUp(fireTimes(Cron, row), row.next_at!, now) }]
+        } catch (error) {
+          // a row this croner cannot read (stored by another version?) must not stop the worker: it stays as it is
+          if (!this.unreadableSchedules.has(row.name)) log?.(`schedule ${row.name} does not fire: ${(error as Error).message}`)
+          this.unreadableSchedules.add(row.name)
+          return []
+        }
+      })
+      const said = await this.storage.write(async (sql) => {
+        const notes: string[] = []
+        for (const { row: seen, fireAt, missed, next } of plans) {
+          const row = await sql.get<ScheduleRow>('SELECT * FROM schedules WHERE name = ?', [seen.name])
+          if (!row || JSON.stringify(row) !== JSON.stringify(seen)) continue // fired meanwhile by another worker, or changed
+          const id = `${row.name}:${iso(fireAt)}`
+          let { last_at: lastAt, last_job: lastJob, skipped } = row
+          const previous = await sql.get<{ id: string; state: JobState }>('SELECT id, state FROM jobs INDEXED BY jobs_schedule WHERE schedule = ? ORDER BY seq DESC LIMIT 1', [seen.name])
+          if (await sql.get('SELECT 1 FROM jobs WHERE id = ?', [id])) {
+            [lastAt, lastJob] = [fireAt, id] // a fire time runs once: whoever enqueued it, it is done
+          } else if (previous && !isTerminal(previous.state)) {
+            skipped++
+            notes.push(`schedule ${seen.name}: skipped ${iso(fireAt)}: its previous job ${previous.id} is still ${previous.state}`)
+          } else {
+            const [job] = await this.fire(sql, row, id)
+            if (job.duplicate) skipped++
+            else [lastAt, lastJob] = [fireAt, id]
+            notes.push(job.duplicate ? `schedule ${seen.name}: skipped ${iso(fireAt)}: job ${job.id} holds its unique key` : `schedule ${seen.name}: enqueued ${id}`)
+          }
+          if (missed) notes.push(`schedule ${seen.name}: missed ${missed} earlier fire time${missed === 1 ? '' : 's'}: only the latest fires after a downtime`)
+          await sql.run('UPDATE schedules SET next_at = ?, last_at = ?, last_job = ?, missed = ?, skipped = ? WHERE name = ?',
+            [next ?? null, lastAt, lastJob, row.missed + missed, skipped, seen.name])
+        }
+        return notes
+      })
+      for (const note of said) log?.(note)
+    }
+    const soonest = await this.storage.read((sql) => sql.get<{ t: number | null }>(NEXT_FIRE, [now]))
+    return Date.now() + Math.min(SCHEDULE_CHECK_MS, (soonest?.t ?? Infinity) - now)
+  }
+
+  /** When the next not-yet-due job becomes due, or the next schedule fires (ms since epoch), if any. */
   async nextRunAt(): Promise<number | undefined> {
-    const row = await this.storage.read((sql) => sql.get<{ t: number | null }>("SELECT min(run_at) AS t FROM jobs INDEXED BY jobs_waiting WHERE ready = 0 AND state IN ('pending', 'failed')"))
-    return row?.t ?? undefined
+    const now = scheduleNow()
+    const [job, fire] = await this.storage.read(async (sql) => [
+      (await sql.get<{ t: number | null }>("SELECT min(run_at) AS t FROM jobs INDEXED BY jobs_waiting WHERE ready = 0 AND state IN ('pending', 'failed')"))?.t,
+      (await sql.get<{ t: number | null }>(NEXT_FIRE, [now]))?.t,
+    ])
+    const times = [job, fire == null ? null : fire - now + Date.now()].filter((t): t is number => t != null)
+    return times.length ? Math.min(...times) : undefined
   }
 
   /** Whether any job could still start here, now or later; `worker run --drain` stops when none can. */
@@ -2727,6 +3052,7 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
   const freeSlots = () => Array.from({ length: slots }, (_, slot) => slot).filter((slot) => !running.has(slot))
   let lastRecovery = 0
   let lastRetention = 0
+  let schedulesDue = 0
   let failures = 0
   try {
     for (;;) {
@@ -2756,6 +3082,7 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
           lastRetention = now
           await queue.applyRetention()
         }
+        if (!stopping && now >= schedulesDue) schedulesDue = await queue.fireDueSchedules(log)
         if (mayClaim() && ended.length === 0) {
           changed = false
           for (const slot of freeSlots()) {
@@ -3234,7 +3561,7 @@ async function handleDashboardRequest(
     throw new HttpError(404, 'not found')
   } else if (parts.length === 2 && b === 'overview') {
     route('GET')
-    sendJson(res, 200, { ...(await queue.status()), stats: await queue.stats(), queues: await queue.listQueues(), allow_enqueue: opts.allowEnqueue })
+    sendJson(res, 200, { ...(await queue.status()), stats: await queue.stats(), queues: await queue.listQueues(), schedules: await queue.listSchedules(), allow_enqueue: opts.allowEnqueue })
   } else if (parts.length === 2 && b === 'status') {
     route('GET')
     sendJson(res, 200, await queue.status())
@@ -3288,6 +3615,9 @@ async function handleDashboardRequest(
   } else if (parts.length === 2 && b === 'queues') {
     route('GET')
     sendJson(res, 200, await queue.listQueues())
+  } else if (parts.length === 2 && b === 'schedules') {
+    route('GET')
+    sendJson(res, 200, await queue.listSchedules())
   } else if (parts.length === 3 && b === 'queues' && (c === 'pause-all' || c === 'resume-all')) {
     route('POST')
     const paused = c === 'pause-all'
@@ -3474,7 +3804,7 @@ function patch(el, data, render) {
 function overview() {
   const view = { state: '', queue: '', search: '', offset: 0, limit: 25 };
   const cards = h('div', { class: 'cards' }), stats = h('dl', { class: 'stats' });
-  const queues = h('div', { class: 'scroll' }), workers = h('div'), rows = h('div', { class: 'scroll' }), pager = h('div', { class: 'pager' });
+  const queues = h('div', { class: 'scroll' }), schedules = h('div', { class: 'scroll' }), workers = h('div'), rows = h('div', { class: 'scroll' }), pager = h('div', { class: 'pager' });
   const show = (changes) => { Object.assign(view, changes, { offset: 0 }); filter.value = view.state; queueFilter.value = view.queue; refresh(); };
   const filter = h('select', { 'aria-label': 'State', onchange: () => show({ state: filter.value }) },
     h('option', { value: '' }, 'All states'), STATES.map((s) => h('option', { value: s }, s)));
@@ -3499,7 +3829,7 @@ function overview() {
     } }, cmd, h('button', { class: 'btn primary', type: 'submit' }, 'Enqueue'));
     cmd.style.flex = '1';
   }
-  app.replaceChildren(cards, stats, queuesHead, queues, h('h2', null, 'Workers'), workers, h('h2', null, 'Jobs'), ...(form ? [form] : []), bar, rows, pager);
+  app.replaceChildren(cards, stats, queuesHead, queues, h('h2', null, 'Schedules'), schedules, h('h2', null, 'Workers'), workers, h('h2', null, 'Jobs'), ...(form ? [form] : []), bar, rows, pager);
   poll(async (current) => {
     const q = new URLSearchParams({ limit: view.limit, offset: view.offset });
     if (view.state) q.set('state', view.state);
@@ -3527,6 +3857,16 @@ function overview() {
         h('td', null, qu.paused ? h('span', { class: 'badge s-paused' }, 'paused') : h('span', { class: 'muted' }, 'running')),
         STATES.map((s) => h('td', { class: qu.counts[s] ? null : 'zero', 'data-state': s }, qu.counts[s])),
         h('td', null, h('button', { class: 'btn', onclick: () => pauseQueue(qu.name, !qu.paused) }, qu.paused ? 'Resume' : 'Pause'))))));
+    patch(schedules, o.schedules, () => o.schedules.length === 0
+      ? h('div', { class: 'empty' }, "No schedules. Add one with: queuectl schedule add NAME --cron '0 2 * * *' -- CMD")
+      : h('table', null,
+        h('tr', null, ['Schedule', 'Expression', 'Zone', 'Next fire', 'Last fire', 'Missed', 'Skipped', 'Status', 'Command'].map((x) => h('th', null, x))),
+        o.schedules.map((sc) => h('tr', { 'data-schedule': sc.name },
+          h('td', { class: 'mono' }, sc.name), h('td', { class: 'mono' }, sc.cron || 'every ' + sc.every), h('td', null, sc.tz),
+          h('td', null, sc.paused ? '—' : when(sc.next_at)), h('td', null, sc.last_job ? [when(sc.last_at), ' · ', jobLink(sc.last_job)] : '—'),
+          h('td', { class: sc.missed ? null : 'zero' }, sc.missed), h('td', { class: sc.skipped ? null : 'zero' }, sc.skipped),
+          h('td', null, sc.paused ? h('span', { class: 'badge s-paused' }, 'paused') : h('span', { class: 'muted' }, 'active')),
+          h('td', { class: 'cmd', title: sc.job.command }, sc.job.command)))));
     const names = o.queues.map((qu) => qu.name);
     if (view.queue && !names.includes(view.queue)) names.push(view.queue);
     patch(queueFilter, names, () => [h('option', { value: '' }, 'All queues'), names.map((n) => h('option', { value: n }, n))]);
@@ -3779,23 +4119,43 @@ function parseJobFile(text: string, source: string): unknown[] {
   return jobs
 }
 
+/** The flags of a job that `enqueue` and `schedule add` share; each is the job's JSON field of that name. */
+const jobArgs = {
+  priority: { type: 'string', description: 'Higher runs first (default 0)' },
+  'max-retries': { type: 'string', description: 'Retries after the first attempt (default: config max_retries)' },
+  timeout: { type: 'string', description: 'How long an attempt may run: 30s, 5m, 2h, or seconds (default: config job_timeout)' },
+  cwd: { type: 'string', description: 'Directory to run in (default: the current one)' },
+  queue: { type: 'string', description: 'The named queue (default: default)' },
+  'unique-key': { type: 'string', description: 'Add nothing while an active job of the queue holds this key' },
+  'unique-for': { type: 'string', description: 'With --unique-key: also while a job with the key finished less than this ago (1h)' },
+} as const
+
+/** jobArgs as the job's fields, only those given. */
+function jobFlags(args: { [K in keyof typeof jobArgs]?: unknown }): Record<string, unknown> {
+  const fields: Record<string, unknown> = {
+    priority: wholeFlag(args.priority, '--priority', -1_000_000_000, 1_000_000_000),
+    max_retries: wholeFlag(args['max-retries'], '--max-retries', 0, 1000),
+    timeout: stringFlag(args.timeout, '--timeout'),
+    cwd: stringFlag(args.cwd, '--cwd'),
+    queue: stringFlag(args.queue, '--queue'),
+    unique_key: stringFlag(args['unique-key'], '--unique-key'),
+    unique_for: stringFlag(args['unique-for'], '--unique-for'),
+  }
+  for (const key of Object.keys(fields)) if (fields[key] === undefined) delete fields[key]
+  return fields
+}
+
 const enqueueCommand = define({
   meta: { name: 'enqueue', description: 'Add a job: a shell command, a JSON object, or a file of them' },
   args: {
     command: { type: 'positional', required: false, description: 'The command (run with /bin/sh -c), or a JSON job object' },
     id: { type: 'string', description: 'Job id (default: generated)' },
-    priority: { type: 'string', description: 'Higher runs first (default 0)' },
-    'max-retries': { type: 'string', description: 'Retries after the first attempt (default: config max_retries)' },
-    timeout: { type: 'string', description: 'How long an attempt may run: 30s, 5m, 2h, or seconds (default: config job_timeout)' },
+    ...jobArgs,
     'run-at': { type: 'string', description: 'Earliest start, ISO-8601: 2026-11-23T18:00 is local time, 2026-11-23T18:00:00Z UTC' },
     delay: { type: 'string', description: 'Start after a delay: 30s, 5m, 2h, 1d' },
-    cwd: { type: 'string', description: 'Directory to run in (default: the current one)' },
     file: { type: 'string', description: 'Enqueue many: a file of JSON lines or a JSON array; - for stdin' },
-    queue: { type: 'string', description: 'The named queue (default: default)' },
     after: { type: 'string', description: 'Run only after these jobs completed: ID[,ID…]' },
     'after-any': { type: 'string', description: 'Run only after these jobs ended, whatever the outcome: ID[,ID…]' },
-    'unique-key': { type: 'string', description: 'Add nothing while an active job of the queue holds this key' },
-    'unique-for': { type: 'string', description: 'With --unique-key: also while a job with the key finished less than this ago (1h)' },
     ...jsonArg,
   },
   examples: [
@@ -3809,17 +4169,11 @@ const enqueueCommand = define({
     const dashes = rawArgs.indexOf('--')
     const positionals = args._.map(String)
     const defaults: Record<string, unknown> = {
-      priority: wholeFlag(args.priority, '--priority', -1_000_000_000, 1_000_000_000),
-      max_retries: wholeFlag(args['max-retries'], '--max-retries', 0, 1000),
-      timeout: stringFlag(args.timeout, '--timeout'),
+      ...jobFlags(args),
       run_at: stringFlag(args['run-at'], '--run-at'),
       delay: stringFlag(args.delay, '--delay'),
-      cwd: stringFlag(args.cwd, '--cwd'),
-      queue: stringFlag(args.queue, '--queue'),
       after: stringFlag(args.after, '--after'),
       after_any: stringFlag(args['after-any'], '--after-any'),
-      unique_key: stringFlag(args['unique-key'], '--unique-key'),
-      unique_for: stringFlag(args['unique-for'], '--unique-for'),
     }
     for (const key of Object.keys(defaults)) if (defaults[key] === undefined) delete defaults[key]
     let specs: unknown[]
@@ -4514,6 +4868,123 @@ function pauseCommand(paused: boolean) {
   })
 }
 
+const NOTHING_FIRES = 'no worker is running, so no schedule fires: start one with queuectl worker start'
+
+/** `2026-03-29 03:00 +02:00`: a time as the clocks of `tz` show it, with their offset (a time repeated in autumn is two). */
+function zonedTime(ms: number, tz: string): string {
+  const parts = Object.fromEntries(new Intl.DateTimeFormat('en-US', { timeZone: tz, hourCycle: 'h23', year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit' })
+    .formatToParts(new Date(ms)).map((part) => [part.type, part.value]))
+  const wall = Date.UTC(Number(parts.year), Number(parts.month) - 1, Number(parts.day), Number(parts.hour), Number(parts.minute), Number(parts.second))
+  const offset = Math.round((wall - Math.floor(ms / 1000) * 1000) / 60_000)
+  const hhmm = [Math.floor(Math.abs(offset) / 60), Math.abs(offset) % 60].map((n) => String(n).padStart(2, '0')).join(':')
+  return `${parts.year}-${parts.month}-${parts.day} ${parts.hour}:${parts.minute}${parts.second === '00' ? '' : `:${parts.second}`} ${offset < 0 ? '-' : '+'}${hhmm}`
+}
+
+const scheduleTiming = (s: ScheduleInfo) => s.cron ?? `every ${s.every}`
+const scheduleWhen = (at: string | null, tz: string) => (at ? `${zonedTime(Date.parse(at), tz)} (${ago(at)})` : '-')
+
+function scheduleNameArg(args: { _: unknown[] }): string {
+  const [name, ...rest] = args._.map(String)
+  if (name === undefined) throw new UsageError('which schedule? give its name (see queuectl schedule ls)')
+  if (rest.length) throw new UsageError(`one schedule name, not ${args._.length}: ${args._.map((a) => describeValue(String(a))).join(' ')}`)
+  return name
+}
+
+const scheduleCommand = define({
+  meta: { name: 'schedule', description: 'Recurring jobs: a cron expression or an interval, fired by the workers' },
+  subCommands: {
+    add: define({
+      meta: { name: 'add', description: 'Add a schedule: NAME --cron EXPR | --every DUR [job flags] -- CMD; each fire enqueues the job NAME:<fire time>' },
+      args: {
+        name: { type: 'positional', required: false, description: 'Its name: 1–64 of A-Z a-z 0-9 _ . - (not starting with . or -)' },
+        command: { type: 'positional', required: false, description: 'The command (run with /bin/sh -c)' },
+        cron: { type: 'string', description: '5 fields (minute hour day-of-month month day-of-week), or @hourly, @daily, @weekly, @monthly, @yearly' },
+        every: { type: 'string', description: 'Or an interval: 10s at least, 5m, 2h, 1d' },
+        tz: { type: 'string', description: "The zone --cron is read in (default: the system's, stored now)" },
+        replace: { type: 'boolean', description: 'Replace the schedule of that name' },
+        ...jobArgs,
+        ...jsonArg,
+      },
+      examples: [
+        "queuectl schedule add nightly --cron '0 2 * * *' -- ./backup.sh --full",
+        "queuectl schedule add report --cron '30 8 * * MON-FRI' --tz Europe/Berlin --queue mail 'make report'",
+        'queuectl schedule add ping --every 5m --timeout 30s -- curl -fsS https://example.com/health',
+      ],
+      async run({ args }) {
+        const [name, ...words] = args._.map(String)
+        if (name === undefined) throw new UsageError("schedule add needs a name and a command: queuectl schedule add NAME --cron '0 2 * * *' -- CMD")
+        if (words.length === 0) throw new UsageError(`schedule ${name} needs a command: put it after --`)
+        const job = { ...jobFlags(args), command: words.length === 1 ? words[0] : quoteCommand(words) }
+        const [schedule, alive] = await withQueue(async (queue) => [await queue.addSchedule({
+          name, cron: stringFlag(args.cron, '--cron'), every: stringFlag(args.every, '--every'), tz: stringFlag(args.tz, '--tz'), replace: Boolean(args.replace), job,
+        }), await queue.hasLiveWorker()] as const)
+        if (args.json) printJson(schedule)
+        else print(`schedule ${name}: ${scheduleTiming(schedule)} (${schedule.tz}), next ${scheduleWhen(schedule.next_at, schedule.tz)}`)
+        if (!alive) log.info(NOTHING_FIRES)
+      },
+    }),
+    ls: define({
+      meta: { name: 'ls', description: 'Every schedule: its timing and zone, next and last fire, missed and skipped fires, pause' },
+      args: { ...jsonArg },
+      examples: ['queuectl schedule ls', 'queuectl schedule ls --json'],
+      async run({ args }) {
+        const [schedules, alive] = await withQueue(async (queue) => [await queue.listSchedules(), await queue.hasLiveWorker()] as const)
+        if (args.json) printJson(schedules)
+        else if (schedules.length === 0) print(paint('gray', 'no schedules'))
+        else {
+          printTable(['NAME', 'SCHEDULE', 'ZONE', 'NEXT', 'LAST', 'MISSED', 'SKIPPED', 'PAUSED', 'COMMAND'], schedules.map((s) => [
+            s.name, scheduleTiming(s), s.tz, s.paused ? ['yellow', 'paused'] : scheduleWhen(s.next_at, s.tz), scheduleWhen(s.last_at, s.tz),
+            String(s.missed), String(s.skipped), s.paused ? ['yellow', 'yes'] : 'no', s.job.command,
+          ]))
+        }
+        if (!alive && schedules.some((s) => !s.paused)) log.warn(NOTHING_FIRES)
+      },
+    }),
+    rm: define({
+      meta: { name: 'rm', description: 'Remove a schedule (the jobs it enqueued stay)' },
+      args: { name: { type: 'positional', required: false, description: 'The schedule' } },
+      examples: ['queuectl schedule rm nightly'],
+      async run({ args }) {
+        const name = scheduleNameArg(args)
+        await withQueue((queue) => queue.removeSchedule(name))
+        print(`schedule ${name} removed`)
+      },
+    }),
+    pause: define({
+      meta: { name: 'pause', description: 'Stop a schedule firing (stored until resume); its jobs go on' },
+      args: { name: { type: 'positional', required: false, description: 'The schedule' } },
+      examples: ['queuectl schedule pause nightly'],
+      async run({ args }) {
+        const name = scheduleNameArg(args)
+        print(await withQueue((queue) => queue.setSchedulePaused(name, true)) ? `schedule ${name} paused` : `schedule ${name} was already paused`)
+      },
+    }),
+    resume: define({
+      meta: { name: 'resume', description: 'Fire a paused schedule again, from its next time on (the times it was paused are not missed)' },
+      args: { name: { type: 'positional', required: false, description: 'The schedule' } },
+      examples: ['queuectl schedule resume nightly'],
+      async run({ args }) {
+        const name = scheduleNameArg(args)
+        const [changed, schedule] = await withQueue(async (queue) => [await queue.setSchedulePaused(name, false), (await queue.listSchedules()).find((s) => s.name === name)!] as const)
+        print(changed ? `schedule ${name} resumed: next ${scheduleWhen(schedule.next_at, schedule.tz)}` : `schedule ${name} was not paused`)
+      },
+    }),
+    run: define({
+      meta: { name: 'run', description: "Enqueue the schedule's job now (id NAME:<now>), whatever its time and pause; prints its id" },
+      args: { name: { type: 'positional', required: false, description: 'The schedule' }, ...jsonArg },
+      examples: ['queuectl schedule run nightly'],
+      async run({ args }) {
+        const name = scheduleNameArg(args)
+        const job = await withQueue((queue) => queue.runSchedule(name))
+        if (args.json) printJson(job)
+        else print(job.id)
+        if (job.duplicate) log.info(`duplicate of ${job.id} (${job.state}): not enqueued`)
+      },
+    }),
+  },
+  examples: ["queuectl schedule add nightly --cron '0 2 * * *' -- ./backup.sh", 'queuectl schedule ls', 'queuectl schedule run nightly'],
+})
+
 const configCommand = define({
   meta: { name: 'config', description: 'Settings stored with the queue' },
   subCommands: {
@@ -4746,6 +5217,7 @@ const cli = define({
     queue: queueCommand,
     pause: pauseCommand(true),
     resume: pauseCommand(false),
+    schedule: scheduleCommand,
     completions: completionsCommand,
     complete: define({
       meta: { name: 'complete', hidden: true, description: 'What the completion scripts run at TAB' },
