@@ -4393,7 +4393,7 @@ const DOT = Buffer.from('·').toString('latin1')
 const HEADER_LINE = new RegExp(`^=== attempt (\\d+) ${DOT} started (\\S+) .*$`)
 const FOOTER_LINE = new RegExp(`\n?=== attempt \\d+ ${DOT} (.*) ${DOT} [\\d.]+s ===\n$`)
 /** The states a job ends in, and what `logs --follow` exits with when it sees one. */
-const FOLLOW_EXIT_CODES: Partial<Record<JobState, number>> = { completed: 0, dead: 1 }
+const FOLLOW_EXIT_CODES: Partial<Record<JobState, number>> = { completed: 0, dead: 1, cancelled: 1, skipped: 1 }
 
 interface LogHeader {
   attempt: number
@@ -4859,7 +4859,8 @@ function pauseCommand(paused: boolean) {
     examples: [`queuectl ${verb} --queue deploy`, `queuectl ${verb} --all`],
     async run({ args }) {
       const queueName = stringFlag(args.queue, '--queue')
-      if ((queueName === undefined) === !args.all) throw new UsageError(`${verb} what? give --queue Q or --all`)
+      if (queueName === undefined && !args.all) throw new UsageError(`${verb} what? give --queue Q or --all`)
+      if (queueName !== undefined && args.all) throw new UsageError(`give --queue Q or --all, not both`)
       const changed = await withQueue((queue) => queue.setPaused(args.all ? { all: true } : { queue: queueName }, paused))
       const state = paused ? 'paused' : 'running'
       if (args.all) print(changed.length ? `${verb}d ${changed.join(', ')}` : `every queue was already ${state}`)
