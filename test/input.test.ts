@@ -157,6 +157,14 @@ const cases: Case[] = [
   { name: 'worker start --concurrency 0', args: ['worker', 'start', '--concurrency', '0'] },
   { name: 'worker run --queue with a bad name', args: ['worker', 'run', '--queue', 'ok,.bad'] },
   { name: 'retry without ids', args: ['retry'] },
+  // completion hooks
+  { name: "--on-success ''", args: ['enqueue', '--on-success', '', '--', 'true'] },
+  { name: 'on_finish with a NUL (JSON)', args: ['enqueue', job({ command: 'true', on_finish: 'echo a\0b' })] },
+  { name: 'on_failure of blanks (JSON)', args: ['enqueue', job({ command: 'true', on_failure: '  ' })] },
+  { name: 'on_success not a string (JSON)', args: ['enqueue', job({ command: 'true', on_success: ['echo', 'hi'] })] },
+  { name: 'on_success over 1 MiB (--file)', args: ['enqueue', '--file', '-'], input: job({ command: 'true', on_success: `echo ${'x'.repeat(1024 * 1024)}` }) },
+  { name: 'config hook_timeout abc', args: ['config', 'set', 'hook_timeout', 'abc'] },
+  { name: 'config hook_timeout 0', args: ['config', 'set', 'hook_timeout', '0'] },
 ]
 
 function envFor(home: string): Record<string, string> {
