@@ -102,6 +102,9 @@ export interface Job {
   unique_key: string | null
   /** the schedule that enqueued it */
   schedule: string | null
+  on_success: string | null
+  on_failure: string | null
+  on_finish: string | null
 }
 
 /**
@@ -150,6 +153,10 @@ export interface JobSpec {
   after_any?: string[] | string
   unique_key?: string
   unique_for?: string | number
+  /** completion hooks: shell commands run after the job ends (see Completion hooks) */
+  on_success?: string
+  on_failure?: string
+  on_finish?: string
 }
 
 /** A named queue: its limit (null = unlimited), whether it is paused, and its jobs by state. */
@@ -234,13 +241,14 @@ export class UsageError extends Error {}
 /** The operation failed (unknown job, lock timeout, damaged database): exit code 1. */
 export class QueueError extends Error {}
 
-interface ConfigKey {
-  default: number
+/** A setting: a number (durations in seconds) or a text such as a hook's command. */
+interface ConfigKey<T extends number | string = number | string> {
+  default: T
   /** what the key does, for `config list` */
   does: string
   /** the values it takes, for `config list` and the error that refuses another */
   range: string
-  parse: (text: string) => number | undefined
+  parse: (text: string) => T | undefined
 }
 
 const wholeNumber = (min: number, max: number) => (text: string) => {
@@ -263,7 +271,11 @@ const durationSeconds = (max: number, min = 0) => (text: string) => {
 }
 const MAX_TIMEOUT_S = 2_000_000 // setTimeout overflows past 2^31 ms (24.8 days)
 
-export const CONFIG_KEYS: Record<string, ConfigKey> = {
+/** A global completion hook: a shell command, or empty for none. */
+const hookCommand = (text: string) => (text === '' || commandProblem(text) === undefined ? text : undefined)
+const HOOK_RANGE = "a shell command, given the job's facts in QUEUECTL_* variables ('' = none)"
+
+export const CONFIG_KEYS = {
   max_retries: { default: 3, does: 'retries after the first attempt, for jobs without --max-retries', range: 'a whole number from 0 to 1000', parse: wholeNumber(0, 1000) },
   backoff_base: { default: 2, does: 'a failed job waits backoff_base^k seconds before retry k', range: 'a number from 0 to 1000 (0 = retry at once)', parse: decimal(0, 1000) },
   backoff_max: { default: 3600, does: 'the longest wait before a retry', range: 'a duration up to 7d such as 90s, 1h, or seconds', parse: durationSeconds(604_800) },
@@ -271,8 +283,13 @@ export const CONFIG_KEYS: Record<string, ConfigKey> = {
   worker_concurrency: { default: 1, does: 'jobs one worker process runs at once, for workers started without --concurrency', range: 'a whole number from 1 to 256', parse: wholeNumber(1, 256) },
   retention: { default: 0, does: 'completed and dead jobs are deleted, with their logs, this long after they end', range: 'a duration up to 3650d such as 7d, 12h, or seconds (0 = keep them)', parse: durationSeconds(3_650 * 86_400) },
   lease: { default: 30, does: 'a worker on another host whose heartbeat stands still this long has its jobs recovered', range: 'a duration from 1s to 1d such as 30s or 2m', parse: durationSeconds(86_400, 1) },
-}
-export type Config = Record<keyof typeof CONFIG_KEYS, number>
+  on_finish: { default: '', does: 'runs once any job has ended, after its own hooks', range: HOOK_RANGE, parse: hookCommand },
+  on_failure: { default: '', does: 'runs once a job has ended dead, cancelled or skipped, after its own hooks', range: HOOK_RANGE, parse: hookCommand },
+  hook_timeout: { default: 30, does: 'a completion hook running longer is killed', range: 'a duration from 1s to 1d such as 30s or 5m', parse: durationSeconds(86_400, 1) },
+} satisfies Record<string, ConfigKey>
+export type ConfigName = keyof typeof CONFIG_KEYS
+/** Each setting's value: a number (durations in seconds) or, for the global hooks, a command ('' = none). */
+export type Config = { [K in ConfigName]: NonNullable<ReturnType<(typeof CONFIG_KEYS)[K]['parse']>> }
 
 const VERSION = '0.2.0'
 const SCHEMA_VERSION = 4 // 1: queuectl 0.1.0; 2: config values as text, attempts' outcome, workers' note; 3: queues, dependencies, unique keys, the ready set; 4: schedules and completion hooks
@@ -297,7 +314,10 @@ function envNumber(name: string, fallback: number): number {
 }
 const OUTPUT_TAIL_BYTES = 2_048
 const ID_PATTERN = /^[A-Za-z0-9_:][A-Za-z0-9_.:-]{0,127}$/
-const JOB_FIELDS = ['id', 'command', 'max_retries', 'priority', 'run_at', 'delay', 'timeout', 'cwd', 'queue', 'after', 'after_any', 'unique_key', 'unique_for'] as const
+/** A job's own completion hooks: on_success after `completed`, on_failure after dead, cancelled or skipped, on_finish after any end. */
+const HOOK_FIELDS = ['on_success', 'on_failure', 'on_finish'] as const
+type HookName = (typeof HOOK_FIELDS)[number]
+const JOB_FIELDS = ['id', 'command', 'max_retries', 'priority', 'run_at', 'delay', 'timeout', 'cwd', 'queue', 'after', 'after_any', 'unique_key', 'unique_for', ...HOOK_FIELDS] as const
 const QUEUE_PATTERN = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$/
 const MAX_PARENTS = 1_000
 const CRON_NICKNAMES = ['@hourly', '@daily', '@weekly', '@monthly', '@yearly']
@@ -1356,6 +1376,10 @@ interface JobRow {
   cancel: string | null
   slot: number | null
   schedule: string | null
+  on_success: string | null
+  on_failure: string | null
+  on_finish: string | null
+  hook_due: number
 }
 
 interface WorkerRow {
@@ -1408,9 +1432,9 @@ export interface AttemptOutcome {
 const HOST = hostname()
 /** Attempts that count: anything but released ones (a force stop, a job not started); unfinished ones have no outcome yet. */
 const COUNTED_ATTEMPT = "outcome IN ('completed', 'failed', 'lost', 'cancelled')"
-const COLUMNS = 'seq, id, command, cwd, env_hash, state, attempts, runs, max_retries, priority, run_at, timeout, created_at, updated_at, queue, ready, unique_key, after, after_any, finished_at, last_error, schedule'
+const COLUMNS = 'seq, id, command, cwd, env_hash, state, attempts, runs, max_retries, priority, run_at, timeout, created_at, updated_at, queue, ready, unique_key, after, after_any, finished_at, last_error, schedule, on_success, on_failure, on_finish, hook_due'
 /** Every state change is this one statement (see moveJob). */
-const MOVE_JOB = 'UPDATE jobs SET state = ?, ready = ?, attempts = ?, runs = ?, run_at = ?, started_at = ?, finished_at = ?, updated_at = ?, exit_code = ?, last_error = ?, worker = ?, output_tail = ?, cancel = ?, slot = ? WHERE id = ?'
+const MOVE_JOB = 'UPDATE jobs SET state = ?, ready = ?, attempts = ?, runs = ?, run_at = ?, started_at = ?, finished_at = ?, updated_at = ?, exit_code = ?, last_error = ?, worker = ?, output_tail = ?, cancel = ?, slot = ?, hook_due = ? WHERE id = ?'
 const PROMOTE_BATCH = 1_000
 /** The pending and failed jobs that are due but not yet in the ready set, soonest first. */
 const DUE_WAITING = "SELECT id FROM jobs INDEXED BY jobs_waiting WHERE ready = 0 AND state IN ('pending', 'failed') AND run_at <= ? ORDER BY run_at LIMIT ?"
@@ -1418,6 +1442,28 @@ const SERVABLE_QUEUES = 'SELECT name FROM queues WHERE paused = 0 AND (concurren
 /** The next time a schedule fires, after `now` (one that is due but cannot fire here must not keep a worker awake). */
 const NEXT_FIRE = 'SELECT min(next_at) AS t FROM schedules WHERE paused = 0 AND next_at > ?'
 const PICK_READY = 'SELECT * FROM jobs INDEXED BY jobs_ready WHERE ready = 1 AND queue = ? ORDER BY priority DESC, seq LIMIT 1'
+/** The ended job whose completion hooks have waited longest (see takeHooks). */
+const HOOKS_DUE = 'SELECT * FROM jobs INDEXED BY jobs_hooks WHERE hook_due = 1 ORDER BY finished_at LIMIT 1'
+/** Who runs which job's hooks: the meta rows `hook <job id>`, a range of its primary key. */
+const hookTaking = (id: string) => `hook ${id}`
+const HOOK_TAKINGS = "SELECT key, value FROM meta WHERE key >= 'hook ' AND key < 'hook!'"
+
+/** The hooks of one ended job as a worker took them: the facts they are given, and how long each may run. */
+export interface HookRun {
+  job: Job
+  hooks: Hook[]
+  /** the job's environment: its own hooks run with it */
+  env: Record<string, string>
+  /** its last attempt's number (0: it never ran), signal and duration */
+  attempt: number
+  signal: string | null
+  duration_ms: number | null
+  /** hook_timeout, seconds */
+  timeout: number
+  taken_at: number
+  /** when the worker it was taken from (gone) had taken it: its hook's process note says so */
+  took_over?: number
+}
 
 function toJob(row: JobRow): Job {
   return {
@@ -1442,11 +1488,36 @@ function toJob(row: JobRow): Job {
     after_any: row.after_any ? JSON.parse(row.after_any) : [],
     unique_key: row.unique_key,
     schedule: row.schedule,
+    on_success: row.on_success,
+    on_failure: row.on_failure,
+    on_finish: row.on_finish,
   }
 }
 
 function emptyCounts(): Record<JobState, number> {
   return Object.fromEntries(JOB_STATES.map((state) => [state, 0])) as Record<JobState, number>
+}
+
+/** A completion hook to run: which one, whose (the job's own or the config's), and its command. */
+export interface Hook {
+  name: HookName
+  scope: 'job' | 'global'
+  command: string
+}
+
+/**
+ * The hooks of a job that ended in its state, in the order they run: its own (on_success or on_failure, then
+ * on_finish), then the global ones (on_failure, then on_finish). Empty: nothing is due when it ends.
+ */
+function hooksFor(row: Pick<JobRow, 'state' | HookName>, config: Pick<Config, 'on_failure' | 'on_finish'>): Hook[] {
+  const failed = row.state !== 'completed'
+  const hooks: [HookName, Hook['scope'], string | null][] = [
+    failed ? ['on_failure', 'job', row.on_failure] : ['on_success', 'job', row.on_success],
+    ['on_finish', 'job', row.on_finish],
+    ['on_failure', 'global', failed ? config.on_failure : null],
+    ['on_finish', 'global', config.on_finish],
+  ]
+  return hooks.filter(([, , command]) => command).map(([name, scope, command]) => ({ name, scope, command: command! }))
 }
 
 /** Whether a job in `state` with `runAt` is in the ready set at `now`: the one definition of "ready". */
@@ -1461,13 +1532,13 @@ export function defaultHome(): string {
 }
 
 /** Accepts `max-retries` and `max_retries` alike; anything else is refused with the valid keys. */
-export function normalizeConfigKey(key: string): keyof Config {
+export function normalizeConfigKey(key: string): ConfigName {
   const normalized = key.trim().toLowerCase().replace(/-/g, '_')
-  if (!Object.prototype.hasOwnProperty.call(CONFIG_KEYS, normalized)) {
-    throw new UsageError(`unknown config key "${key}": valid keys are ${Object.keys(CONFIG_KEYS).join(', ')}`)
-  }
+  if (!isConfigName(normalized)) throw new UsageError(`unknown config key "${key}": valid keys are ${Object.keys(CONFIG_KEYS).join(', ')}`)
   return normalized
 }
+
+const isConfigName = (key: string): key is ConfigName => Object.prototype.hasOwnProperty.call(CONFIG_KEYS, key)
 
 interface NormalizedSpec {
   id: string | undefined
@@ -1483,6 +1554,9 @@ interface NormalizedSpec {
   after_any: string[]
   unique_key: string | null
   unique_for_ms: number
+  on_success: string | null
+  on_failure: string | null
+  on_finish: string | null
 }
 
 /** `a,b` or `["a","b"]`: parent ids, each checked, none twice. */
@@ -1509,6 +1583,24 @@ function stringEntries(source: unknown): Record<string, string> {
   return env
 }
 
+/** What makes a text no command a shell can run (a NUL, a lone surrogate, a byte-order mark, over 1 MiB), or undefined. */
+function commandProblem(command: string): string | undefined {
+  if (command.includes('\0')) return 'contains a NUL character, which no shell can run'
+  if (/[\uD800-\uDFFF]/u.test(command)) return 'contains a lone UTF-16 surrogate, which is not text a shell can run'
+  if (command.startsWith('\uFEFF')) return 'starts with a byte-order mark (U+FEFF): remove it'
+  if (Buffer.byteLength(command) > 1024 * 1024) return 'is longer than 1 MiB'
+  return undefined
+}
+
+/** A job's own completion hook (`on_success`…): a command as checked as the job's, or null for none. */
+function hookField(value: unknown, field: HookName): string | null {
+  if (value == null) return null
+  if (typeof value !== 'string' || value.trim() === '') throw new UsageError(`"${field}" must be a non-empty shell command (--${field.replace('_', '-')} CMD)`)
+  const problem = commandProblem(value)
+  if (problem) throw new UsageError(`the "${field}" hook ${problem}`)
+  return value
+}
+
 /** Checks one job as given by a user or a program; throws UsageError naming the field at fault. */
 export function validateJobSpec(input: unknown, now = Date.now(), defaultEnv?: Record<string, string>): NormalizedSpec {
   if (typeof input !== 'object' || input === null || Array.isArray(input)) {
@@ -1522,10 +1614,9 @@ export function validateJobSpec(input: unknown, now = Date.now(), defaultEnv?: R
   }
   const { command } = spec
   if (typeof command !== 'string' || command.trim() === '') throw new UsageError('the job needs a "command": a non-empty string')
-  if (command.includes('\0')) throw new UsageError('the command contains a NUL character, which no shell can run')
-  if (/[\uD800-\uDFFF]/u.test(command)) throw new UsageError('the command contains a lone UTF-16 surrogate, which is not text a shell can run')
-  if (command.startsWith('\uFEFF')) throw new UsageError('the command starts with a byte-order mark (U+FEFF): remove it')
-  if (Buffer.byteLength(command) > 1024 * 1024) throw new UsageError('the command is longer than 1 MiB')
+  const problem = commandProblem(command)
+  if (problem) throw new UsageError(`the command ${problem}`)
+  const hooks = Object.fromEntries(HOOK_FIELDS.map((field) => [field, hookField(spec[field], field)])) as Record<HookName, string | null>
   if (spec.id !== undefined && !isValidJobId(spec.id)) {
     throw new UsageError(`invalid job id ${describeValue(spec.id)}: use 1–128 letters, digits, _ . : - (not starting with . or -)`)
   }
@@ -1580,6 +1671,7 @@ export function validateJobSpec(input: unknown, now = Date.now(), defaultEnv?: R
     after,
     after_any: afterAny,
     unique_key: (spec.unique_key as string | undefined) ?? null,
+    ...hooks,
     unique_for_ms: spec.unique_for == null ? 0 : parseDuration(spec.unique_for as string | number),
     env: spec.env == null ? defaultEnv ?? stringEntries(process.env) : stringEntries(spec.env),
     max_retries: spec.max_retries == null ? undefined : integerIn(spec.max_retries, 'max_retries', 0, 1000),
@@ -1799,6 +1891,16 @@ export class Queue {
     return join(this.home, 'logs', `${id}.pid`)
   }
 
+  /** Where a running completion hook of the job notes its process group (see takeHooks). */
+  hookNotePath(id: string): string {
+    return join(this.home, 'logs', `${id}.hook.pid`)
+  }
+
+  /** The output of every completion hook, each run between a header and a footer line. */
+  hookLogPath(): string {
+    return join(this.home, 'logs', 'hooks.log')
+  }
+
   close(): void {
     this.storage.close()
   }
@@ -1905,6 +2007,10 @@ export class Queue {
           cancel: null,
           slot: null,
           schedule,
+          on_success: job.on_success,
+          on_failure: job.on_failure,
+          on_finish: job.on_finish,
+          hook_due: 0,
         }
         const parents = [...job.after.map((p) => [p, 1] as const), ...job.after_any.map((p) => [p, 0] as const)]
         const judged: { id: string; state: JobState; required: boolean }[] = []
@@ -1914,9 +2020,10 @@ export class Queue {
         }
         Object.assign(row, initialState(judged, now))
         row.ready = isReady(row.state, row.run_at, now) ? 1 : 0
+        row.hook_due = isTerminal(row.state) && hooksFor(row, config).length ? 1 : 0 // born skipped: its end is now
         await sql.run(`INSERT INTO jobs (${COLUMNS}) VALUES (${COLUMNS.split(',').map(() => '?').join(', ')})`, [
           row.seq, row.id, row.command, row.cwd, row.env_hash, row.state, 0, 0, row.max_retries, row.priority, row.run_at, row.timeout, now, now,
-          row.queue, row.ready, row.unique_key, row.after, row.after_any, row.finished_at, row.last_error, row.schedule,
+          row.queue, row.ready, row.unique_key, row.after, row.after_any, row.finished_at, row.last_error, row.schedule, row.on_success, row.on_failure, row.on_finish, row.hook_due,
         ])
         for (const parent of judged) await sql.run('INSERT OR IGNORE INTO deps (parent, child, required) VALUES (?, ?, ?)', [parent.id, row.id, parent.required ? 1 : 0])
         rows.set(id, row)
@@ -2283,28 +2390,31 @@ export class Queue {
   }
 
   /** Each setting as it was set (`7d`; `config list` shows that), or its default. */
-  async getConfigText(): Promise<Record<keyof Config, string>> {
+  async getConfigText(): Promise<Record<ConfigName, string>> {
     const settings = await this.storage.read((sql) => this.readSettings(sql))
-    return Object.fromEntries(Object.entries(settings).map(([key, { text }]) => [key, text]))
+    return Object.fromEntries(Object.entries(settings).map(([key, { text }]) => [key, text])) as Record<ConfigName, string>
   }
 
   private async readConfig(sql: SqlSession): Promise<Config> {
     return Object.fromEntries(Object.entries(await this.readSettings(sql)).map(([key, { value }]) => [key, value])) as Config
   }
 
-  private async readSettings(sql: SqlSession): Promise<Record<keyof Config, { text: string; value: number }>> {
-    const settings = Object.fromEntries(Object.entries(CONFIG_KEYS).map(([key, def]) => [key, { text: String(def.default), value: def.default }]))
+  private async readSettings(sql: SqlSession): Promise<Record<ConfigName, { text: string; value: Config[ConfigName] }>> {
+    const settings = Object.fromEntries(Object.entries(CONFIG_KEYS).map(([key, def]) => [key, { text: String(def.default), value: def.default }])) as Record<ConfigName, { text: string; value: Config[ConfigName] }>
     for (const row of await sql.all<{ key: string; value: string }>('SELECT key, value FROM config')) {
-      const parsed = Object.prototype.hasOwnProperty.call(CONFIG_KEYS, row.key) ? CONFIG_KEYS[row.key].parse(row.value) : undefined
-      if (parsed !== undefined) settings[row.key] = { text: row.value, value: parsed }
+      const parsed = isConfigName(row.key) ? CONFIG_KEYS[row.key].parse(row.value) : undefined
+      if (parsed !== undefined) settings[row.key as ConfigName] = { text: row.value, value: parsed }
     }
     return settings
   }
 
-  /** Parses and range-checks `value` for `key`, then stores it as given (so `config list` shows `7d`, not 604800). */
-  async setConfig(key: string, value: string): Promise<number> {
+  /**
+   * Parses and range-checks `value` for `key`, then stores it as given (so `config list` shows `7d`, not 604800);
+   * a number is stored trimmed, a command exactly.
+   */
+  async setConfig(key: string, value: string): Promise<Config[ConfigName]> {
     const name = normalizeConfigKey(key)
-    const text = String(value).trim()
+    const text = typeof CONFIG_KEYS[name].default === 'number' ? String(value).trim() : String(value)
     const parsed = CONFIG_KEYS[name].parse(text)
     if (parsed === undefined) throw new UsageError(`invalid value "${value}" for ${name}: use ${CONFIG_KEYS[name].range}`)
     await this.storage.write((sql) => sql.run('INSERT INTO config (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value', [name, text]))
@@ -2518,19 +2628,23 @@ export class Queue {
     await this.closeAttempt(sql, row, outcome, lost ? 'lost' : state === 'completed' ? 'completed' : state === 'cancelled' ? 'cancelled' : 'failed')
     const error = outcome.error ?? `exit code ${outcome.exit_code}`
     const lastError = state === 'completed' ? null : state === 'cancelled' ? `cancelled: ${error}` : error
-    return this.moveJob(sql, row, { state, run_at: runAt, finished_at: now, exit_code: outcome.exit_code, last_error: lastError, output_tail: outcome.output_tail }, now)
+    return this.moveJob(sql, row, { state, run_at: runAt, finished_at: now, exit_code: outcome.exit_code, last_error: lastError, output_tail: outcome.output_tail }, now, config)
   }
 
   /**
    * The one place a job changes state. In the caller's transaction it keeps the ready set (`ready`), its queue's
-   * count of processing jobs and its dependants in step: a job that ends releases or skips the jobs waiting for it.
+   * count of processing jobs and its dependants in step: a job that ends releases or skips the jobs waiting for it,
+   * and has its completion hooks marked due (`config`: the caller's, read in this transaction, saves reading it again).
    */
-  private async moveJob(sql: SqlSession, row: JobRow, change: Partial<JobRow> & { state: JobState }, now: number): Promise<JobRow> {
+  private async moveJob(sql: SqlSession, row: JobRow, change: Partial<JobRow> & { state: JobState }, now: number, config?: Config): Promise<JobRow> {
     const next: JobRow = { ...row, ...change, updated_at: now }
     next.ready = isReady(next.state, next.run_at, now) ? 1 : 0
     if (next.state !== 'processing') Object.assign(next, { worker: null, cancel: null, slot: null })
+    // Hooks are due from the end's commit; a retry drops those not run yet, with the end whose facts they were to get.
+    if (!isTerminal(next.state)) next.hook_due = 0
+    else if (!isTerminal(row.state)) next.hook_due = hooksFor(next, config ?? (await this.readConfig(sql))).length ? 1 : 0
     await sql.run(MOVE_JOB, [next.state, next.ready, next.attempts, next.runs, next.run_at, next.started_at, next.finished_at, now,
-      next.exit_code, next.last_error, next.worker, next.output_tail, next.cancel, next.slot, next.id])
+      next.exit_code, next.last_error, next.worker, next.output_tail, next.cancel, next.slot, next.hook_due, next.id])
     const running = Number(next.state === 'processing') - Number(row.state === 'processing')
     if (running) {
       const queue = await sql.get<{ running: number }>('SELECT running FROM queues WHERE name = ?', [row.queue])
@@ -2716,6 +2830,78 @@ export class Queue {
     const rows = await this.storage.read((sql) => sql.all<{ queue: string }>(
       "SELECT DISTINCT j.queue FROM jobs j JOIN queues q ON q.name = j.queue WHERE j.state IN ('pending', 'failed', 'blocked') AND q.paused = 0"))
     return rows.some((r) => !queues || queues.includes(r.queue))
+  }
+
+  // Completion hooks. `hook_due` is 0 (nothing to run), 1 (due: in the index jobs_hooks, by end time) or 2 (taken:
+  // the meta row `hook <job id>` holds `<worker id> <ms when taken>`). moveJob makes it 1 in the transaction that
+  // ends the job; a worker takes it (2), runs the hooks, then clears both. A taking whose worker is gone, or that
+  // has outlived hook_timeout and the grace by a lease (its worker lost track of it), is taken again: the hooks run
+  // at least once across crashes. A retry, which moves the job out of its end, sets 0: its facts are gone.
+
+  /**
+   * Takes the hooks of one ended job for `workerId`: one whose taker is gone first, else the longest due. Idle, it
+   * costs a read and no lock.
+   */
+  async takeHooks(workerId: string): Promise<HookRun | undefined> {
+    const found = await this.storage.read(async (sql) => (await sql.get(HOOKS_DUE)) !== undefined || (await this.staleTakings(sql)).length > 0)
+    if (!found) return undefined
+    return this.storage.write(async (sql) => {
+      for (const taking of await this.staleTakings(sql)) {
+        const row = await sql.get<JobRow>('SELECT * FROM jobs WHERE id = ?', [taking.id])
+        const run = row?.hook_due === 2 ? await this.takeHooksOf(sql, row, workerId, taking.at) : undefined
+        if (run) return run
+        if (row?.hook_due !== 2) await sql.run('DELETE FROM meta WHERE key = ?', [hookTaking(taking.id)]) // retried or removed meanwhile
+      }
+      for (let row; (row = await sql.get<JobRow>(HOOKS_DUE)); ) {
+        const run = await this.takeHooksOf(sql, row, workerId)
+        if (run) return run
+      }
+      return undefined
+    })
+  }
+
+  /** Takes `row`'s hooks, or, when none applies any more (a global hook unset since it ended), marks them run. */
+  private async takeHooksOf(sql: SqlSession, row: JobRow, workerId: string, tookOver?: number): Promise<HookRun | undefined> {
+    const config = await this.readConfig(sql)
+    const hooks = hooksFor(row, config)
+    const now = Date.now()
+    await sql.run('UPDATE jobs SET hook_due = ? WHERE id = ?', [hooks.length ? 2 : 0, row.id])
+    if (!hooks.length) {
+      await sql.run('DELETE FROM meta WHERE key = ?', [hookTaking(row.id)])
+      return undefined
+    }
+    await sql.run('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value', [hookTaking(row.id), `${workerId} ${now}`])
+    const env = await sql.get<{ env: string }>('SELECT env FROM envs WHERE hash = ?', [row.env_hash])
+    const attempt = await sql.get<{ signal: string | null; duration_ms: number | null }>('SELECT signal, duration_ms FROM attempts WHERE job_id = ? AND attempt = ?', [row.id, row.runs])
+    return {
+      job: toJob(row), hooks, env: env ? JSON.parse(env.env) : {}, attempt: row.runs, signal: attempt?.signal ?? null,
+      duration_ms: attempt?.duration_ms ?? null, timeout: config.hook_timeout, taken_at: now, took_over: tookOver,
+    }
+  }
+
+  /** The takings of hooks whose worker is gone, or that outlived their time limit by a lease. */
+  private async staleTakings(sql: SqlSession): Promise<{ id: string; at: number }[]> {
+    const rows = await sql.all<{ key: string; value: string }>(HOOK_TAKINGS)
+    if (!rows.length) return []
+    const config = await this.readConfig(sql)
+    const { alive } = await this.judgeWorkers(sql)
+    const oldest = Date.now() - (config.hook_timeout + config.lease) * 1000 - KILL_GRACE_MS
+    return rows.map((r) => {
+      const [worker, at] = r.value.split(' ')
+      return { id: r.key.slice(hookTaking('').length), worker, at: Number(at) }
+    }).filter((t) => !alive.has(t.worker) || t.at < oldest)
+  }
+
+  /** `run`'s hooks have run: nothing is due any more, unless the job was retried and ended again meanwhile. */
+  async hooksRan(workerId: string, run: HookRun): Promise<void> {
+    await this.storage.write(async (sql) => {
+      const key = hookTaking(run.job.id)
+      if ((await sql.get<{ value: string }>('SELECT value FROM meta WHERE key = ?', [key]))?.value !== `${workerId} ${run.taken_at}`) return // taken over
+      await sql.run('DELETE FROM meta WHERE key = ?', [key])
+      if ((await sql.get<{ hook_due: number }>('SELECT hook_due FROM jobs WHERE id = ?', [run.job.id]))?.hook_due === 2) {
+        await sql.run('UPDATE jobs SET hook_due = 0 WHERE id = ?', [run.job.id])
+      }
+    })
   }
 }
 
@@ -2937,6 +3123,148 @@ export function startCommand(claim: ClaimedJob, paths: { log: string; note: stri
   }
 }
 
+export interface RunningHook {
+  /** how it ended: `exit code 0`, `timed out after 30s`, … */
+  done: Promise<string>
+  /** Stops its group at once (`worker stop --force`): it runs again on another worker. */
+  kill(): void
+}
+
+/**
+ * Runs one completion hook as `/bin/sh -c` in its own process group, stdin /dev/null, output appended to
+ * logs/hooks.log between a header and a footer; killed (TERM, then KILL after the grace) after hook_timeout, and what
+ * is left of its group once it exits is stopped too. Nothing is put into the command: the job's facts are in its
+ * environment, over the job's own (its own hooks; they run in its directory) or the worker's (global ones, in the home).
+ */
+export function startHook(queue: Queue, run: HookRun, hook: Hook, workerId: string): RunningHook {
+  const { job } = run
+  const started = Date.now()
+  const label = `hook ${hook.name}${hook.scope === 'global' ? ' (global)' : ''} of job ${job.id} (${job.state})`
+  const notePath = queue.hookNotePath(job.id)
+  let log: number | undefined
+  try {
+    makeDirectory(dirname(queue.hookLogPath()))
+    log = openSync(queue.hookLogPath(), 'a+', 0o600)
+  } catch {
+    // the hook still runs: a failure is when it matters most; its output is lost
+  }
+  const write = (text: string) => {
+    try {
+      if (log !== undefined) writeSync(log, text)
+    } catch {
+      // a full disk loses the log's line, not the hook
+    }
+  }
+  write(`=== ${label} · started ${iso(started)} · worker ${workerId} ===\n`)
+  const facts: Record<string, string> = {
+    QUEUECTL_EVENT: job.state, QUEUECTL_JOB_ID: job.id, QUEUECTL_QUEUE: job.queue, QUEUECTL_COMMAND: job.command,
+    QUEUECTL_EXIT_CODE: job.exit_code === null ? '' : String(job.exit_code), QUEUECTL_SIGNAL: run.signal ?? '',
+    QUEUECTL_ATTEMPT: String(run.attempt), QUEUECTL_LAST_ERROR: job.last_error ?? '', QUEUECTL_LOG: queue.logPath(job.id),
+    QUEUECTL_DURATION_MS: run.duration_ms === null ? '' : String(run.duration_ms), QUEUECTL_HOME: queue.home,
+  }
+  const own = hook.scope === 'job'
+  let child: ChildProcess | undefined
+  let startError = ''
+  try {
+    const cwd = own && statSync(job.cwd, { throwIfNoEntry: false })?.isDirectory() ? job.cwd : queue.home
+    child = spawn('/bin/sh', ['-c', hook.command], {
+      cwd, env: { ...(own ? run.env : process.env), ...facts }, detached: true, stdio: ['ignore', log ?? 'ignore', log ?? 'ignore'],
+    })
+    if (child.pid) writeProcessNote(notePath, { pid: child.pid, startTime: processStartTime(child.pid), attempt: run.taken_at, host: HOST })
+  } catch (error) {
+    child = undefined
+    startError = `cannot start: ${(error as Error).message}`
+  }
+  const done = new Promise<string>((resolvePromise) => {
+    let ended = false
+    const finish = (result: string) => {
+      if (ended) return // a failed spawn may report both 'error' and 'exit'
+      ended = true
+      try {
+        const size = log === undefined ? 0 : fstatSync(log).size
+        const last = Buffer.alloc(1)
+        if (size > 0 && readSync(log!, last, 0, 1, size - 1) === 1 && last[0] !== 10) write('\n')
+      } catch {
+        // only the footer's line break is at stake
+      }
+      write(`=== ${label} · ${result} · ${formatSeconds(Date.now() - started)} ===\n`)
+      if (log !== undefined) closeSync(log)
+      removeProcessNote(notePath, run.taken_at)
+      resolvePromise(result)
+    }
+    if (!child) return finish(startError)
+    const pid = child.pid
+    let timedOut = false
+    let termination: Promise<void> | undefined
+    const limit = setTimeout(() => {
+      timedOut = true
+      if (pid) termination = terminateGroup(pid)
+    }, run.timeout * 1000)
+    child.on('error', (error) => {
+      clearTimeout(limit)
+      finish(`cannot start: ${error.message}`)
+    })
+    child.on('exit', (code, signal) => {
+      clearTimeout(limit)
+      void (async () => {
+        if (pid && !termination && groupAlive(pid)) termination = terminateGroup(pid)
+        await termination
+        finish(timedOut ? `timed out after ${formatDuration(run.timeout * 1000)}` : signal ? `killed by ${signal}` : `exit code ${code}`)
+      })()
+    })
+  })
+  return { done, kill: () => void (child?.pid && signalGroup(child.pid, 'SIGKILL')) }
+}
+
+/**
+ * A worker's completion hooks, beside its slots (a hook holds none): `run()` takes and runs the due ones one at a
+ * time until none is left, unless it is at it already. `settle()` takes no more and waits for the one running;
+ * `kill()` stops that one at once, and leaves it taken, to be run again once this worker is gone.
+ */
+function hookRunner(queue: Queue, workerId: string, log: (message: string) => void) {
+  let busy: Promise<void> | undefined
+  let current: RunningHook | undefined
+  let stopping: false | 'graceful' | 'force' = false
+  const forced = () => stopping === 'force' // read after an await: a signal may have come meanwhile
+  const runDue = async () => {
+    for (let run; !stopping && (run = await queue.takeHooks(workerId)); ) {
+      if (run.took_over !== undefined) {
+        log(`running the hooks of job ${run.job.id} again: the worker that ran them is gone`)
+        killOrphanedAttempt(queue.hookNotePath(run.job.id), run.took_over)
+      }
+      for (const hook of run.hooks) {
+        if (forced()) return
+        current = startHook(queue, run, hook, workerId)
+        const result = await current.done
+        current = undefined
+        if (!forced() && result !== 'exit code 0') log(`hook ${hook.name} of job ${run.job.id}: ${result}`)
+      }
+      if (forced()) return
+      for (let tries = 1; ; tries++) {
+        try {
+          await queue.hooksRan(workerId, run)
+          break
+        } catch (error) {
+          if (stopping || tries >= 10) throw error // once this worker is gone, another one runs them again
+          await sleep(Math.min(100 * tries, 2_000))
+        }
+      }
+    }
+  }
+  const run = () => (busy ??= runDue().catch((error) => log(`completion hooks: ${(error as Error).message}`)).finally(() => (busy = undefined)))
+  return {
+    run,
+    settle: () => {
+      stopping ||= 'graceful'
+      return busy
+    },
+    kill: () => {
+      stopping = 'force'
+      current?.kill()
+    },
+  }
+}
+
 // Worker: claim, run, record, repeat; woken by changes to the queue's folder, with a slow poll as a fallback.
 
 const IDLE_POLL_MS = 1_000
@@ -2972,6 +3300,7 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
   let faultBackoffMs = 0
   const mayClaim = () => !stopping && Date.now() >= backoffUntil
   let wake = () => {}
+  const hooks = hookRunner(queue, workerId, log)
   const stop = (force: boolean) => {
     const next = force || stopping ? 'force' : 'graceful'
     if (next !== stopping) {
@@ -2980,7 +3309,10 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
       else log('stopping now: the current job is killed and put back')
     }
     stopping = next
-    if (stopping === 'force') for (const { run } of running.values()) run.kill()
+    if (stopping === 'force') {
+      for (const { run } of running.values()) run.kill()
+      hooks.kill()
+    }
     wake()
   }
   const onStop = () => stop(false)
@@ -3077,6 +3409,7 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
           lastRecovery = now
           const recovered = await queue.recoverLostJobs()
           if (recovered) log(`recovered ${recovered} job(s) of lost workers`)
+          void hooks.run()
         }
         if (!stopping && now - lastRetention >= MAINTENANCE.retentionMs) {
           lastRetention = now
@@ -3093,7 +3426,10 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
         }
         failures = 0
         if (ended.length) continue
-        if (options.drain && running.size === 0 && !(await queue.hasWaitingJobs(workerId))) break
+        if (options.drain && running.size === 0 && !(await queue.hasWaitingJobs(workerId))) {
+          await hooks.run() // the hooks of the jobs it ran, and any others due
+          break
+        }
         if (changed && mayClaim() && freeSlots().length) continue
         const next = await queue.nextRunAt()
         const idleMs = Math.max(5, !stopping && !mayClaim() ? backoffUntil - Date.now() : Math.min(next ? next - Date.now() : IDLE_POLL_MS, IDLE_POLL_MS))
@@ -3119,6 +3455,7 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
     watcher?.close()
     for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.off(signal, onStop)
     process.off('SIGUSR2', onForce)
+    await hooks.settle()
     await queue.unregisterWorker(workerId).catch(() => undefined)
     log(`worker ${workerId} stopped`)
   }
@@ -4128,6 +4465,9 @@ const jobArgs = {
   queue: { type: 'string', description: 'The named queue (default: default)' },
   'unique-key': { type: 'string', description: 'Add nothing while an active job of the queue holds this key' },
   'unique-for': { type: 'string', description: 'With --unique-key: also while a job with the key finished less than this ago (1h)' },
+  'on-success': { type: 'string', description: 'A shell command run once the job completed (its facts in QUEUECTL_* variables)' },
+  'on-failure': { type: 'string', description: 'A shell command run once the job ended dead, cancelled or skipped' },
+  'on-finish': { type: 'string', description: 'A shell command run once the job ended, however it ended' },
 } as const
 
 /** jobArgs as the job's fields, only those given. */
@@ -4140,6 +4480,9 @@ function jobFlags(args: { [K in keyof typeof jobArgs]?: unknown }): Record<strin
     queue: stringFlag(args.queue, '--queue'),
     unique_key: stringFlag(args['unique-key'], '--unique-key'),
     unique_for: stringFlag(args['unique-for'], '--unique-for'),
+    on_success: stringFlag(args['on-success'], '--on-success'),
+    on_failure: stringFlag(args['on-failure'], '--on-failure'),
+    on_finish: stringFlag(args['on-finish'], '--on-finish'),
   }
   for (const key of Object.keys(fields)) if (fields[key] === undefined) delete fields[key]
   return fields
@@ -4164,6 +4507,7 @@ const enqueueCommand = define({
     'queuectl enqueue \'{"id":"job1","command":"sleep 2"}\'',
     'queuectl enqueue --delay 5m "curl -fsS https://example.com/ping"',
     'queuectl enqueue --file jobs.jsonl',
+    'queuectl enqueue --on-failure \'notify-send "$QUEUECTL_JOB_ID: $QUEUECTL_LAST_ERROR"\' -- make release',
   ],
   async run({ args, rawArgs }) {
     const dashes = rawArgs.indexOf('--')
@@ -4996,7 +5340,8 @@ const configCommand = define({
       async run({ args }) {
         const config = await withQueue(async (queue) => (args.json ? queue.getConfig() : queue.getConfigText()))
         if (args.json) return printJson(config)
-        printTable(['KEY', 'VALUE', 'DEFAULT', 'MEANING'], Object.entries(CONFIG_KEYS).map(([key, def]) => [key, String(config[key]), String(def.default), `${def.does}; ${def.range}`]))
+        const shown = (value: string | number) => (value === '' ? '-' : String(value))
+        printTable(['KEY', 'VALUE', 'DEFAULT', 'MEANING'], Object.entries(CONFIG_KEYS).map(([key, def]) => [key, shown(config[key as ConfigName]), shown(def.default), `${def.does}; ${def.range}`]))
       },
     }),
     get: define({
@@ -5020,7 +5365,7 @@ const configCommand = define({
           await queue.setConfig(key, String(args.value))
           return (await queue.getConfigText())[key]
         })
-        print(`${key} = ${text}`)
+        print(text === '' ? `${key} cleared` : `${key} = ${text}`)
       },
     }),
     reset: define({

@@ -185,6 +185,14 @@ const cases: Case[] = [
       assert.deepEqual(JSON.parse(r.stdout).map((s: any) => [s.name, s.every, s.job.command]), [['existing', '1h', 'echo scheduled']])
     },
   },
+  // completion hooks
+  { name: "--on-success ''", args: ['enqueue', '--on-success', '', '--', 'true'] },
+  { name: 'on_finish with a NUL (JSON)', args: ['enqueue', job({ command: 'true', on_finish: 'echo a\0b' })] },
+  { name: 'on_failure of blanks (JSON)', args: ['enqueue', job({ command: 'true', on_failure: '  ' })] },
+  { name: 'on_success not a string (JSON)', args: ['enqueue', job({ command: 'true', on_success: ['echo', 'hi'] })] },
+  { name: 'on_success over 1 MiB (--file)', args: ['enqueue', '--file', '-'], input: job({ command: 'true', on_success: `echo ${'x'.repeat(1024 * 1024)}` }) },
+  { name: 'config hook_timeout abc', args: ['config', 'set', 'hook_timeout', 'abc'] },
+  { name: 'config hook_timeout 0', args: ['config', 'set', 'hook_timeout', '0'] },
 ]
 
 function envFor(home: string): Record<string, string> {
