@@ -26,7 +26,8 @@
  * after-commit work still under the lock (purge's log removal) → unlock. Readers catch up without the lock.
  * Only deterministic statements are journaled: rows are picked by a read and written by primary key, with every
  * value (ids, timestamps, counters) computed here, so replay gives the same rows under any SQLite version.
- * Past QUEUECTL_JOURNAL_LIMIT bytes the writer compacts: a new snapshot of generation + 1, then an empty journal.
+ * Past half the snapshot's size in journal (64–256 KiB) the writer compacts: a new snapshot of generation + 1, then an
+ * empty journal.
  * A schema migration runs the same way but is written as a snapshot at once, so an older queuectl refuses it.
  *
  * The claim: the ready set. `jobs_ready (queue, priority DESC, seq) WHERE ready = 1` holds exactly the jobs a
@@ -43,9 +44,15 @@
  * that finds its attempt taken over kills it and records nothing. The lockfile holds `pid starttime token host`:
  * a dead holder's lock is broken at once, another host's once it is older than the lease.
  *
+ * Wake-ups: an idle worker waits on its own file `wake/<worker id>` (fs.watch), not on the journal, which every
+ * write changes. Whatever gives workers work pokes one worker of this host that can take it (Queue.wakeWorker: a
+ * free slot, the job's queue, no note); a worker that claims or ends jobs pokes the next, so a bulk enqueue wakes
+ * them one after the other. A lost poke (its worker died or hangs) costs at most the idle poll, IDLE_POLL_MS.
+ *
  * The home: `queue.db` (snapshot, generation = user_version), `queue.db.journal` (records since), `queue.db.lock`,
  * `logs/<id>.log` (every attempt's output between header and footer lines), `logs/<id>.pid` (a running attempt's
- * process group, for whoever recovers it), `logs/worker.log` (detached workers' messages), `dashboard.token`.
+ * process group, for whoever recovers it), `logs/worker.log` (detached workers' messages), `wake/<worker id>`,
+ * `dashboard.token`.
  *
  * The queue's logic is SQL with bound values behind `Storage` (read, write transaction), the one seam a second
  * backend would implement.
@@ -54,7 +61,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
 import {
   closeSync, existsSync, fdatasyncSync, fstatSync, fsyncSync, ftruncateSync, futimesSync, linkSync,
-  mkdirSync, openSync, readdirSync, readFileSync, readSync, realpathSync, renameSync, statSync, unlinkSync, watch, writeSync,
+  mkdirSync, openSync, readdirSync, readFileSync, readSync, realpathSync, renameSync, statSync, unlinkSync, utimesSync, watch, writeFileSync, writeSync,
   type FSWatcher,
 } from 'node:fs'
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
@@ -297,7 +304,7 @@ const APPLICATION_ID = 0x51554555 // "QUEU": marks queue.db as ours, so a foreig
 const JOURNAL_MAGIC = 'QCTLJRN1'
 const JOURNAL_FORMAT = 1
 const JOURNAL_HEADER_BYTES = 16
-const DEFAULT_JOURNAL_LIMIT = 256 * 1024
+const JOURNAL_LIMIT = { min: 64 * 1024, max: 256 * 1024 }
 const HEARTBEAT_MS = 5_000 // or a third of the lease, if that is shorter
 // A process that has not watched a remote worker's heartbeat stand still for a lease (a CLI call) judges it by the
 // heartbeat's age on its own clock instead, and allows the two hosts' clocks to differ by this much.
@@ -373,19 +380,21 @@ export function retryDelay(failedAttempts: number, base: number, max: number): n
 }
 
 let lastIdTime = 0
+let idTime = '' // lastIdTime in base 36
 let idCounter = 0
+let randomPool = Buffer.alloc(0) // drawn 4 KiB at a time: a bulk enqueue makes 100k ids, and one randomBytes() costs ~5 µs
+let randomUsed = 0
 /** A short, URL-safe id that sorts by creation: 8 base36 chars of milliseconds, a 3-char counter, 2 random. */
 export function generateJobId(): string {
   const now = Date.now()
-  if (now > lastIdTime) {
-    lastIdTime = now
-    idCounter = 0
-  } else if (++idCounter >= 36 ** 3) {
-    lastIdTime += 1
+  if (now > lastIdTime || ++idCounter >= 36 ** 3) {
+    lastIdTime = Math.max(now, lastIdTime + 1)
+    idTime = lastIdTime.toString(36).padStart(8, '0')
     idCounter = 0
   }
-  const random = randomBytes(2).readUInt16BE(0) % 36 ** 2
-  return lastIdTime.toString(36).padStart(8, '0') + idCounter.toString(36).padStart(3, '0') + random.toString(36).padStart(2, '0')
+  if (randomUsed + 2 > randomPool.length) [randomPool, randomUsed] = [randomBytes(4096), 0]
+  const random = randomPool.readUInt16BE((randomUsed += 2) - 2) % 36 ** 2
+  return idTime + idCounter.toString(36).padStart(3, '0') + random.toString(36).padStart(2, '0')
 }
 
 export function isValidJobId(id: unknown): id is string {
@@ -400,7 +409,13 @@ function describeValue(value: unknown): string {
   return String(value)
 }
 
-const iso = (ms: number | null | undefined): string | null => (ms == null ? null : new Date(ms).toISOString())
+let lastIso: [number, string] = [NaN, '']
+/** An ISO-8601 UTC timestamp; the last one is kept, since the jobs of one enqueue share their times. */
+const iso = (ms: number | null | undefined): string | null => {
+  if (ms == null) return null
+  if (ms !== lastIso[0]) lastIso = [ms, new Date(ms).toISOString()]
+  return lastIso[1]
+}
 
 const ISO_TIME = /^(\d{4})-(\d\d)-(\d\d)(?:[T ](\d\d):(\d\d)(?::(\d\d)(?:[.,](\d+))?)?(Z|([+-])(\d\d)(?::?(\d\d))?)?)?$/i
 
@@ -785,8 +800,13 @@ const MIGRATIONS: Record<number, (db: Database) => void> = {
 
 let sqlJs: Promise<SqlJsStatic> | undefined
 function loadSqlJs(): Promise<SqlJsStatic> {
-  // Without tier-up, a short CLI call exits ~100 ms sooner (MEASURED §7) and workers lose nothing measurable.
+  // A built-in module first loaded after a V8 flag changes misses Node's code cache (made under other flags) and is
+  // compiled afresh, ~6 ms more: the standard streams, which every command uses, are created first.
+  void [process.stdout.isTTY, process.stderr.isTTY]
+  // Without tier-up, a short CLI call exits ~100 ms sooner (MEASURED §7) and workers lose nothing measurable. A function
+  // is validated when it is first compiled: a CLI call uses a fraction of SQLite, and need not check all of it first.
   setFlagsFromString('--liftoff-only')
+  setFlagsFromString('--wasm-lazy-validation')
   // require(), not import(): sql.js is CommonJS, and import() would first scan its 100 KB for named exports.
   sqlJs ??= Promise.resolve().then(() => (createRequire(scriptPath())('sql.js') as (config?: object) => Promise<SqlJsStatic>)())
   return sqlJs
@@ -881,7 +901,8 @@ export class SqlJsStorage implements Storage {
   private readonly lock: FileLock
   private readonly dbPath: string
   private readonly journalPath: string
-  private readonly journalLimit = envNumber('QUEUECTL_JOURNAL_LIMIT', DEFAULT_JOURNAL_LIMIT)
+  private readonly journalLimitSet = envNumber('QUEUECTL_JOURNAL_LIMIT', -1) // -1: not set
+  private snapshotBytes = 0
   private pending: Statements = [] // the statements of the open write transaction
   private sqlTexts: string[] = [] // the journal's statements by number, as far as it has been applied
   private readonly sqlNumbers = new Map<string, number>()
@@ -1038,13 +1059,14 @@ export class SqlJsStorage implements Storage {
   }
 
   /**
-   * What sqlite3_stmt_readonly() says (sql.js does not expose it), asked of the program SQLite compiles the
-   * statement to: no write transaction, no VACUUM or journal mode change; nor BEGIN, COMMIT or SAVEPOINT. Asked once
-   * per statement text. (PRAGMA query_only would refuse writes too, but setting it expires every prepared statement:
-   * toggled around reads, it made a worker's claim-and-finish cycle ~30 % dearer.)
+   * What sqlite3_stmt_readonly() says (sql.js does not expose it). A SELECT writes nothing (and only the first
+   * statement of a text is compiled); anything else is asked of the program SQLite compiles it to: no write
+   * transaction, no VACUUM or journal mode change; nor BEGIN, COMMIT or SAVEPOINT. Asked once per statement text.
+   * (PRAGMA query_only would refuse writes too, but setting it expires every prepared statement: toggled around
+   * reads, it made a worker's claim-and-finish cycle ~30 % dearer.)
    */
   private readOnly(sql: string): boolean {
-    if (this.readOnlySql.has(sql)) return true
+    if (this.readOnlySql.has(sql) || /^\s*SELECT\b/i.test(sql)) return true
     const program = this.database().prepare(`EXPLAIN ${sql}`)
     try {
       while (program.step()) {
@@ -1093,8 +1115,16 @@ export class SqlJsStorage implements Storage {
     db.exec('COMMIT')
     this.applied += appended
     afterCommit?.(result)
-    if (this.applied > this.journalLimit && this.lock.stillHeld()) this.compact()
+    if (this.applied > this.journalLimit() && this.lock.stillHeld()) this.compact()
     return result
+  }
+
+  /**
+   * Past this many bytes of journal the writer compacts. Every process that starts replays the whole journal (~0.25 ms
+   * a KiB), and a small snapshot is cheap to write again: by default half the snapshot, from 64 to 256 KiB.
+   */
+  private journalLimit(): number {
+    return this.journalLimitSet >= 0 ? this.journalLimitSet : Math.min(JOURNAL_LIMIT.max, Math.max(JOURNAL_LIMIT.min, this.snapshotBytes / 2))
   }
 
   /** Appends one record and makes it durable; on failure the journal is cut back so memory never leads disk. */
@@ -1106,11 +1136,11 @@ export class SqlJsStorage implements Storage {
       fresh.push(sql)
       return [sql, ...rows]
     })
-    const payload = Buffer.from(JSON.stringify(record))
-    const frame = Buffer.alloc(8 + payload.length)
-    frame.writeUInt32BE(payload.length, 0)
-    frame.writeUInt32BE(crc32(payload), 4)
-    payload.copy(frame, 8)
+    const text = JSON.stringify(record)
+    const frame = Buffer.allocUnsafe(8 + Buffer.byteLength(text)) // the JSON is encoded in place: a bulk record is ~10 MB
+    frame.write(text, 8)
+    frame.writeUInt32BE(frame.length - 8, 0)
+    frame.writeUInt32BE(crc32(frame.subarray(8)), 4)
     try {
       let written = 0
       while (written < frame.length) written += writeSync(fd, frame, written, frame.length - written, this.applied + written)
@@ -1147,7 +1177,9 @@ export class SqlJsStorage implements Storage {
     const db = this.database()
     db.exec(`PRAGMA user_version = ${next}`)
     try {
-      writeFileDurably(this.dbPath, db.export())
+      const data = db.export()
+      writeFileDurably(this.dbPath, data)
+      this.snapshotBytes = data.length
       writeFileDurably(this.journalPath, journalHeader(next))
     } catch (error) {
       db.exec(`PRAGMA user_version = ${this.generation}`)
@@ -1210,14 +1242,16 @@ export class SqlJsStorage implements Storage {
     this.db = undefined
     let db: Database
     try {
-      db = new this.SQL.Database(readFileSync(this.dbPath))
+      const file = readFileSync(this.dbPath)
+      this.snapshotBytes = file.length
+      db = new this.SQL.Database(file)
       const version = Number(db.exec("SELECT value FROM meta WHERE key = 'schema_version'")[0]?.values[0]?.[0])
       if (version > SCHEMA_VERSION) {
         db.close()
         throw new QueueError(`${this.dbPath} has schema ${version}, made by a newer queuectl; this is queuectl ${VERSION} (schema ${SCHEMA_VERSION}): upgrade queuectl; the home was left untouched`)
       }
       this.schemaVersion = version
-      this.generation = Number(db.exec('PRAGMA user_version')[0].values[0][0])
+      this.generation = file.readUInt32BE(60) // PRAGMA user_version, as the file's header holds it
     } catch (error) {
       if (error instanceof QueueError) throw error
       throw new QueueError(`${this.dbPath} is damaged (${(error as Error).message}); it was left untouched`)
@@ -1433,6 +1467,7 @@ const HOST = hostname()
 /** Attempts that count: anything but released ones (a force stop, a job not started); unfinished ones have no outcome yet. */
 const COUNTED_ATTEMPT = "outcome IN ('completed', 'failed', 'lost', 'cancelled')"
 const COLUMNS = 'seq, id, command, cwd, env_hash, state, attempts, runs, max_retries, priority, run_at, timeout, created_at, updated_at, queue, ready, unique_key, after, after_any, finished_at, last_error, schedule, on_success, on_failure, on_finish, hook_due'
+const INSERT_JOB = `INSERT INTO jobs (${COLUMNS}) VALUES (${COLUMNS.split(',').map(() => '?').join(', ')})`
 /** Every state change is this one statement (see moveJob). */
 const MOVE_JOB = 'UPDATE jobs SET state = ?, ready = ?, attempts = ?, runs = ?, run_at = ?, started_at = ?, finished_at = ?, updated_at = ?, exit_code = ?, last_error = ?, worker = ?, output_tail = ?, cancel = ?, slot = ?, hook_due = ? WHERE id = ?'
 const PROMOTE_BATCH = 1_000
@@ -1464,6 +1499,10 @@ export interface HookRun {
   /** when the worker it was taken from (gone) had taken it: its hook's process note says so */
   took_over?: number
 }
+const HAS_READY = 'SELECT 1 FROM jobs INDEXED BY jobs_ready WHERE ready = 1 AND queue = ? LIMIT 1'
+/** This host's workers with free slots and no note (a note says why a worker holds back), most free slots first. */
+const IDLE_WORKERS = `SELECT * FROM (SELECT w.*, w.slots - (SELECT count(*) FROM jobs INDEXED BY jobs_worker WHERE worker = w.id) AS free
+  FROM workers w WHERE host = ? AND id <> ? AND note IS NULL) WHERE free > 0 ORDER BY free DESC`
 
 function toJob(row: JobRow): Job {
   return {
@@ -1924,7 +1963,9 @@ export class Queue {
         throw error
       }
     })
-    return this.storage.write(this.jobInserter(jobs, now))
+    const added = await this.storage.write(this.jobInserter(jobs, now))
+    if (added.some((job) => !job.duplicate && job.state === 'pending' && Date.parse(job.run_at) <= Date.now())) await this.wakeWorker()
+    return added
   }
 
   /**
@@ -1971,6 +2012,8 @@ export class Queue {
       const results: EnqueuedJob[] = new Array(jobs.length)
       const rows = new Map<string, JobRow>() // this batch's jobs by id, as inserted so far
       const holders = new Map<string, JobRow>() // this batch's unique keys
+      const queues = new Set<string>() // made sure to exist
+      const generated = (await this.freshIds(sql, jobs.filter((job) => job.id === undefined).length, named)).reverse()
       for (const i of order) {
         const job = jobs[i]
         if (job.unique_key !== null) {
@@ -1981,8 +2024,9 @@ export class Queue {
             continue
           }
         }
-        await this.ensureQueue(sql, job.queue)
-        const id = job.id ?? (await this.freshId(sql))
+        if (!queues.has(job.queue)) await this.ensureQueue(sql, job.queue)
+        queues.add(job.queue)
+        const id = job.id ?? generated.pop()!
         const row: JobRow = {
           seq: seq + 1 + i,
           id,
@@ -2012,21 +2056,22 @@ export class Queue {
           on_finish: job.on_finish,
           hook_due: 0,
         }
-        const parents = [...job.after.map((p) => [p, 1] as const), ...job.after_any.map((p) => [p, 0] as const)]
         const judged: { id: string; state: JobState; required: boolean }[] = []
-        for (const [given, required] of parents) {
-          const parent = rows.get(given) ?? (await sql.get<JobRow>('SELECT * FROM jobs WHERE id = ?', [given]))!
-          judged.push({ id: parent.id, state: parent.state, required: Boolean(required) })
+        if (job.after.length || job.after_any.length) {
+          for (const [given, required] of [...job.after.map((p) => [p, 1] as const), ...job.after_any.map((p) => [p, 0] as const)]) {
+            const parent = rows.get(given) ?? (await sql.get<JobRow>('SELECT * FROM jobs WHERE id = ?', [given]))!
+            judged.push({ id: parent.id, state: parent.state, required: Boolean(required) })
+          }
+          Object.assign(row, initialState(judged, now))
         }
-        Object.assign(row, initialState(judged, now))
         row.ready = isReady(row.state, row.run_at, now) ? 1 : 0
         row.hook_due = isTerminal(row.state) && hooksFor(row, config).length ? 1 : 0 // born skipped: its end is now
-        await sql.run(`INSERT INTO jobs (${COLUMNS}) VALUES (${COLUMNS.split(',').map(() => '?').join(', ')})`, [
+        await sql.run(INSERT_JOB, [
           row.seq, row.id, row.command, row.cwd, row.env_hash, row.state, 0, 0, row.max_retries, row.priority, row.run_at, row.timeout, now, now,
           row.queue, row.ready, row.unique_key, row.after, row.after_any, row.finished_at, row.last_error, row.schedule, row.on_success, row.on_failure, row.on_finish, row.hook_due,
         ])
         for (const parent of judged) await sql.run('INSERT OR IGNORE INTO deps (parent, child, required) VALUES (?, ?, ?)', [parent.id, row.id, parent.required ? 1 : 0])
-        rows.set(id, row)
+        if (job.id !== undefined) rows.set(id, row) // a generated id is no parent in this batch
         if (row.unique_key !== null) holders.set(`${row.queue}\0${row.unique_key}`, row)
         results[i] = toJob(row)
       }
@@ -2034,12 +2079,20 @@ export class Queue {
     }
   }
 
-  /** A generated id no job has (the clock may have gone back since an earlier one). */
-  private async freshId(sql: SqlSession): Promise<string> {
-    for (;;) {
-      const id = generateJobId()
-      if (!(await sql.get('SELECT 1 FROM jobs WHERE id = ?', [id]))) return id
+  /**
+   * `count` generated ids that no stored job has, nor one of `named` (the clock may have gone back since an earlier
+   * id). Generated ids only grow, so when no stored id lies between the first and the last none is taken: one lookup
+   * for a bulk enqueue instead of one per job.
+   */
+  private async freshIds(sql: SqlSession, count: number, named: Map<string, unknown>): Promise<string[]> {
+    const ids = Array.from({ length: count }, generateJobId)
+    if (count === 0 || (!(await sql.get('SELECT 1 FROM jobs WHERE id BETWEEN ? AND ?', [ids[0], ids[count - 1]])) && !ids.some((id) => named.has(id)))) return ids
+    for (const [i, id] of ids.entries()) {
+      let candidate = id // a new one is greater than every id before it, so it can only be taken by a stored job
+      while (named.has(candidate) || (await sql.get('SELECT 1 FROM jobs WHERE id = ?', [candidate]))) candidate = generateJobId()
+      ids[i] = candidate
     }
+    return ids
   }
 
   /** The job that holds `key` in `queue`: an active one, or one finished at or after `finishedSince`. */
@@ -2181,7 +2234,7 @@ export class Queue {
    */
   async retryJobs(ids: string[] | 'all', options: { deadOnly?: boolean } = {}): Promise<{ retried: string[]; revived: number }> {
     const allowed: JobState[] = options.deadOnly || ids === 'all' ? ['dead'] : ['dead', 'cancelled', 'skipped']
-    return this.storage.write(async (sql) => {
+    const result = await this.storage.write(async (sql) => {
       const now = Date.now()
       const targets = ids === 'all'
         ? (await sql.all<{ id: string }>("SELECT id FROM jobs WHERE state = 'dead' ORDER BY seq")).map((r) => r.id)
@@ -2211,6 +2264,8 @@ export class Queue {
       }
       return { retried, revived }
     })
+    if (result.retried.length) await this.wakeWorker()
+    return result
   }
 
   /** The jobs that `parentId` skipped, and theirs, back to blocked: unless another required parent also failed. */
@@ -2240,7 +2295,8 @@ export class Queue {
    */
   async kill(target: { ids?: string[]; queue?: string }, options: { signal?: NodeJS.Signals; graceMs?: number } = {}): Promise<KillResult> {
     const request = `${options.signal ?? 'SIGTERM'} ${Math.round(options.graceMs ?? KILL_GRACE_DEFAULT_MS)}`
-    return this.storage.write(async (sql) => {
+    const owners = new Set<string>()
+    const result = await this.storage.write(async (sql) => {
       const now = Date.now()
       let ids = target.ids
       if (ids) {
@@ -2256,6 +2312,7 @@ export class Queue {
         else if (row.state === 'processing') {
           await sql.run('UPDATE jobs SET cancel = ?, updated_at = ? WHERE id = ?', [request, now, id])
           result.signalled.push(id)
+          if (row.worker) owners.add(row.worker)
         } else {
           await this.moveJob(sql, row, { state: 'cancelled', finished_at: now, last_error: 'cancelled' }, now)
           result.cancelled.push(id)
@@ -2263,6 +2320,8 @@ export class Queue {
       }
       return result
     })
+    for (const worker of owners) this.poke(worker) // the owner signals at once; its heartbeat would find the request too
+    return result
   }
 
   /** The kills requested for this worker's running jobs: what its slots must signal. */
@@ -2315,6 +2374,11 @@ export class Queue {
     })
   }
 
+  /** The names of the paused queues (without counting their jobs, as listQueues does). */
+  async pausedQueues(): Promise<string[]> {
+    return (await this.storage.read((sql) => sql.all<{ name: string }>('SELECT name FROM queues WHERE paused = 1 ORDER BY name'))).map((r) => r.name)
+  }
+
   /** `queue set Q --concurrency N|unlimited` (null). Lowering it stops nothing: claims wait until under it. */
   async setQueueConcurrency(name: string, concurrency: number | null): Promise<void> {
     if (!isValidQueueName(name)) throw new UsageError(`invalid queue name ${describeValue(name)}: use 1–64 letters, digits, _ . - (not starting with . or -)`)
@@ -2322,12 +2386,13 @@ export class Queue {
       await this.ensureQueue(sql, name)
       await sql.run('UPDATE queues SET concurrency = ? WHERE name = ?', [concurrency, name])
     })
+    await this.wakeWorker()
   }
 
   /** Pauses or resumes one queue, or all (`all` also covers queues made later). Returns the queues that changed. */
   async setPaused(target: { queue?: string; all?: boolean }, paused: boolean): Promise<string[]> {
     if (target.queue !== undefined && !isValidQueueName(target.queue)) throw new UsageError(`invalid queue name ${describeValue(target.queue)}: use 1–64 letters, digits, _ . - (not starting with . or -)`)
-    return this.storage.write(async (sql) => {
+    const changed = await this.storage.write(async (sql) => {
       if (target.all) await sql.run("INSERT INTO meta (key, value) VALUES ('paused_all', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value", [paused ? '1' : '0'])
       else await this.ensureQueue(sql, target.queue!)
       const scope = target.all ? '' : ' AND name = ?'
@@ -2335,6 +2400,8 @@ export class Queue {
       for (const name of changed) await sql.run('UPDATE queues SET paused = ? WHERE name = ?', [paused ? 1 : 0, name])
       return changed
     })
+    if (!paused && changed.length) await this.wakeWorker()
+    return changed
   }
 
   /** Id, state, exit code and attempts of each job (undefined: no such job), for `wait`. */
@@ -2471,6 +2538,49 @@ export class Queue {
     await this.storage.write((sql) => sql.run('UPDATE workers SET note = ? WHERE id = ?', [note, workerId]))
   }
 
+  /** The file that worker `workerId` watches, to be woken when there is work for it (see wakeWorker). */
+  wakePath(workerId: string): string {
+    return join(this.home, 'wake', workerId)
+  }
+
+  /**
+   * Wakes one worker of this host, other than `except`, that can start a job now: it has a free slot, no note (it
+   * is not backing off), and serves a queue with a ready job; of those, one with the most free slots (any one of
+   * them). Called after whatever may give workers work (enqueue, retry, resume, a raised limit, a recovery), and by
+   * a worker that claimed or ended jobs, which may have left work for another: so each job wakes one worker, one
+   * after the other, instead of every change waking all of them. A poke that finds its worker dead, or hung, is
+   * lost; the other idle workers' poll (IDLE_POLL_MS) still finds the job. Never throws: the change is made, and
+   * the answer is only whether some worker was poked.
+   */
+  async wakeWorker(except?: string): Promise<boolean> {
+    let candidates: (WorkerRow & { free: number })[]
+    try {
+      candidates = await this.storage.read(async (sql) => {
+        const idle = (await sql.all<WorkerRow & { free: number }>(IDLE_WORKERS, [HOST, except ?? ''])).filter((w) => isProcessAlive(w.pid, w.proc_start || undefined))
+        if (idle.length === 0) return []
+        const startable = new Set<string>()
+        for (const { name } of await sql.all<{ name: string }>(SERVABLE_QUEUES)) if (await sql.get(HAS_READY, [name])) startable.add(name)
+        return idle.filter((w) => (w.queues === null ? startable.size > 0 : w.queues.split(',').some((name) => startable.has(name))))
+      })
+    } catch {
+      return false // the change that called for it is made; the poll finds it
+    }
+    const most = candidates.filter((w) => w.free === candidates[0].free)
+    const first = Math.floor(Math.random() * most.length) // spread the pokes over equally idle workers
+    return [...most.slice(first), ...most.slice(0, first), ...candidates.slice(most.length)].some((w) => this.poke(w.id))
+  }
+
+  /** Touches worker `workerId`'s wake file; false if it has none (it stopped, or it died and was cleaned up). */
+  poke(workerId: string): boolean {
+    try {
+      const now = new Date()
+      utimesSync(this.wakePath(workerId), now, now)
+      return true
+    } catch {
+      return false
+    }
+  }
+
   /**
    * Takes the next job of the ready set (see the head comment) for `workerId`'s slot `slot`, in one transaction
    * under the lock: no two workers ever get the same attempt. Idle, it costs one read and no lock.
@@ -2571,9 +2681,13 @@ export class Queue {
     })
     if (orphans.length === 0 && !anyGone) return 0
     for (const job of orphans) killOrphanedAttempt(this.processNotePath(job.id), job.runs)
-    return this.storage.write(async (sql) => {
+    const removed: string[] = []
+    const recovered = await this.storage.write(async (sql) => {
       const { alive, gone } = await this.judgeWorkers(sql) // again under the lock: a heartbeat may have come meanwhile
-      for (const w of gone) await sql.run('DELETE FROM workers WHERE id = ?', [w.id])
+      for (const w of gone) {
+        await sql.run('DELETE FROM workers WHERE id = ?', [w.id])
+        removed.push(w.id)
+      }
       let recovered = 0
       for (const { id } of orphans) {
         const row = await sql.get<JobRow>('SELECT * FROM jobs WHERE id = ?', [id])
@@ -2583,6 +2697,9 @@ export class Queue {
       }
       return recovered
     })
+    for (const id of removed) rmQuiet(this.wakePath(id))
+    if (recovered) await this.wakeWorker()
+    return recovered
   }
 
   /**
@@ -2594,7 +2711,7 @@ export class Queue {
     const leaseMs = (await this.readConfig(sql)).lease * 1000
     const workers = await sql.all<WorkerRow>('SELECT * FROM workers')
     const now = Date.now()
-    const watching = performance.now()
+    const watching = process.uptime() * 1000 // monotonic, as performance.now() is, without loading perf_hooks (see loadSqlJs)
     const isGone = (w: WorkerRow) => {
       if (w.host === HOST) return !isProcessAlive(w.pid, w.proc_start || undefined)
       let seen = this.heartbeatsSeen.get(w.id)
@@ -3265,9 +3382,10 @@ function hookRunner(queue: Queue, workerId: string, log: (message: string) => vo
   }
 }
 
-// Worker: claim, run, record, repeat; woken by changes to the queue's folder, with a slow poll as a fallback.
+// Worker: claim, run, record, repeat; woken by a poke when there is work for it, with a slow poll as a fallback.
 
-const IDLE_POLL_MS = 1_000
+/** An idle worker looks for work this often without being poked: for a poke that was lost, and other hosts' jobs. */
+const IDLE_POLL_MS = Math.min(envNumber('QUEUECTL_IDLE_POLL', 1), 86_400) * 1000
 const MAINTENANCE = { recoverMs: 1_000, retentionMs: 5_000 }
 
 export interface WorkerOptions {
@@ -3330,17 +3448,26 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
       slot.run.cancel(request.signal, request.graceMs)
     }
   }
+  // Woken by a poke (Queue.wakeWorker, kill) on this worker's own wake file: a change elsewhere wakes nobody else.
   let watcher: FSWatcher | undefined
-  try {
-    watcher = watch(queue.home, (_event, file) => {
-      if (file !== null && !String(file).startsWith('queue.db') || String(file).includes('.lock')) return
-      changed = true
-      void carryOutKills().catch(() => undefined)
-      if (mayClaim()) wake()
-    })
-  } catch {
-    // no inotify here: the idle poll still finds new jobs, and the heartbeat carries out kills
+  const watchWakeFile = () => {
+    const path = queue.wakePath(workerId)
+    if (watcher && existsSync(path)) return
+    watcher?.close()
+    watcher = undefined
+    try {
+      makeDirectory(dirname(path))
+      writeFileSync(path, '', { mode: 0o600 })
+      watcher = watch(path, () => {
+        changed = true
+        void carryOutKills().catch(() => undefined)
+        if (mayClaim()) wake()
+      })
+    } catch {
+      rmQuiet(path) // no inotify here (or none left): the idle poll still finds new jobs, and the heartbeat carries out kills
+    }
   }
+  watchWakeFile()
   // Also while long jobs run: a lost worker's job must not wait for these to finish to be put back, and this is
   // where a worker that was judged lost learns that its attempts were taken over.
   let beating = true
@@ -3355,6 +3482,7 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
       const slotsNow = [...running.values()]
       const lost = await queue.heartbeat(workerId, slotsNow.map((slot) => slot.claim))
       for (const slot of slotsNow) if (lost.includes(slot.claim) && running.get(slot.claim.slot) === slot) slot.run.killTakenOver()
+      watchWakeFile() // judged lost and cleaned up, then registered again
       await carryOutKills()
       await queue.recoverLostJobs()
     } catch (error) {
@@ -3389,7 +3517,9 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
   try {
     for (;;) {
       try {
+        let moved = false // jobs ended or were claimed this turn: work may be left for another worker
         if (ended.length) {
+          moved = true
           const batch = ended.splice(0)
           const fault = batch.find((end) => end.outcome.machineFault && !end.outcome.forced)?.outcome.machineFault
           if (fault && !stopping) {
@@ -3404,6 +3534,17 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
           }
         }
         if (stopping && running.size === 0 && ended.length === 0) break
+        if (mayClaim() && ended.length === 0) {
+          changed = false
+          for (const slot of freeSlots()) {
+            const claim = await queue.claimNextJob(workerId, slot)
+            if (!claim) break
+            start(claim)
+            moved = true
+          }
+        }
+        if (moved) await queue.wakeWorker(workerId)
+        // After the claims, so that a poke's job starts first; what a recovery puts back pokes a worker in turn.
         const now = Date.now()
         if (!stopping && now - lastRecovery >= MAINTENANCE.recoverMs) {
           lastRecovery = now
@@ -3415,14 +3556,9 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
           lastRetention = now
           await queue.applyRetention()
         }
-        if (!stopping && now >= schedulesDue) schedulesDue = await queue.fireDueSchedules(log)
-        if (mayClaim() && ended.length === 0) {
-          changed = false
-          for (const slot of freeSlots()) {
-            const claim = await queue.claimNextJob(workerId, slot)
-            if (!claim) break
-            start(claim)
-          }
+        if (!stopping && now >= schedulesDue) {
+          schedulesDue = await queue.fireDueSchedules(log)
+          changed = true // a fire may have enqueued a job for this worker
         }
         failures = 0
         if (ended.length) continue
@@ -3453,10 +3589,12 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
     beating = false
     clearTimeout(beat)
     watcher?.close()
+    rmQuiet(queue.wakePath(workerId))
     for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.off(signal, onStop)
     process.off('SIGUSR2', onForce)
     await hooks.settle()
     await queue.unregisterWorker(workerId).catch(() => undefined)
+    await queue.wakeWorker(workerId) // the jobs a forced stop put back go to another worker at once
     log(`worker ${workerId} stopped`)
   }
 }
@@ -4323,13 +4461,20 @@ function escapeControls(text: string, keep = ''): string {
     keep.includes(c) ? c : c === '\n' ? '\\n' : c === '\t' ? '\\t' : c === '\r' ? '\\r' : `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`)
 }
 
-/** Messages on stderr: consola's fancy reporter on a terminal, its light one-line build otherwise (faster start). */
-let log: ConsolaInstance
-async function loadLog(): Promise<void> {
-  const fancy = Boolean(process.stderr.isTTY)
-  const { createConsola } = fancy ? await import('consola') : await import('consola/basic')
-  log = createConsola({ stdout: process.stderr, stderr: process.stderr, fancy, formatOptions: { date: false } })
+/**
+ * Messages on stderr: consola's fancy reporter on a terminal, its light one-line build otherwise. Loaded at the first
+ * message (most calls print none), and as CommonJS: require() is synchronous and costs a fraction of an import().
+ */
+let consola: ConsolaInstance | undefined
+const say = (level: 'info' | 'success' | 'warn' | 'error') => (message: string) => {
+  if (!consola) {
+    const fancy = Boolean(process.stderr.isTTY)
+    const { createConsola } = createRequire(scriptPath())(fancy ? 'consola' : 'consola/basic') as typeof import('consola')
+    consola = createConsola({ stdout: process.stderr, stderr: process.stderr, fancy, formatOptions: { date: false } })
+  }
+  consola[level](message)
 }
+const log = { info: say('info'), success: say('success'), warn: say('warn'), error: say('error') }
 const examples = new WeakMap<object, string[]>()
 
 function print(text = ''): void {
@@ -4551,7 +4696,7 @@ const enqueueCommand = define({
     const [jobs, paused, unattended] = await withQueue(async (queue) => {
       const added = await queue.enqueueMany(specs)
       const queues = new Set(added.filter((job) => !job.duplicate).map((job) => job.queue))
-      return [added, (await queue.listQueues()).filter((q) => q.paused && queues.has(q.name)).map((q) => q.name),
+      return [added, (await queue.pausedQueues()).filter((name) => queues.has(name)),
         Boolean(process.stderr.isTTY) && !(await queue.hasLiveWorker())] as const
     })
     if (args.json) printJson(file !== undefined ? jobs : jobs[0])
@@ -5640,7 +5785,6 @@ function checkFlags(argv: string[], argsDef: ArgsDef, path: string[]): string[] 
 /** Runs the CLI on `argv`; resolves to the exit code (0 ok, 1 failed, 2 bad usage or input). */
 export async function main(argv: string[] = process.argv.slice(2)): Promise<number> {
   try {
-    await loadLog()
     const dashes = argv.indexOf('--')
     const options = dashes === -1 ? argv : argv.slice(0, dashes)
     const homeAt = options.findIndex((arg) => arg === '--home' || arg.startsWith('--home='))
@@ -5673,8 +5817,11 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<numb
     const expected = usage || error instanceof QueueError || typeof (error as NodeJS.ErrnoException).code === 'string' // a system error: disk full, permissions
     // Our messages are one line but may quote user input: escaped, its control characters keep it one line, whole.
     const line = expected ? escapeControls(message) : `${escapeControls(message.split('\n')[0])} (unexpected; set QUEUECTL_DEBUG=1 for details)`
-    if (log) log.error(line)
-    else process.stderr.write(`queuectl: ${line}\n`)
+    try {
+      log.error(line)
+    } catch {
+      process.stderr.write(`queuectl: ${line}\n`) // consola itself failed to load
+    }
     if (process.env.QUEUECTL_DEBUG) console.error(error)
     return usage ? 2 : 1
   }

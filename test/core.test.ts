@@ -3,7 +3,7 @@
 import { test, describe } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { randomBytes } from 'node:crypto'
 import { join } from 'node:path'
 import { CLI, Home, ROOT, isAlive, runProgram, waitFor, waitForState } from './helpers.ts'
@@ -41,6 +41,16 @@ function readPid(file: string): number | undefined {
   if (!existsSync(file)) return undefined
   const pid = Number(readFileSync(file, 'utf8').trim())
   return Number.isInteger(pid) && pid > 0 ? pid : undefined
+}
+
+/** A process's state letter in /proc (R, S, T for stopped, Z…), or undefined once it is gone. */
+function procState(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return stat[stat.lastIndexOf(')') + 2]
+  } catch {
+    return undefined
+  }
 }
 
 function shq(s: string): string {
@@ -364,6 +374,63 @@ describe('concurrency and crash recovery', { concurrency: true }, () => {
 })
 
 // ---------- storage: locks and damaged files ----------
+
+describe('waking idle workers', { concurrency: true }, () => {
+  test('pokes alone wake idle workers (their poll set to an hour): a bulk enqueue reaches all 8, one after the other; then a lone job', async () => {
+    const home = new Home()
+    const gate = join(home.dir, 'gate')
+    try {
+      await home.ok(['worker', 'start', '--count', '8'], { env: { QUEUECTL_IDLE_POLL: '3600' } })
+      const ids = (await status(home)).workers.map((w: any) => w.id).sort()
+      assert.deepEqual(readdirSync(join(home.dir, 'wake')).sort(), ids, 'each worker waits on a wake file of its own')
+      // The enqueue pokes one worker; each one that claims a job pokes the next while jobs are left.
+      const jobs = Array.from({ length: 10 }, (_, i) => JSON.stringify({ id: `g${i}`, command: `while [ ! -e ${shq(gate)} ]; do sleep 0.05; done` }))
+      await home.ok(['enqueue', '--file', '-'], { input: jobs.join('\n') })
+      const busy = await waitFor('all 8 workers to run a job', async () => {
+        const st = await status(home)
+        return st.workers.every((w: any) => w.job_id) ? st : undefined
+      })
+      assert.equal(busy.counts.processing, 8)
+      assert.equal(busy.counts.pending, 2)
+      writeFileSync(gate, '')
+      await waitFor('the 10 jobs to complete', async () => (await status(home)).counts.completed === 10)
+      const id = (await home.ok(['enqueue', 'echo alone'])).trim()
+      await waitForState(home, id, 'completed')
+      await home.ok(['worker', 'stop'])
+      assert.deepEqual(readdirSync(join(home.dir, 'wake')), [], 'a worker that stops removes its wake file')
+    } finally {
+      await home.cleanup()
+    }
+  })
+
+  test('a poke lost on a SIGSTOPped worker, or meant for a SIGKILLed one: another idle worker\'s poll picks the job up', async () => {
+    const home = new Home()
+    let stopped: number | undefined
+    try {
+      const [killed] = lines(await home.ok(['worker', 'start', '--concurrency', '4'])).map(Number)
+      ;[stopped] = lines(await home.ok(['worker', 'start', '--concurrency', '3'])).map(Number)
+      const [taker] = lines(await home.ok(['worker', 'start'])).map(Number)
+      const idOf = new Map<number, string>((await status(home)).workers.map((w: any) => [w.pid, w.id]))
+      // Stopped outside a transaction (holding the lock, it would stall every other process), it is alive and has
+      // the most free slots once the other is dead: every poke goes to it, and is lost.
+      await waitFor('the worker to be stopped outside a transaction', () => {
+        process.kill(stopped!, 'SIGSTOP')
+        const held = () => existsSync(join(home.dir, 'queue.db.lock')) && readFileSync(join(home.dir, 'queue.db.lock'), 'utf8').startsWith(`${stopped} `)
+        if (procState(stopped!) === 'T' && !held()) return true
+        process.kill(stopped!, 'SIGCONT')
+        return false
+      })
+      process.kill(killed, 'SIGKILL')
+      const id = (await home.ok(['enqueue', 'echo taken'])).trim()
+      const job = await waitForState(home, id, 'completed')
+      assert.equal(job.history[0].worker, idOf.get(taker))
+      await waitFor('the killed worker\'s wake file to go with its registration', () => !existsSync(join(home.dir, 'wake', idOf.get(killed)!)))
+    } finally {
+      if (stopped) process.kill(stopped, 'SIGCONT')
+      await home.cleanup()
+    }
+  })
+})
 
 describe('storage', { concurrency: true }, () => {
   test('a stale lock is recovered at once', async () => {
