@@ -107,6 +107,11 @@ export interface Job {
   after: string[]
   after_any: string[]
   unique_key: string | null
+  /** the schedule that enqueued it */
+  schedule: string | null
+  on_success: string | null
+  on_failure: string | null
+  on_finish: string | null
 }
 
 /**
@@ -155,6 +160,10 @@ export interface JobSpec {
   after_any?: string[] | string
   unique_key?: string
   unique_for?: string | number
+  /** completion hooks: shell commands run after the job ends (see Completion hooks) */
+  on_success?: string
+  on_failure?: string
+  on_finish?: string
 }
 
 /** A named queue: its limit (null = unlimited), whether it is paused, and its jobs by state. */
@@ -163,6 +172,40 @@ export interface QueueInfo {
   concurrency: number | null
   paused: boolean
   counts: Record<JobState, number>
+}
+
+/** A recurring job as `schedule ls --json` shows it; times ISO-8601 UTC, null where unknown. */
+export interface ScheduleInfo {
+  name: string
+  /** the 5-field expression or nickname; null for an `every` schedule */
+  cron: string | null
+  /** the interval between fires as a duration (`10m`); null for a cron schedule */
+  every: string | null
+  tz: string
+  paused: boolean
+  next_at: string | null
+  /** when it last enqueued a job (a fire or `schedule run`), and that job */
+  last_at: string | null
+  last_job: string | null
+  /** due times that passed while no worker was alive: after downtime only the latest one fires */
+  missed: number
+  /** fires that enqueued nothing: the previous job was still active, or its unique key was held */
+  skipped: number
+  created_at: string
+  /** the job each fire enqueues (its environment is stored too, not shown) */
+  job: { command: string; cwd: string; queue: string; priority: number; max_retries: number | null; timeout: number | null; unique_key: string | null }
+}
+
+/** What `schedule add` takes: a name, `cron` or `every`, and the job as enqueue takes it, less its id, times and parents. */
+export interface ScheduleSpec {
+  name: string
+  cron?: string
+  every?: string | number
+  /** the zone `cron` is read in; default: the system's */
+  tz?: string
+  job: JobSpec
+  /** replace a schedule of that name instead of refusing */
+  replace?: boolean
 }
 
 export interface WorkerInfo {
@@ -205,13 +248,14 @@ export class UsageError extends Error {}
 /** The operation failed (unknown job, lock timeout, damaged database): exit code 1. */
 export class QueueError extends Error {}
 
-interface ConfigKey {
-  default: number
+/** A setting: a number (durations in seconds) or a text such as a hook's command. */
+interface ConfigKey<T extends number | string = number | string> {
+  default: T
   /** what the key does, for `config list` */
   does: string
   /** the values it takes, for `config list` and the error that refuses another */
   range: string
-  parse: (text: string) => number | undefined
+  parse: (text: string) => T | undefined
 }
 
 const wholeNumber = (min: number, max: number) => (text: string) => {
@@ -234,7 +278,11 @@ const durationSeconds = (max: number, min = 0) => (text: string) => {
 }
 const MAX_TIMEOUT_S = 2_000_000 // setTimeout overflows past 2^31 ms (24.8 days)
 
-export const CONFIG_KEYS: Record<string, ConfigKey> = {
+/** A global completion hook: a shell command, or empty for none. */
+const hookCommand = (text: string) => (text === '' || commandProblem(text) === undefined ? text : undefined)
+const HOOK_RANGE = "a shell command, given the job's facts in QUEUECTL_* variables ('' = none)"
+
+export const CONFIG_KEYS = {
   max_retries: { default: 3, does: 'retries after the first attempt, for jobs without --max-retries', range: 'a whole number from 0 to 1000', parse: wholeNumber(0, 1000) },
   backoff_base: { default: 2, does: 'a failed job waits backoff_base^k seconds before retry k', range: 'a number from 0 to 1000 (0 = retry at once)', parse: decimal(0, 1000) },
   backoff_max: { default: 3600, does: 'the longest wait before a retry', range: 'a duration up to 7d such as 90s, 1h, or seconds', parse: durationSeconds(604_800) },
@@ -242,8 +290,13 @@ export const CONFIG_KEYS: Record<string, ConfigKey> = {
   worker_concurrency: { default: 1, does: 'jobs one worker process runs at once, for workers started without --concurrency', range: 'a whole number from 1 to 256', parse: wholeNumber(1, 256) },
   retention: { default: 0, does: 'completed and dead jobs are deleted, with their logs, this long after they end', range: 'a duration up to 3650d such as 7d, 12h, or seconds (0 = keep them)', parse: durationSeconds(3_650 * 86_400) },
   lease: { default: 30, does: 'a worker on another host whose heartbeat stands still this long has its jobs recovered', range: 'a duration from 1s to 1d such as 30s or 2m', parse: durationSeconds(86_400, 1) },
-}
-export type Config = Record<keyof typeof CONFIG_KEYS, number>
+  on_finish: { default: '', does: 'runs once any job has ended, after its own hooks', range: HOOK_RANGE, parse: hookCommand },
+  on_failure: { default: '', does: 'runs once a job has ended dead, cancelled or skipped, after its own hooks', range: HOOK_RANGE, parse: hookCommand },
+  hook_timeout: { default: 30, does: 'a completion hook running longer is killed', range: 'a duration from 1s to 1d such as 30s or 5m', parse: durationSeconds(86_400, 1) },
+} satisfies Record<string, ConfigKey>
+export type ConfigName = keyof typeof CONFIG_KEYS
+/** Each setting's value: a number (durations in seconds) or, for the global hooks, a command ('' = none). */
+export type Config = { [K in ConfigName]: NonNullable<ReturnType<(typeof CONFIG_KEYS)[K]['parse']>> }
 
 const VERSION = '0.2.0'
 const SCHEMA_VERSION = 4 // 1: queuectl 0.1.0; 2: config values as text, attempts' outcome, workers' note; 3: queues, dependencies, unique keys, the ready set; 4: schedules and completion hooks
@@ -268,9 +321,17 @@ function envNumber(name: string, fallback: number): number {
 }
 const OUTPUT_TAIL_BYTES = 2_048
 const ID_PATTERN = /^[A-Za-z0-9_:][A-Za-z0-9_.:-]{0,127}$/
-const JOB_FIELDS = ['id', 'command', 'max_retries', 'priority', 'run_at', 'delay', 'timeout', 'cwd', 'queue', 'after', 'after_any', 'unique_key', 'unique_for'] as const
+/** A job's own completion hooks: on_success after `completed`, on_failure after dead, cancelled or skipped, on_finish after any end. */
+const HOOK_FIELDS = ['on_success', 'on_failure', 'on_finish'] as const
+type HookName = (typeof HOOK_FIELDS)[number]
+const JOB_FIELDS = ['id', 'command', 'max_retries', 'priority', 'run_at', 'delay', 'timeout', 'cwd', 'queue', 'after', 'after_any', 'unique_key', 'unique_for', ...HOOK_FIELDS] as const
 const QUEUE_PATTERN = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$/
 const MAX_PARENTS = 1_000
+const CRON_NICKNAMES = ['@hourly', '@daily', '@weekly', '@monthly', '@yearly']
+const CRON_FIELDS = [['minute', '0-59'], ['hour', '0-23'], ['day-of-month', '1-31'], ['month', '1-12 or JAN-DEC'], ['day-of-week', '0-7 or SUN-SAT']] as const
+const MIN_EVERY_MS = 10_000
+const SCHEDULE_CHECK_MS = 1_000 // a worker looks for due schedules this often at least (one may be added meanwhile)
+const CATCH_UP_COUNTED = 1_000 // missed fire times counted one by one after a downtime; the rest by their spacing
 
 // Pure helpers: durations, backoff, ids, time.
 
@@ -1348,6 +1409,11 @@ interface JobRow {
   after_any: string | null
   cancel: string | null
   slot: number | null
+  schedule: string | null
+  on_success: string | null
+  on_failure: string | null
+  on_finish: string | null
+  hook_due: number
 }
 
 interface WorkerRow {
@@ -1400,15 +1466,39 @@ export interface AttemptOutcome {
 const HOST = hostname()
 /** Attempts that count: anything but released ones (a force stop, a job not started); unfinished ones have no outcome yet. */
 const COUNTED_ATTEMPT = "outcome IN ('completed', 'failed', 'lost', 'cancelled')"
-const COLUMNS = 'seq, id, command, cwd, env_hash, state, attempts, runs, max_retries, priority, run_at, timeout, created_at, updated_at, queue, ready, unique_key, after, after_any, finished_at, last_error'
+const COLUMNS = 'seq, id, command, cwd, env_hash, state, attempts, runs, max_retries, priority, run_at, timeout, created_at, updated_at, queue, ready, unique_key, after, after_any, finished_at, last_error, schedule, on_success, on_failure, on_finish, hook_due'
 const INSERT_JOB = `INSERT INTO jobs (${COLUMNS}) VALUES (${COLUMNS.split(',').map(() => '?').join(', ')})`
 /** Every state change is this one statement (see moveJob). */
-const MOVE_JOB = 'UPDATE jobs SET state = ?, ready = ?, attempts = ?, runs = ?, run_at = ?, started_at = ?, finished_at = ?, updated_at = ?, exit_code = ?, last_error = ?, worker = ?, output_tail = ?, cancel = ?, slot = ? WHERE id = ?'
+const MOVE_JOB = 'UPDATE jobs SET state = ?, ready = ?, attempts = ?, runs = ?, run_at = ?, started_at = ?, finished_at = ?, updated_at = ?, exit_code = ?, last_error = ?, worker = ?, output_tail = ?, cancel = ?, slot = ?, hook_due = ? WHERE id = ?'
 const PROMOTE_BATCH = 1_000
 /** The pending and failed jobs that are due but not yet in the ready set, soonest first. */
 const DUE_WAITING = "SELECT id FROM jobs INDEXED BY jobs_waiting WHERE ready = 0 AND state IN ('pending', 'failed') AND run_at <= ? ORDER BY run_at LIMIT ?"
 const SERVABLE_QUEUES = 'SELECT name FROM queues WHERE paused = 0 AND (concurrency IS NULL OR running < concurrency) ORDER BY name'
+/** The next time a schedule fires, after `now` (one that is due but cannot fire here must not keep a worker awake). */
+const NEXT_FIRE = 'SELECT min(next_at) AS t FROM schedules WHERE paused = 0 AND next_at > ?'
 const PICK_READY = 'SELECT * FROM jobs INDEXED BY jobs_ready WHERE ready = 1 AND queue = ? ORDER BY priority DESC, seq LIMIT 1'
+/** The ended job whose completion hooks have waited longest (see takeHooks). */
+const HOOKS_DUE = 'SELECT * FROM jobs INDEXED BY jobs_hooks WHERE hook_due = 1 ORDER BY finished_at LIMIT 1'
+/** Who runs which job's hooks: the meta rows `hook <job id>`, a range of its primary key. */
+const hookTaking = (id: string) => `hook ${id}`
+const HOOK_TAKINGS = "SELECT key, value FROM meta WHERE key >= 'hook ' AND key < 'hook!'"
+
+/** The hooks of one ended job as a worker took them: the facts they are given, and how long each may run. */
+export interface HookRun {
+  job: Job
+  hooks: Hook[]
+  /** the job's environment: its own hooks run with it */
+  env: Record<string, string>
+  /** its last attempt's number (0: it never ran), signal and duration */
+  attempt: number
+  signal: string | null
+  duration_ms: number | null
+  /** hook_timeout, seconds */
+  timeout: number
+  taken_at: number
+  /** when the worker it was taken from (gone) had taken it: its hook's process note says so */
+  took_over?: number
+}
 const HAS_READY = 'SELECT 1 FROM jobs INDEXED BY jobs_ready WHERE ready = 1 AND queue = ? LIMIT 1'
 /** This host's workers with free slots and no note (a note says why a worker holds back). Sorted in JS: a sort in SQL doubles its cost. */
 const IDLE_WORKERS = `SELECT * FROM (SELECT w.*, w.slots - (SELECT count(*) FROM jobs INDEXED BY jobs_worker WHERE worker = w.id) AS free
@@ -1436,11 +1526,37 @@ function toJob(row: JobRow): Job {
     after: row.after ? JSON.parse(row.after) : [],
     after_any: row.after_any ? JSON.parse(row.after_any) : [],
     unique_key: row.unique_key,
+    schedule: row.schedule,
+    on_success: row.on_success,
+    on_failure: row.on_failure,
+    on_finish: row.on_finish,
   }
 }
 
 function emptyCounts(): Record<JobState, number> {
   return Object.fromEntries(JOB_STATES.map((state) => [state, 0])) as Record<JobState, number>
+}
+
+/** A completion hook to run: which one, whose (the job's own or the config's), and its command. */
+export interface Hook {
+  name: HookName
+  scope: 'job' | 'global'
+  command: string
+}
+
+/**
+ * The hooks of a job that ended in its state, in the order they run: its own (on_success or on_failure, then
+ * on_finish), then the global ones (on_failure, then on_finish). Empty: nothing is due when it ends.
+ */
+function hooksFor(row: Pick<JobRow, 'state' | HookName>, config: Pick<Config, 'on_failure' | 'on_finish'>): Hook[] {
+  const failed = row.state !== 'completed'
+  const hooks: [HookName, Hook['scope'], string | null][] = [
+    failed ? ['on_failure', 'job', row.on_failure] : ['on_success', 'job', row.on_success],
+    ['on_finish', 'job', row.on_finish],
+    ['on_failure', 'global', failed ? config.on_failure : null],
+    ['on_finish', 'global', config.on_finish],
+  ]
+  return hooks.filter(([, , command]) => command).map(([name, scope, command]) => ({ name, scope, command: command! }))
 }
 
 /** Whether a job in `state` with `runAt` is in the ready set at `now`: the one definition of "ready". */
@@ -1455,13 +1571,13 @@ export function defaultHome(): string {
 }
 
 /** Accepts `max-retries` and `max_retries` alike; anything else is refused with the valid keys. */
-export function normalizeConfigKey(key: string): keyof Config {
+export function normalizeConfigKey(key: string): ConfigName {
   const normalized = key.trim().toLowerCase().replace(/-/g, '_')
-  if (!Object.prototype.hasOwnProperty.call(CONFIG_KEYS, normalized)) {
-    throw new UsageError(`unknown config key "${key}": valid keys are ${Object.keys(CONFIG_KEYS).join(', ')}`)
-  }
+  if (!isConfigName(normalized)) throw new UsageError(`unknown config key "${key}": valid keys are ${Object.keys(CONFIG_KEYS).join(', ')}`)
   return normalized
 }
+
+const isConfigName = (key: string): key is ConfigName => Object.prototype.hasOwnProperty.call(CONFIG_KEYS, key)
 
 interface NormalizedSpec {
   id: string | undefined
@@ -1477,6 +1593,9 @@ interface NormalizedSpec {
   after_any: string[]
   unique_key: string | null
   unique_for_ms: number
+  on_success: string | null
+  on_failure: string | null
+  on_finish: string | null
 }
 
 /** `a,b` or `["a","b"]`: parent ids, each checked, none twice. */
@@ -1503,6 +1622,24 @@ function stringEntries(source: unknown): Record<string, string> {
   return env
 }
 
+/** What makes a text no command a shell can run (a NUL, a lone surrogate, a byte-order mark, over 1 MiB), or undefined. */
+function commandProblem(command: string): string | undefined {
+  if (command.includes('\0')) return 'contains a NUL character, which no shell can run'
+  if (/[\uD800-\uDFFF]/u.test(command)) return 'contains a lone UTF-16 surrogate, which is not text a shell can run'
+  if (command.startsWith('\uFEFF')) return 'starts with a byte-order mark (U+FEFF): remove it'
+  if (Buffer.byteLength(command) > 1024 * 1024) return 'is longer than 1 MiB'
+  return undefined
+}
+
+/** A job's own completion hook (`on_success`…): a command as checked as the job's, or null for none. */
+function hookField(value: unknown, field: HookName): string | null {
+  if (value == null) return null
+  if (typeof value !== 'string' || value.trim() === '') throw new UsageError(`"${field}" must be a non-empty shell command (--${field.replace('_', '-')} CMD)`)
+  const problem = commandProblem(value)
+  if (problem) throw new UsageError(`the "${field}" hook ${problem}`)
+  return value
+}
+
 /** Checks one job as given by a user or a program; throws UsageError naming the field at fault. */
 export function validateJobSpec(input: unknown, now = Date.now(), defaultEnv?: Record<string, string>): NormalizedSpec {
   if (typeof input !== 'object' || input === null || Array.isArray(input)) {
@@ -1516,10 +1653,9 @@ export function validateJobSpec(input: unknown, now = Date.now(), defaultEnv?: R
   }
   const { command } = spec
   if (typeof command !== 'string' || command.trim() === '') throw new UsageError('the job needs a "command": a non-empty string')
-  if (command.includes('\0')) throw new UsageError('the command contains a NUL character, which no shell can run')
-  if (/[\uD800-\uDFFF]/u.test(command)) throw new UsageError('the command contains a lone UTF-16 surrogate, which is not text a shell can run')
-  if (command.startsWith('\uFEFF')) throw new UsageError('the command starts with a byte-order mark (U+FEFF): remove it')
-  if (Buffer.byteLength(command) > 1024 * 1024) throw new UsageError('the command is longer than 1 MiB')
+  const problem = commandProblem(command)
+  if (problem) throw new UsageError(`the command ${problem}`)
+  const hooks = Object.fromEntries(HOOK_FIELDS.map((field) => [field, hookField(spec[field], field)])) as Record<HookName, string | null>
   if (spec.id !== undefined && !isValidJobId(spec.id)) {
     throw new UsageError(`invalid job id ${describeValue(spec.id)}: use 1–128 letters, digits, _ . : - (not starting with . or -)`)
   }
@@ -1574,12 +1710,132 @@ export function validateJobSpec(input: unknown, now = Date.now(), defaultEnv?: R
     after,
     after_any: afterAny,
     unique_key: (spec.unique_key as string | undefined) ?? null,
+    ...hooks,
     unique_for_ms: spec.unique_for == null ? 0 : parseDuration(spec.unique_for as string | number),
     env: spec.env == null ? defaultEnv ?? stringEntries(process.env) : stringEntries(spec.env),
     max_retries: spec.max_retries == null ? undefined : integerIn(spec.max_retries, 'max_retries', 0, 1000),
     priority: spec.priority == null ? 0 : integerIn(spec.priority, 'priority', -1_000_000_000, 1_000_000_000),
     run_at: runAt,
     timeout,
+  }
+}
+
+/** Now, for schedules: `QUEUECTL_NOW` (an ISO time, set only by tests of the schedule math), else the clock. */
+function scheduleNow(): number {
+  const given = process.env.QUEUECTL_NOW
+  return given ? parseTime(given, 'QUEUECTL_NOW') : Date.now()
+}
+
+type CronClass = typeof import('croner').Cron
+let croner: Promise<CronClass> | undefined
+/** croner is loaded only where schedules are computed: every other command starts without it. */
+function loadCroner(): Promise<CronClass> {
+  croner ??= import('croner').then((module) => module.Cron)
+  return croner
+}
+
+/**
+ * Classic cron: a time without `*` or a step in its minute and hour fields that a spring change skips runs once right
+ * after the gap, one repeated in autumn runs once; `*` and steps follow real time. Seconds are not a field.
+ */
+const cronOptions = (tz: string) => ({ timezone: tz, mode: '5-part', fixedTimeRule: 'no-wildcard' }) as const
+
+/** An IANA zone this system knows, as it spells it (`europe/berlin` → `Europe/Berlin`). */
+function timeZone(text: string, what: string): string {
+  try {
+    if (text && text !== 'Etc/Unknown') return new Intl.DateTimeFormat('en-US', { timeZone: text }).resolvedOptions().timeZone
+  } catch {
+    // refused below
+  }
+  throw new UsageError(`unknown time zone ${describeValue(text)} (${what}): use an IANA name such as Europe/Berlin, America/New_York or UTC`)
+}
+
+/** A 5-field expression or a nickname as croner reads it; a bad one is refused naming the field at fault. */
+function checkCron(Cron: CronClass, text: string, tz: string, now: number): string {
+  const expr = text.trim().replace(/\s+/g, ' ')
+  const fields = expr.split(' ')
+  if (expr.startsWith('@')) {
+    if (!CRON_NICKNAMES.includes(expr.toLowerCase())) throw new UsageError(`unknown cron nickname ${describeValue(expr)}: use ${CRON_NICKNAMES.join(', ')} or 5 fields`)
+  } else if (fields.length !== 5) {
+    throw new UsageError(`cron expression ${describeValue(expr)} has ${fields.length} field${fields.length === 1 ? '' : 's'}: use 5 (minute hour day-of-month month day-of-week; no seconds field)`)
+  } else {
+    fields.forEach((field, i) => {
+      try {
+        new Cron(fields.map((other, j) => (j === i ? other : '*')).join(' '), cronOptions(tz))
+      } catch {
+        const [name, range] = CRON_FIELDS[i]
+        throw new UsageError(`cron expression ${describeValue(expr)}: the ${name} field ${describeValue(field)} is not valid: use ${range}, *, a list a,b, a range a-b or a step */n`)
+      }
+    })
+  }
+  let cron: InstanceType<CronClass>
+  try {
+    cron = new Cron(expr, cronOptions(tz))
+  } catch (error) {
+    throw new UsageError(`cron expression ${describeValue(expr)}: ${(error as Error).message}`)
+  }
+  if (!cron.nextRun(new Date(now))) throw new UsageError(`cron expression ${describeValue(expr)} never fires (a day the month does not have?)`)
+  return expr
+}
+
+interface ScheduleRow {
+  name: string
+  cron: string | null
+  every_ms: number | null
+  tz: string
+  spec: string
+  paused: number
+  next_at: number | null
+  last_at: number | null
+  last_job: string | null
+  missed: number
+  skipped: number
+  created_at: number
+}
+
+/** The job a schedule fires, as validated at `add` (with its cwd and environment): a NormalizedSpec without id, times and parents. */
+type JobTemplate = Omit<NormalizedSpec, 'id' | 'run_at' | 'after' | 'after_any'>
+
+/** A schedule's fire times: `after(t)`, the first later than t (undefined: none); `latest(t)`, the last at or before t. */
+interface FireTimes {
+  after(t: number): number | undefined
+  latest(t: number): number | undefined
+}
+
+function fireTimes(Cron: CronClass, row: Pick<ScheduleRow, 'cron' | 'every_ms' | 'tz' | 'created_at'>): FireTimes {
+  const every = row.every_ms
+  if (every) {
+    const anchor = row.created_at // the fire times of `every` are created_at + k·every
+    return { after: (t) => anchor + (Math.floor((t - anchor) / every) + 1) * every, latest: (t) => anchor + Math.floor((t - anchor) / every) * every }
+  }
+  const cron = new Cron(row.cron!, cronOptions(row.tz))
+  return { after: (t) => cron.nextRun(new Date(t))?.getTime(), latest: (t) => cron.previousRuns(1, new Date(t + 1))[0]?.getTime() }
+}
+
+/** A schedule due at `now` (its next_at passed): it fires for the latest due time, and the due times before it were missed. */
+function catchUp(times: FireTimes, nextAt: number, now: number): { fireAt: number; missed: number; next: number | undefined } {
+  let fireAt = nextAt
+  let missed = 0
+  for (let t = times.after(fireAt); t !== undefined && t <= now; t = times.after(fireAt)) {
+    if (missed === CATCH_UP_COUNTED) {
+      // croner takes ~0.1 ms a step: a minutely cron down for a month would take minutes to count one by one
+      const latest = times.latest(now)!
+      missed += Math.round((latest - fireAt) / ((fireAt - nextAt) / missed))
+      fireAt = latest
+      break
+    }
+    fireAt = t
+    missed++
+  }
+  return { fireAt, missed, next: times.after(now) }
+}
+
+function toSchedule(row: ScheduleRow): ScheduleInfo {
+  const job = JSON.parse(row.spec) as JobTemplate
+  return {
+    name: row.name, cron: row.cron, every: row.every_ms ? formatDuration(row.every_ms) : null, tz: row.tz, paused: row.paused === 1,
+    next_at: iso(row.next_at), last_at: iso(row.last_at), last_job: row.last_job, missed: row.missed, skipped: row.skipped, created_at: iso(row.created_at)!,
+    job: { command: job.command, cwd: job.cwd, queue: job.queue, priority: job.priority, max_retries: job.max_retries ?? null, timeout: job.timeout, unique_key: job.unique_key },
   }
 }
 
@@ -1660,6 +1916,8 @@ export async function openQueue(home = defaultHome()): Promise<Queue> {
 export class Queue {
   /** Remote workers' heartbeats as this process last saw them, and since when (its monotonic clock): see judgeWorkers. */
   private readonly heartbeatsSeen = new Map<string, { heartbeatAt: number; since: number }>()
+  /** Schedules whose fire times could not be computed here, said once in the worker's log. */
+  private readonly unreadableSchedules = new Set<string>()
 
   constructor(readonly storage: Storage, readonly home: string) {}
 
@@ -1670,6 +1928,16 @@ export class Queue {
   /** Where a running attempt notes its process group (see killOrphanedAttempt). */
   processNotePath(id: string): string {
     return join(this.home, 'logs', `${id}.pid`)
+  }
+
+  /** Where a running completion hook of the job notes its process group (see takeHooks). */
+  hookNotePath(id: string): string {
+    return join(this.home, 'logs', `${id}.hook.pid`)
+  }
+
+  /** The output of every completion hook, each run between a header and a footer line. */
+  hookLogPath(): string {
+    return join(this.home, 'logs', 'hooks.log')
   }
 
   close(): void {
@@ -1695,6 +1963,16 @@ export class Queue {
         throw error
       }
     })
+    const added = await this.storage.write(this.jobInserter(jobs, now))
+    if (added.some((job) => !job.duplicate && job.state === 'pending' && Date.parse(job.run_at) <= Date.now())) await this.wakeWorker()
+    return added
+  }
+
+  /**
+   * Checks a batch of validated jobs among themselves (ids given twice, cycles), then returns the part of the write
+   * transaction that inserts them: enqueue's, and a schedule's fire, which moves the schedule in the same one.
+   */
+  private jobInserter(jobs: NormalizedSpec[], now: number, schedule: string | null = null): (sql: SqlSession) => Promise<EnqueuedJob[]> {
     const named = new Map<string, NormalizedSpec>()
     for (const job of jobs) {
       if (job.id === undefined) continue
@@ -1713,7 +1991,7 @@ export class Queue {
       const text = JSON.stringify(Object.fromEntries(Object.entries(job.env).sort(([a], [b]) => (a < b ? -1 : 1))))
       envText.set(job.env, [createHash('sha1').update(text).digest('hex'), text])
     }
-    const added = await this.storage.write(async (sql) => {
+    return async (sql) => {
       for (const id of named.keys()) {
         if (await sql.get('SELECT 1 FROM jobs WHERE id = ?', [id])) {
           throw new UsageError(`a job with id "${id}" already exists: choose another id (the existing job was left as it is)`)
@@ -1772,6 +2050,11 @@ export class Queue {
           after_any: job.after_any.length ? JSON.stringify(job.after_any.map((p) => rows.get(p)?.id ?? p)) : null,
           cancel: null,
           slot: null,
+          schedule,
+          on_success: job.on_success,
+          on_failure: job.on_failure,
+          on_finish: job.on_finish,
+          hook_due: 0,
         }
         const judged: { id: string; state: JobState; required: boolean }[] = []
         if (job.after.length || job.after_any.length) {
@@ -1782,9 +2065,10 @@ export class Queue {
           Object.assign(row, initialState(judged, now))
         }
         row.ready = isReady(row.state, row.run_at, now) ? 1 : 0
+        row.hook_due = isTerminal(row.state) && hooksFor(row, config).length ? 1 : 0 // born skipped: its end is now
         await sql.run(INSERT_JOB, [
           row.seq, row.id, row.command, row.cwd, row.env_hash, row.state, 0, 0, row.max_retries, row.priority, row.run_at, row.timeout, now, now,
-          row.queue, row.ready, row.unique_key, row.after, row.after_any, row.finished_at, row.last_error,
+          row.queue, row.ready, row.unique_key, row.after, row.after_any, row.finished_at, row.last_error, row.schedule, row.on_success, row.on_failure, row.on_finish, row.hook_due,
         ])
         for (const parent of judged) await sql.run('INSERT OR IGNORE INTO deps (parent, child, required) VALUES (?, ?, ?)', [parent.id, row.id, parent.required ? 1 : 0])
         if (job.id !== undefined) rows.set(id, row) // a generated id is no parent in this batch
@@ -1792,9 +2076,7 @@ export class Queue {
         results[i] = toJob(row)
       }
       return results
-    })
-    if (added.some((job) => !job.duplicate && job.state === 'pending' && Date.parse(job.run_at) <= Date.now())) await this.wakeWorker()
-    return added
+    }
   }
 
   /**
@@ -2175,28 +2457,31 @@ export class Queue {
   }
 
   /** Each setting as it was set (`7d`; `config list` shows that), or its default. */
-  async getConfigText(): Promise<Record<keyof Config, string>> {
+  async getConfigText(): Promise<Record<ConfigName, string>> {
     const settings = await this.storage.read((sql) => this.readSettings(sql))
-    return Object.fromEntries(Object.entries(settings).map(([key, { text }]) => [key, text]))
+    return Object.fromEntries(Object.entries(settings).map(([key, { text }]) => [key, text])) as Record<ConfigName, string>
   }
 
   private async readConfig(sql: SqlSession): Promise<Config> {
     return Object.fromEntries(Object.entries(await this.readSettings(sql)).map(([key, { value }]) => [key, value])) as Config
   }
 
-  private async readSettings(sql: SqlSession): Promise<Record<keyof Config, { text: string; value: number }>> {
-    const settings = Object.fromEntries(Object.entries(CONFIG_KEYS).map(([key, def]) => [key, { text: String(def.default), value: def.default }]))
+  private async readSettings(sql: SqlSession): Promise<Record<ConfigName, { text: string; value: Config[ConfigName] }>> {
+    const settings = Object.fromEntries(Object.entries(CONFIG_KEYS).map(([key, def]) => [key, { text: String(def.default), value: def.default }])) as Record<ConfigName, { text: string; value: Config[ConfigName] }>
     for (const row of await sql.all<{ key: string; value: string }>('SELECT key, value FROM config')) {
-      const parsed = Object.prototype.hasOwnProperty.call(CONFIG_KEYS, row.key) ? CONFIG_KEYS[row.key].parse(row.value) : undefined
-      if (parsed !== undefined) settings[row.key] = { text: row.value, value: parsed }
+      const parsed = isConfigName(row.key) ? CONFIG_KEYS[row.key].parse(row.value) : undefined
+      if (parsed !== undefined) settings[row.key as ConfigName] = { text: row.value, value: parsed }
     }
     return settings
   }
 
-  /** Parses and range-checks `value` for `key`, then stores it as given (so `config list` shows `7d`, not 604800). */
-  async setConfig(key: string, value: string): Promise<number> {
+  /**
+   * Parses and range-checks `value` for `key`, then stores it as given (so `config list` shows `7d`, not 604800);
+   * a number is stored trimmed, a command exactly.
+   */
+  async setConfig(key: string, value: string): Promise<Config[ConfigName]> {
     const name = normalizeConfigKey(key)
-    const text = String(value).trim()
+    const text = typeof CONFIG_KEYS[name].default === 'number' ? String(value).trim() : String(value)
     const parsed = CONFIG_KEYS[name].parse(text)
     if (parsed === undefined) throw new UsageError(`invalid value "${value}" for ${name}: use ${CONFIG_KEYS[name].range}`)
     await this.storage.write((sql) => sql.run('INSERT INTO config (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value', [name, text]))
@@ -2461,19 +2746,23 @@ export class Queue {
     await this.closeAttempt(sql, row, outcome, lost ? 'lost' : state === 'completed' ? 'completed' : state === 'cancelled' ? 'cancelled' : 'failed')
     const error = outcome.error ?? `exit code ${outcome.exit_code}`
     const lastError = state === 'completed' ? null : state === 'cancelled' ? `cancelled: ${error}` : error
-    return this.moveJob(sql, row, { state, run_at: runAt, finished_at: now, exit_code: outcome.exit_code, last_error: lastError, output_tail: outcome.output_tail }, now)
+    return this.moveJob(sql, row, { state, run_at: runAt, finished_at: now, exit_code: outcome.exit_code, last_error: lastError, output_tail: outcome.output_tail }, now, config)
   }
 
   /**
    * The one place a job changes state. In the caller's transaction it keeps the ready set (`ready`), its queue's
-   * count of processing jobs and its dependants in step: a job that ends releases or skips the jobs waiting for it.
+   * count of processing jobs and its dependants in step: a job that ends releases or skips the jobs waiting for it,
+   * and has its completion hooks marked due (`config`: the caller's, read in this transaction, saves reading it again).
    */
-  private async moveJob(sql: SqlSession, row: JobRow, change: Partial<JobRow> & { state: JobState }, now: number): Promise<JobRow> {
+  private async moveJob(sql: SqlSession, row: JobRow, change: Partial<JobRow> & { state: JobState }, now: number, config?: Config): Promise<JobRow> {
     const next: JobRow = { ...row, ...change, updated_at: now }
     next.ready = isReady(next.state, next.run_at, now) ? 1 : 0
     if (next.state !== 'processing') Object.assign(next, { worker: null, cancel: null, slot: null })
+    // Hooks are due from the end's commit; a retry drops those not run yet, with the end whose facts they were to get.
+    if (!isTerminal(next.state)) next.hook_due = 0
+    else if (!isTerminal(row.state)) next.hook_due = hooksFor(next, config ?? (await this.readConfig(sql))).length ? 1 : 0
     await sql.run(MOVE_JOB, [next.state, next.ready, next.attempts, next.runs, next.run_at, next.started_at, next.finished_at, now,
-      next.exit_code, next.last_error, next.worker, next.output_tail, next.cancel, next.slot, next.id])
+      next.exit_code, next.last_error, next.worker, next.output_tail, next.cancel, next.slot, next.hook_due, next.id])
     const running = Number(next.state === 'processing') - Number(row.state === 'processing')
     if (running) {
       const queue = await sql.get<{ running: number }>('SELECT running FROM queues WHERE name = ?', [row.queue])
@@ -2497,10 +2786,160 @@ export class Queue {
     }
   }
 
-  /** When the next not-yet-due job becomes due (ms since epoch), if any. */
+  /**
+   * `schedule add`: the timing and the job are checked as enqueue checks a job, and the job's cwd and environment
+   * are captured now. The zone is stored (a later TZ does not move the schedule). A taken name needs `replace`.
+   */
+  async addSchedule(spec: ScheduleSpec): Promise<ScheduleInfo> {
+    const { name } = spec
+    if (!isValidQueueName(name)) throw new UsageError(`invalid schedule name ${describeValue(name)}: use 1–64 letters, digits, _ . - (not starting with . or -)`)
+    if (spec.cron == null && spec.every == null) throw new UsageError("a schedule needs --cron EXPR (such as '0 2 * * *') or --every DUR (such as 10m)")
+    if (spec.cron != null && spec.every != null) throw new UsageError('give either --cron or --every, not both')
+    const job = spec.job as unknown as Record<string, unknown> | undefined
+    for (const field of ['id', 'run_at', 'delay', 'after', 'after_any']) {
+      if (job?.[field] != null) throw new UsageError(`a schedule's job takes no "${field}": each fire gets the id NAME:<fire time> and runs at once`)
+    }
+    const now = scheduleNow()
+    const { id, run_at, after, after_any, ...template } = validateJobSpec(job, now)
+    const Cron = await loadCroner()
+    if (spec.every != null && spec.tz != null) throw new UsageError('--tz applies to --cron only: an --every schedule fires at the same interval in every zone')
+    const tz = timeZone(spec.tz ?? Intl.DateTimeFormat().resolvedOptions().timeZone, spec.tz == null ? "the system's zone: set TZ, or give --tz" : '--tz')
+    let row: ScheduleRow
+    const base = { name, tz, spec: JSON.stringify(template), paused: 0, next_at: null, last_at: null, last_job: null, missed: 0, skipped: 0, created_at: Math.floor(now / 1000) * 1000 }
+    if (spec.every != null) {
+      const every = Math.round(parseDuration(spec.every, '--every'))
+      if (every < MIN_EVERY_MS) throw new UsageError(`--every ${spec.every} is too often: use at least ${formatDuration(MIN_EVERY_MS)}`)
+      if (every > 3_650 * 86_400_000) throw new UsageError(`--every ${spec.every} is too long: use at most 3650d`)
+      row = { ...base, cron: null, every_ms: every }
+    } else {
+      row = { ...base, cron: checkCron(Cron, String(spec.cron), tz, now), every_ms: null }
+    }
+    row.next_at = fireTimes(Cron, row).after(now) ?? null
+    await this.storage.write(async (sql) => {
+      if (await sql.get('SELECT 1 FROM schedules WHERE name = ?', [name])) {
+        if (!spec.replace) throw new UsageError(`a schedule named "${name}" already exists: choose another name, or --replace it`)
+        await sql.run('DELETE FROM schedules WHERE name = ?', [name])
+      }
+      await sql.run('INSERT INTO schedules (name, cron, every_ms, tz, spec, paused, next_at, last_at, last_job, missed, skipped, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+        [row.name, row.cron, row.every_ms, row.tz, row.spec, row.paused, row.next_at, row.last_at, row.last_job, row.missed, row.skipped, row.created_at])
+    })
+    return toSchedule(row)
+  }
+
+  async listSchedules(): Promise<ScheduleInfo[]> {
+    return (await this.storage.read((sql) => sql.all<ScheduleRow>('SELECT * FROM schedules ORDER BY name'))).map(toSchedule)
+  }
+
+  /** `schedule rm`: the schedule goes; the jobs it enqueued stay. */
+  async removeSchedule(name: string): Promise<void> {
+    await this.storage.write(async (sql) => {
+      await this.scheduleRow(sql, name)
+      await sql.run('DELETE FROM schedules WHERE name = ?', [name])
+    })
+  }
+
+  /**
+   * `schedule pause|resume`; false if it already was. While paused nothing fires and nothing counts as missed: a
+   * resumed schedule fires next at its first time from now on.
+   */
+  async setSchedulePaused(name: string, paused: boolean): Promise<boolean> {
+    const Cron = paused ? undefined : await loadCroner()
+    return this.storage.write(async (sql) => {
+      const row = await this.scheduleRow(sql, name)
+      if (row.paused === Number(paused)) return false
+      const next = Cron ? fireTimes(Cron, row).after(scheduleNow()) ?? null : row.next_at
+      await sql.run('UPDATE schedules SET paused = ?, next_at = ? WHERE name = ?', [Number(paused), next, name])
+      return true
+    })
+  }
+
+  /** `schedule run`: one job now, `NAME:<now>`, whatever the schedule's time, pause and previous job. */
+  async runSchedule(name: string): Promise<EnqueuedJob> {
+    const now = scheduleNow()
+    return this.storage.write(async (sql) => {
+      const row = await this.scheduleRow(sql, name)
+      const id = `${name}:${iso(now)}`
+      if (await sql.get('SELECT 1 FROM jobs WHERE id = ?', [id])) throw new QueueError(`schedule ${name} already enqueued ${id}`)
+      const [job] = await this.fire(sql, row, id)
+      if (!job.duplicate) await sql.run('UPDATE schedules SET last_at = ?, last_job = ? WHERE name = ?', [now, id, name])
+      return job
+    })
+  }
+
+  private async scheduleRow(sql: SqlSession, name: string): Promise<ScheduleRow> {
+    const row = await sql.get<ScheduleRow>('SELECT * FROM schedules WHERE name = ?', [name])
+    if (!row) throw new QueueError(`no schedule named "${name}": see queuectl schedule ls`)
+    return row
+  }
+
+  /** The schedule's job with this id, through enqueue's path (its queue, its unique key), in the caller's transaction. */
+  private fire(sql: SqlSession, row: ScheduleRow, id: string): Promise<EnqueuedJob[]> {
+    const now = Date.now()
+    return this.jobInserter([{ ...(JSON.parse(row.spec) as JobTemplate), id, run_at: now, after: [], after_any: [] }], now, row.name)(sql)
+  }
+
+  /**
+   * A worker's maintenance step: each due schedule enqueues one job, `NAME:<fire time>`, for its latest due time, in
+   * one transaction with its move to the next time; due times before that one count as missed, and a fire while the
+   * schedule's previous job is still active is skipped and counted. Workers (and hosts) that race for a fire time
+   * find it moved on, or its job there, under the lock: it fires once. Returns when to look again (on Date.now()'s
+   * clock): at the next fire time, or within SCHEDULE_CHECK_MS, as a schedule may be added meanwhile.
+   */
+  async fireDueSchedules(log?: (message: string) => void): Promise<number> {
+    const now = scheduleNow()
+    const due = await this.storage.read((sql) => sql.all<ScheduleRow>('SELECT * FROM schedules WHERE paused = 0 AND next_at <= ? ORDER BY next_at', [now]))
+    if (due.length) {
+      const Cron = await loadCroner()
+      const plans = due.flatMap((row) => { // before the lock: catching up a long downtime of a frequent cron takes a while
+        try {
+          return [{ row, ...catchUp(fireTimes(Cron, row), row.next_at!, now) }]
+        } catch (error) {
+          // a row this croner cannot read (stored by another version?) must not stop the worker: it stays as it is
+          if (!this.unreadableSchedules.has(row.name)) log?.(`schedule ${row.name} does not fire: ${(error as Error).message}`)
+          this.unreadableSchedules.add(row.name)
+          return []
+        }
+      })
+      const said = await this.storage.write(async (sql) => {
+        const notes: string[] = []
+        for (const { row: seen, fireAt, missed, next } of plans) {
+          const row = await sql.get<ScheduleRow>('SELECT * FROM schedules WHERE name = ?', [seen.name])
+          if (!row || JSON.stringify(row) !== JSON.stringify(seen)) continue // fired meanwhile by another worker, or changed
+          const id = `${row.name}:${iso(fireAt)}`
+          let { last_at: lastAt, last_job: lastJob, skipped } = row
+          const previous = await sql.get<{ id: string; state: JobState }>('SELECT id, state FROM jobs INDEXED BY jobs_schedule WHERE schedule = ? ORDER BY seq DESC LIMIT 1', [seen.name])
+          if (await sql.get('SELECT 1 FROM jobs WHERE id = ?', [id])) {
+            [lastAt, lastJob] = [fireAt, id] // a fire time runs once: whoever enqueued it, it is done
+          } else if (previous && !isTerminal(previous.state)) {
+            skipped++
+            notes.push(`schedule ${seen.name}: skipped ${iso(fireAt)}: its previous job ${previous.id} is still ${previous.state}`)
+          } else {
+            const [job] = await this.fire(sql, row, id)
+            if (job.duplicate) skipped++
+            else [lastAt, lastJob] = [fireAt, id]
+            notes.push(job.duplicate ? `schedule ${seen.name}: skipped ${iso(fireAt)}: job ${job.id} holds its unique key` : `schedule ${seen.name}: enqueued ${id}`)
+          }
+          if (missed) notes.push(`schedule ${seen.name}: missed ${missed} earlier fire time${missed === 1 ? '' : 's'}: only the latest fires after a downtime`)
+          await sql.run('UPDATE schedules SET next_at = ?, last_at = ?, last_job = ?, missed = ?, skipped = ? WHERE name = ?',
+            [next ?? null, lastAt, lastJob, row.missed + missed, skipped, seen.name])
+        }
+        return notes
+      })
+      for (const note of said) log?.(note)
+    }
+    const soonest = await this.storage.read((sql) => sql.get<{ t: number | null }>(NEXT_FIRE, [now]))
+    return Date.now() + Math.min(SCHEDULE_CHECK_MS, (soonest?.t ?? Infinity) - now)
+  }
+
+  /** When the next not-yet-due job becomes due, or the next schedule fires (ms since epoch), if any. */
   async nextRunAt(): Promise<number | undefined> {
-    const row = await this.storage.read((sql) => sql.get<{ t: number | null }>("SELECT min(run_at) AS t FROM jobs INDEXED BY jobs_waiting WHERE ready = 0 AND state IN ('pending', 'failed')"))
-    return row?.t ?? undefined
+    const now = scheduleNow()
+    const [job, fire] = await this.storage.read(async (sql) => [
+      (await sql.get<{ t: number | null }>("SELECT min(run_at) AS t FROM jobs INDEXED BY jobs_waiting WHERE ready = 0 AND state IN ('pending', 'failed')"))?.t,
+      (await sql.get<{ t: number | null }>(NEXT_FIRE, [now]))?.t,
+    ])
+    const times = [job, fire == null ? null : fire - now + Date.now()].filter((t): t is number => t != null)
+    return times.length ? Math.min(...times) : undefined
   }
 
   /** Whether any job could still start here, now or later; `worker run --drain` stops when none can. */
@@ -2509,6 +2948,78 @@ export class Queue {
     const rows = await this.storage.read((sql) => sql.all<{ queue: string }>(
       "SELECT DISTINCT j.queue FROM jobs j JOIN queues q ON q.name = j.queue WHERE j.state IN ('pending', 'failed', 'blocked') AND q.paused = 0"))
     return rows.some((r) => !queues || queues.includes(r.queue))
+  }
+
+  // Completion hooks. `hook_due` is 0 (nothing to run), 1 (due: in the index jobs_hooks, by end time) or 2 (taken:
+  // the meta row `hook <job id>` holds `<worker id> <ms when taken>`). moveJob makes it 1 in the transaction that
+  // ends the job; a worker takes it (2), runs the hooks, then clears both. A taking whose worker is gone, or that
+  // has outlived hook_timeout and the grace by a lease (its worker lost track of it), is taken again: the hooks run
+  // at least once across crashes. A retry, which moves the job out of its end, sets 0: its facts are gone.
+
+  /**
+   * Takes the hooks of one ended job for `workerId`: one whose taker is gone first, else the longest due. Idle, it
+   * costs a read and no lock.
+   */
+  async takeHooks(workerId: string): Promise<HookRun | undefined> {
+    const found = await this.storage.read(async (sql) => (await sql.get(HOOKS_DUE)) !== undefined || (await this.staleTakings(sql)).length > 0)
+    if (!found) return undefined
+    return this.storage.write(async (sql) => {
+      for (const taking of await this.staleTakings(sql)) {
+        const row = await sql.get<JobRow>('SELECT * FROM jobs WHERE id = ?', [taking.id])
+        const run = row?.hook_due === 2 ? await this.takeHooksOf(sql, row, workerId, taking.at) : undefined
+        if (run) return run
+        if (row?.hook_due !== 2) await sql.run('DELETE FROM meta WHERE key = ?', [hookTaking(taking.id)]) // retried or removed meanwhile
+      }
+      for (let row; (row = await sql.get<JobRow>(HOOKS_DUE)); ) {
+        const run = await this.takeHooksOf(sql, row, workerId)
+        if (run) return run
+      }
+      return undefined
+    })
+  }
+
+  /** Takes `row`'s hooks, or, when none applies any more (a global hook unset since it ended), marks them run. */
+  private async takeHooksOf(sql: SqlSession, row: JobRow, workerId: string, tookOver?: number): Promise<HookRun | undefined> {
+    const config = await this.readConfig(sql)
+    const hooks = hooksFor(row, config)
+    const now = Date.now()
+    await sql.run('UPDATE jobs SET hook_due = ? WHERE id = ?', [hooks.length ? 2 : 0, row.id])
+    if (!hooks.length) {
+      await sql.run('DELETE FROM meta WHERE key = ?', [hookTaking(row.id)])
+      return undefined
+    }
+    await sql.run('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value', [hookTaking(row.id), `${workerId} ${now}`])
+    const env = await sql.get<{ env: string }>('SELECT env FROM envs WHERE hash = ?', [row.env_hash])
+    const attempt = await sql.get<{ signal: string | null; duration_ms: number | null }>('SELECT signal, duration_ms FROM attempts WHERE job_id = ? AND attempt = ?', [row.id, row.runs])
+    return {
+      job: toJob(row), hooks, env: env ? JSON.parse(env.env) : {}, attempt: row.runs, signal: attempt?.signal ?? null,
+      duration_ms: attempt?.duration_ms ?? null, timeout: config.hook_timeout, taken_at: now, took_over: tookOver,
+    }
+  }
+
+  /** The takings of hooks whose worker is gone, or that outlived their time limit by a lease. */
+  private async staleTakings(sql: SqlSession): Promise<{ id: string; at: number }[]> {
+    const rows = await sql.all<{ key: string; value: string }>(HOOK_TAKINGS)
+    if (!rows.length) return []
+    const config = await this.readConfig(sql)
+    const { alive } = await this.judgeWorkers(sql)
+    const oldest = Date.now() - (config.hook_timeout + config.lease) * 1000 - KILL_GRACE_MS
+    return rows.map((r) => {
+      const [worker, at] = r.value.split(' ')
+      return { id: r.key.slice(hookTaking('').length), worker, at: Number(at) }
+    }).filter((t) => !alive.has(t.worker) || t.at < oldest)
+  }
+
+  /** `run`'s hooks have run: nothing is due any more, unless the job was retried and ended again meanwhile. */
+  async hooksRan(workerId: string, run: HookRun): Promise<void> {
+    await this.storage.write(async (sql) => {
+      const key = hookTaking(run.job.id)
+      if ((await sql.get<{ value: string }>('SELECT value FROM meta WHERE key = ?', [key]))?.value !== `${workerId} ${run.taken_at}`) return // taken over
+      await sql.run('DELETE FROM meta WHERE key = ?', [key])
+      if ((await sql.get<{ hook_due: number }>('SELECT hook_due FROM jobs WHERE id = ?', [run.job.id]))?.hook_due === 2) {
+        await sql.run('UPDATE jobs SET hook_due = 0 WHERE id = ?', [run.job.id])
+      }
+    })
   }
 }
 
@@ -2730,6 +3241,148 @@ export function startCommand(claim: ClaimedJob, paths: { log: string; note: stri
   }
 }
 
+export interface RunningHook {
+  /** how it ended: `exit code 0`, `timed out after 30s`, … */
+  done: Promise<string>
+  /** Stops its group at once (`worker stop --force`): it runs again on another worker. */
+  kill(): void
+}
+
+/**
+ * Runs one completion hook as `/bin/sh -c` in its own process group, stdin /dev/null, output appended to
+ * logs/hooks.log between a header and a footer; killed (TERM, then KILL after the grace) after hook_timeout, and what
+ * is left of its group once it exits is stopped too. Nothing is put into the command: the job's facts are in its
+ * environment, over the job's own (its own hooks; they run in its directory) or the worker's (global ones, in the home).
+ */
+export function startHook(queue: Queue, run: HookRun, hook: Hook, workerId: string): RunningHook {
+  const { job } = run
+  const started = Date.now()
+  const label = `hook ${hook.name}${hook.scope === 'global' ? ' (global)' : ''} of job ${job.id} (${job.state})`
+  const notePath = queue.hookNotePath(job.id)
+  let log: number | undefined
+  try {
+    makeDirectory(dirname(queue.hookLogPath()))
+    log = openSync(queue.hookLogPath(), 'a+', 0o600)
+  } catch {
+    // the hook still runs: a failure is when it matters most; its output is lost
+  }
+  const write = (text: string) => {
+    try {
+      if (log !== undefined) writeSync(log, text)
+    } catch {
+      // a full disk loses the log's line, not the hook
+    }
+  }
+  write(`=== ${label} · started ${iso(started)} · worker ${workerId} ===\n`)
+  const facts: Record<string, string> = {
+    QUEUECTL_EVENT: job.state, QUEUECTL_JOB_ID: job.id, QUEUECTL_QUEUE: job.queue, QUEUECTL_COMMAND: job.command,
+    QUEUECTL_EXIT_CODE: job.exit_code === null ? '' : String(job.exit_code), QUEUECTL_SIGNAL: run.signal ?? '',
+    QUEUECTL_ATTEMPT: String(run.attempt), QUEUECTL_LAST_ERROR: job.last_error ?? '', QUEUECTL_LOG: queue.logPath(job.id),
+    QUEUECTL_DURATION_MS: run.duration_ms === null ? '' : String(run.duration_ms), QUEUECTL_HOME: queue.home,
+  }
+  const own = hook.scope === 'job'
+  let child: ChildProcess | undefined
+  let startError = ''
+  try {
+    const cwd = own && statSync(job.cwd, { throwIfNoEntry: false })?.isDirectory() ? job.cwd : queue.home
+    child = spawn('/bin/sh', ['-c', hook.command], {
+      cwd, env: { ...(own ? run.env : process.env), ...facts }, detached: true, stdio: ['ignore', log ?? 'ignore', log ?? 'ignore'],
+    })
+    if (child.pid) writeProcessNote(notePath, { pid: child.pid, startTime: processStartTime(child.pid), attempt: run.taken_at, host: HOST })
+  } catch (error) {
+    child = undefined
+    startError = `cannot start: ${(error as Error).message}`
+  }
+  const done = new Promise<string>((resolvePromise) => {
+    let ended = false
+    const finish = (result: string) => {
+      if (ended) return // a failed spawn may report both 'error' and 'exit'
+      ended = true
+      try {
+        const size = log === undefined ? 0 : fstatSync(log).size
+        const last = Buffer.alloc(1)
+        if (size > 0 && readSync(log!, last, 0, 1, size - 1) === 1 && last[0] !== 10) write('\n')
+      } catch {
+        // only the footer's line break is at stake
+      }
+      write(`=== ${label} · ${result} · ${formatSeconds(Date.now() - started)} ===\n`)
+      if (log !== undefined) closeSync(log)
+      removeProcessNote(notePath, run.taken_at)
+      resolvePromise(result)
+    }
+    if (!child) return finish(startError)
+    const pid = child.pid
+    let timedOut = false
+    let termination: Promise<void> | undefined
+    const limit = setTimeout(() => {
+      timedOut = true
+      if (pid) termination = terminateGroup(pid)
+    }, run.timeout * 1000)
+    child.on('error', (error) => {
+      clearTimeout(limit)
+      finish(`cannot start: ${error.message}`)
+    })
+    child.on('exit', (code, signal) => {
+      clearTimeout(limit)
+      void (async () => {
+        if (pid && !termination && groupAlive(pid)) termination = terminateGroup(pid)
+        await termination
+        finish(timedOut ? `timed out after ${formatDuration(run.timeout * 1000)}` : signal ? `killed by ${signal}` : `exit code ${code}`)
+      })()
+    })
+  })
+  return { done, kill: () => void (child?.pid && signalGroup(child.pid, 'SIGKILL')) }
+}
+
+/**
+ * A worker's completion hooks, beside its slots (a hook holds none): `run()` takes and runs the due ones one at a
+ * time until none is left, unless it is at it already. `settle()` takes no more and waits for the one running;
+ * `kill()` stops that one at once, and leaves it taken, to be run again once this worker is gone.
+ */
+function hookRunner(queue: Queue, workerId: string, log: (message: string) => void) {
+  let busy: Promise<void> | undefined
+  let current: RunningHook | undefined
+  let stopping: false | 'graceful' | 'force' = false
+  const forced = () => stopping === 'force' // read after an await: a signal may have come meanwhile
+  const runDue = async () => {
+    for (let run; !stopping && (run = await queue.takeHooks(workerId)); ) {
+      if (run.took_over !== undefined) {
+        log(`running the hooks of job ${run.job.id} again: the worker that ran them is gone`)
+        killOrphanedAttempt(queue.hookNotePath(run.job.id), run.took_over)
+      }
+      for (const hook of run.hooks) {
+        if (forced()) return
+        current = startHook(queue, run, hook, workerId)
+        const result = await current.done
+        current = undefined
+        if (!forced() && result !== 'exit code 0') log(`hook ${hook.name} of job ${run.job.id}: ${result}`)
+      }
+      if (forced()) return
+      for (let tries = 1; ; tries++) {
+        try {
+          await queue.hooksRan(workerId, run)
+          break
+        } catch (error) {
+          if (stopping || tries >= 10) throw error // once this worker is gone, another one runs them again
+          await sleep(Math.min(100 * tries, 2_000))
+        }
+      }
+    }
+  }
+  const run = () => (busy ??= runDue().catch((error) => log(`completion hooks: ${(error as Error).message}`)).finally(() => (busy = undefined)))
+  return {
+    run,
+    settle: () => {
+      stopping ||= 'graceful'
+      return busy
+    },
+    kill: () => {
+      stopping = 'force'
+      current?.kill()
+    },
+  }
+}
+
 // Worker: claim, run, record, repeat; woken by a poke when there is work for it, with a slow poll as a fallback.
 
 /** An idle worker looks for work this often without being poked: for a poke that was lost, and other hosts' jobs. */
@@ -2766,6 +3419,7 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
   let faultBackoffMs = 0
   const mayClaim = () => !stopping && Date.now() >= backoffUntil
   let wake = () => {}
+  const hooks = hookRunner(queue, workerId, log)
   const stop = (force: boolean) => {
     const next = force || stopping ? 'force' : 'graceful'
     if (next !== stopping) {
@@ -2774,7 +3428,10 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
       else log('stopping now: the current job is killed and put back')
     }
     stopping = next
-    if (stopping === 'force') for (const { run } of running.values()) run.kill()
+    if (stopping === 'force') {
+      for (const { run } of running.values()) run.kill()
+      hooks.kill()
+    }
     wake()
   }
   const onStop = () => stop(false)
@@ -2856,6 +3513,7 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
   const freeSlots = () => Array.from({ length: slots }, (_, slot) => slot).filter((slot) => !running.has(slot))
   let lastRecovery = 0
   let lastRetention = 0
+  let schedulesDue = 0
   let failures = 0
   try {
     for (;;) {
@@ -2893,14 +3551,22 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
           lastRecovery = now
           const recovered = await queue.recoverLostJobs()
           if (recovered) log(`recovered ${recovered} job(s) of lost workers`)
+          void hooks.run()
         }
         if (!stopping && now - lastRetention >= MAINTENANCE.retentionMs) {
           lastRetention = now
           await queue.applyRetention()
         }
+        if (!stopping && now >= schedulesDue) {
+          schedulesDue = await queue.fireDueSchedules(log)
+          changed = true // a fire may have enqueued a job for this worker
+        }
         failures = 0
         if (ended.length) continue
-        if (options.drain && running.size === 0 && !(await queue.hasWaitingJobs(workerId))) break
+        if (options.drain && running.size === 0 && !(await queue.hasWaitingJobs(workerId))) {
+          await hooks.run() // the hooks of the jobs it ran, and any others due
+          break
+        }
         if (changed && mayClaim() && freeSlots().length) continue
         const next = await queue.nextRunAt()
         const idleMs = Math.max(5, !stopping && !mayClaim() ? backoffUntil - Date.now() : Math.min(next ? next - Date.now() : IDLE_POLL_MS, IDLE_POLL_MS))
@@ -2927,6 +3593,7 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
     rmQuiet(queue.wakePath(workerId))
     for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.off(signal, onStop)
     process.off('SIGUSR2', onForce)
+    await hooks.settle()
     await queue.unregisterWorker(workerId).catch(() => undefined)
     await queue.wakeWorker(workerId) // the jobs a forced stop put back go to another worker at once
     log(`worker ${workerId} stopped`)
@@ -3370,7 +4037,7 @@ async function handleDashboardRequest(
     throw new HttpError(404, 'not found')
   } else if (parts.length === 2 && b === 'overview') {
     route('GET')
-    sendJson(res, 200, { ...(await queue.status()), stats: await queue.stats(), queues: await queue.listQueues(), allow_enqueue: opts.allowEnqueue })
+    sendJson(res, 200, { ...(await queue.status()), stats: await queue.stats(), queues: await queue.listQueues(), schedules: await queue.listSchedules(), allow_enqueue: opts.allowEnqueue })
   } else if (parts.length === 2 && b === 'status') {
     route('GET')
     sendJson(res, 200, await queue.status())
@@ -3424,6 +4091,9 @@ async function handleDashboardRequest(
   } else if (parts.length === 2 && b === 'queues') {
     route('GET')
     sendJson(res, 200, await queue.listQueues())
+  } else if (parts.length === 2 && b === 'schedules') {
+    route('GET')
+    sendJson(res, 200, await queue.listSchedules())
   } else if (parts.length === 3 && b === 'queues' && (c === 'pause-all' || c === 'resume-all')) {
     route('POST')
     const paused = c === 'pause-all'
@@ -3610,7 +4280,7 @@ function patch(el, data, render) {
 function overview() {
   const view = { state: '', queue: '', search: '', offset: 0, limit: 25 };
   const cards = h('div', { class: 'cards' }), stats = h('dl', { class: 'stats' });
-  const queues = h('div', { class: 'scroll' }), workers = h('div'), rows = h('div', { class: 'scroll' }), pager = h('div', { class: 'pager' });
+  const queues = h('div', { class: 'scroll' }), schedules = h('div', { class: 'scroll' }), workers = h('div'), rows = h('div', { class: 'scroll' }), pager = h('div', { class: 'pager' });
   const show = (changes) => { Object.assign(view, changes, { offset: 0 }); filter.value = view.state; queueFilter.value = view.queue; refresh(); };
   const filter = h('select', { 'aria-label': 'State', onchange: () => show({ state: filter.value }) },
     h('option', { value: '' }, 'All states'), STATES.map((s) => h('option', { value: s }, s)));
@@ -3635,7 +4305,7 @@ function overview() {
     } }, cmd, h('button', { class: 'btn primary', type: 'submit' }, 'Enqueue'));
     cmd.style.flex = '1';
   }
-  app.replaceChildren(cards, stats, queuesHead, queues, h('h2', null, 'Workers'), workers, h('h2', null, 'Jobs'), ...(form ? [form] : []), bar, rows, pager);
+  app.replaceChildren(cards, stats, queuesHead, queues, h('h2', null, 'Schedules'), schedules, h('h2', null, 'Workers'), workers, h('h2', null, 'Jobs'), ...(form ? [form] : []), bar, rows, pager);
   poll(async (current) => {
     const q = new URLSearchParams({ limit: view.limit, offset: view.offset });
     if (view.state) q.set('state', view.state);
@@ -3663,6 +4333,16 @@ function overview() {
         h('td', null, qu.paused ? h('span', { class: 'badge s-paused' }, 'paused') : h('span', { class: 'muted' }, 'running')),
         STATES.map((s) => h('td', { class: qu.counts[s] ? null : 'zero', 'data-state': s }, qu.counts[s])),
         h('td', null, h('button', { class: 'btn', onclick: () => pauseQueue(qu.name, !qu.paused) }, qu.paused ? 'Resume' : 'Pause'))))));
+    patch(schedules, o.schedules, () => o.schedules.length === 0
+      ? h('div', { class: 'empty' }, "No schedules. Add one with: queuectl schedule add NAME --cron '0 2 * * *' -- CMD")
+      : h('table', null,
+        h('tr', null, ['Schedule', 'Expression', 'Zone', 'Next fire', 'Last fire', 'Missed', 'Skipped', 'Status', 'Command'].map((x) => h('th', null, x))),
+        o.schedules.map((sc) => h('tr', { 'data-schedule': sc.name },
+          h('td', { class: 'mono' }, sc.name), h('td', { class: 'mono' }, sc.cron || 'every ' + sc.every), h('td', null, sc.tz),
+          h('td', null, sc.paused ? '—' : when(sc.next_at)), h('td', null, sc.last_job ? [when(sc.last_at), ' · ', jobLink(sc.last_job)] : '—'),
+          h('td', { class: sc.missed ? null : 'zero' }, sc.missed), h('td', { class: sc.skipped ? null : 'zero' }, sc.skipped),
+          h('td', null, sc.paused ? h('span', { class: 'badge s-paused' }, 'paused') : h('span', { class: 'muted' }, 'active')),
+          h('td', { class: 'cmd', title: sc.job.command }, sc.job.command)))));
     const names = o.queues.map((qu) => qu.name);
     if (view.queue && !names.includes(view.queue)) names.push(view.queue);
     patch(queueFilter, names, () => [h('option', { value: '' }, 'All queues'), names.map((n) => h('option', { value: n }, n))]);
@@ -3922,23 +4602,49 @@ function parseJobFile(text: string, source: string): unknown[] {
   return jobs
 }
 
+/** The flags of a job that `enqueue` and `schedule add` share; each is the job's JSON field of that name. */
+const jobArgs = {
+  priority: { type: 'string', description: 'Higher runs first (default 0)' },
+  'max-retries': { type: 'string', description: 'Retries after the first attempt (default: config max_retries)' },
+  timeout: { type: 'string', description: 'How long an attempt may run: 30s, 5m, 2h, or seconds (default: config job_timeout)' },
+  cwd: { type: 'string', description: 'Directory to run in (default: the current one)' },
+  queue: { type: 'string', description: 'The named queue (default: default)' },
+  'unique-key': { type: 'string', description: 'Add nothing while an active job of the queue holds this key' },
+  'unique-for': { type: 'string', description: 'With --unique-key: also while a job with the key finished less than this ago (1h)' },
+  'on-success': { type: 'string', description: 'A shell command run once the job completed (its facts in QUEUECTL_* variables)' },
+  'on-failure': { type: 'string', description: 'A shell command run once the job ended dead, cancelled or skipped' },
+  'on-finish': { type: 'string', description: 'A shell command run once the job ended, however it ended' },
+} as const
+
+/** jobArgs as the job's fields, only those given. */
+function jobFlags(args: { [K in keyof typeof jobArgs]?: unknown }): Record<string, unknown> {
+  const fields: Record<string, unknown> = {
+    priority: wholeFlag(args.priority, '--priority', -1_000_000_000, 1_000_000_000),
+    max_retries: wholeFlag(args['max-retries'], '--max-retries', 0, 1000),
+    timeout: stringFlag(args.timeout, '--timeout'),
+    cwd: stringFlag(args.cwd, '--cwd'),
+    queue: stringFlag(args.queue, '--queue'),
+    unique_key: stringFlag(args['unique-key'], '--unique-key'),
+    unique_for: stringFlag(args['unique-for'], '--unique-for'),
+    on_success: stringFlag(args['on-success'], '--on-success'),
+    on_failure: stringFlag(args['on-failure'], '--on-failure'),
+    on_finish: stringFlag(args['on-finish'], '--on-finish'),
+  }
+  for (const key of Object.keys(fields)) if (fields[key] === undefined) delete fields[key]
+  return fields
+}
+
 const enqueueCommand = define({
   meta: { name: 'enqueue', description: 'Add a job: a shell command, a JSON object, or a file of them' },
   args: {
     command: { type: 'positional', required: false, description: 'The command (run with /bin/sh -c), or a JSON job object' },
     id: { type: 'string', description: 'Job id (default: generated)' },
-    priority: { type: 'string', description: 'Higher runs first (default 0)' },
-    'max-retries': { type: 'string', description: 'Retries after the first attempt (default: config max_retries)' },
-    timeout: { type: 'string', description: 'How long an attempt may run: 30s, 5m, 2h, or seconds (default: config job_timeout)' },
+    ...jobArgs,
     'run-at': { type: 'string', description: 'Earliest start, ISO-8601: 2026-11-23T18:00 is local time, 2026-11-23T18:00:00Z UTC' },
     delay: { type: 'string', description: 'Start after a delay: 30s, 5m, 2h, 1d' },
-    cwd: { type: 'string', description: 'Directory to run in (default: the current one)' },
     file: { type: 'string', description: 'Enqueue many: a file of JSON lines or a JSON array; - for stdin' },
-    queue: { type: 'string', description: 'The named queue (default: default)' },
     after: { type: 'string', description: 'Run only after these jobs completed: ID[,ID…]' },
     'after-any': { type: 'string', description: 'Run only after these jobs ended, whatever the outcome: ID[,ID…]' },
-    'unique-key': { type: 'string', description: 'Add nothing while an active job of the queue holds this key' },
-    'unique-for': { type: 'string', description: 'With --unique-key: also while a job with the key finished less than this ago (1h)' },
     ...jsonArg,
   },
   examples: [
@@ -3947,22 +4653,17 @@ const enqueueCommand = define({
     'queuectl enqueue \'{"id":"job1","command":"sleep 2"}\'',
     'queuectl enqueue --delay 5m "curl -fsS https://example.com/ping"',
     'queuectl enqueue --file jobs.jsonl',
+    'queuectl enqueue --on-failure \'notify-send "$QUEUECTL_JOB_ID: $QUEUECTL_LAST_ERROR"\' -- make release',
   ],
   async run({ args, rawArgs }) {
     const dashes = rawArgs.indexOf('--')
     const positionals = args._.map(String)
     const defaults: Record<string, unknown> = {
-      priority: wholeFlag(args.priority, '--priority', -1_000_000_000, 1_000_000_000),
-      max_retries: wholeFlag(args['max-retries'], '--max-retries', 0, 1000),
-      timeout: stringFlag(args.timeout, '--timeout'),
+      ...jobFlags(args),
       run_at: stringFlag(args['run-at'], '--run-at'),
       delay: stringFlag(args.delay, '--delay'),
-      cwd: stringFlag(args.cwd, '--cwd'),
-      queue: stringFlag(args.queue, '--queue'),
       after: stringFlag(args.after, '--after'),
       after_any: stringFlag(args['after-any'], '--after-any'),
-      unique_key: stringFlag(args['unique-key'], '--unique-key'),
-      unique_for: stringFlag(args['unique-for'], '--unique-for'),
     }
     for (const key of Object.keys(defaults)) if (defaults[key] === undefined) delete defaults[key]
     let specs: unknown[]
@@ -4182,7 +4883,7 @@ const DOT = Buffer.from('·').toString('latin1')
 const HEADER_LINE = new RegExp(`^=== attempt (\\d+) ${DOT} started (\\S+) .*$`)
 const FOOTER_LINE = new RegExp(`\n?=== attempt \\d+ ${DOT} (.*) ${DOT} [\\d.]+s ===\n$`)
 /** The states a job ends in, and what `logs --follow` exits with when it sees one. */
-const FOLLOW_EXIT_CODES: Partial<Record<JobState, number>> = { completed: 0, dead: 1 }
+const FOLLOW_EXIT_CODES: Partial<Record<JobState, number>> = { completed: 0, dead: 1, cancelled: 1, skipped: 1 }
 
 interface LogHeader {
   attempt: number
@@ -4648,7 +5349,8 @@ function pauseCommand(paused: boolean) {
     examples: [`queuectl ${verb} --queue deploy`, `queuectl ${verb} --all`],
     async run({ args }) {
       const queueName = stringFlag(args.queue, '--queue')
-      if ((queueName === undefined) === !args.all) throw new UsageError(`${verb} what? give --queue Q or --all`)
+      if (queueName === undefined && !args.all) throw new UsageError(`${verb} what? give --queue Q or --all`)
+      if (queueName !== undefined && args.all) throw new UsageError(`give --queue Q or --all, not both`)
       const changed = await withQueue((queue) => queue.setPaused(args.all ? { all: true } : { queue: queueName }, paused))
       const state = paused ? 'paused' : 'running'
       if (args.all) print(changed.length ? `${verb}d ${changed.join(', ')}` : `every queue was already ${state}`)
@@ -4656,6 +5358,123 @@ function pauseCommand(paused: boolean) {
     },
   })
 }
+
+const NOTHING_FIRES = 'no worker is running, so no schedule fires: start one with queuectl worker start'
+
+/** `2026-03-29 03:00 +02:00`: a time as the clocks of `tz` show it, with their offset (a time repeated in autumn is two). */
+function zonedTime(ms: number, tz: string): string {
+  const parts = Object.fromEntries(new Intl.DateTimeFormat('en-US', { timeZone: tz, hourCycle: 'h23', year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit' })
+    .formatToParts(new Date(ms)).map((part) => [part.type, part.value]))
+  const wall = Date.UTC(Number(parts.year), Number(parts.month) - 1, Number(parts.day), Number(parts.hour), Number(parts.minute), Number(parts.second))
+  const offset = Math.round((wall - Math.floor(ms / 1000) * 1000) / 60_000)
+  const hhmm = [Math.floor(Math.abs(offset) / 60), Math.abs(offset) % 60].map((n) => String(n).padStart(2, '0')).join(':')
+  return `${parts.year}-${parts.month}-${parts.day} ${parts.hour}:${parts.minute}${parts.second === '00' ? '' : `:${parts.second}`} ${offset < 0 ? '-' : '+'}${hhmm}`
+}
+
+const scheduleTiming = (s: ScheduleInfo) => s.cron ?? `every ${s.every}`
+const scheduleWhen = (at: string | null, tz: string) => (at ? `${zonedTime(Date.parse(at), tz)} (${ago(at)})` : '-')
+
+function scheduleNameArg(args: { _: unknown[] }): string {
+  const [name, ...rest] = args._.map(String)
+  if (name === undefined) throw new UsageError('which schedule? give its name (see queuectl schedule ls)')
+  if (rest.length) throw new UsageError(`one schedule name, not ${args._.length}: ${args._.map((a) => describeValue(String(a))).join(' ')}`)
+  return name
+}
+
+const scheduleCommand = define({
+  meta: { name: 'schedule', description: 'Recurring jobs: a cron expression or an interval, fired by the workers' },
+  subCommands: {
+    add: define({
+      meta: { name: 'add', description: 'Add a schedule: NAME --cron EXPR | --every DUR [job flags] -- CMD; each fire enqueues the job NAME:<fire time>' },
+      args: {
+        name: { type: 'positional', required: false, description: 'Its name: 1–64 of A-Z a-z 0-9 _ . - (not starting with . or -)' },
+        command: { type: 'positional', required: false, description: 'The command (run with /bin/sh -c)' },
+        cron: { type: 'string', description: '5 fields (minute hour day-of-month month day-of-week), or @hourly, @daily, @weekly, @monthly, @yearly' },
+        every: { type: 'string', description: 'Or an interval: 10s at least, 5m, 2h, 1d' },
+        tz: { type: 'string', description: "The zone --cron is read in (default: the system's, stored now)" },
+        replace: { type: 'boolean', description: 'Replace the schedule of that name' },
+        ...jobArgs,
+        ...jsonArg,
+      },
+      examples: [
+        "queuectl schedule add nightly --cron '0 2 * * *' -- ./backup.sh --full",
+        "queuectl schedule add report --cron '30 8 * * MON-FRI' --tz Europe/Berlin --queue mail 'make report'",
+        'queuectl schedule add ping --every 5m --timeout 30s -- curl -fsS https://example.com/health',
+      ],
+      async run({ args }) {
+        const [name, ...words] = args._.map(String)
+        if (name === undefined) throw new UsageError("schedule add needs a name and a command: queuectl schedule add NAME --cron '0 2 * * *' -- CMD")
+        if (words.length === 0) throw new UsageError(`schedule ${name} needs a command: put it after --`)
+        const job = { ...jobFlags(args), command: words.length === 1 ? words[0] : quoteCommand(words) }
+        const [schedule, alive] = await withQueue(async (queue) => [await queue.addSchedule({
+          name, cron: stringFlag(args.cron, '--cron'), every: stringFlag(args.every, '--every'), tz: stringFlag(args.tz, '--tz'), replace: Boolean(args.replace), job,
+        }), await queue.hasLiveWorker()] as const)
+        if (args.json) printJson(schedule)
+        else print(`schedule ${name}: ${scheduleTiming(schedule)} (${schedule.tz}), next ${scheduleWhen(schedule.next_at, schedule.tz)}`)
+        if (!alive) log.info(NOTHING_FIRES)
+      },
+    }),
+    ls: define({
+      meta: { name: 'ls', description: 'Every schedule: its timing and zone, next and last fire, missed and skipped fires, pause' },
+      args: { ...jsonArg },
+      examples: ['queuectl schedule ls', 'queuectl schedule ls --json'],
+      async run({ args }) {
+        const [schedules, alive] = await withQueue(async (queue) => [await queue.listSchedules(), await queue.hasLiveWorker()] as const)
+        if (args.json) printJson(schedules)
+        else if (schedules.length === 0) print(paint('gray', 'no schedules'))
+        else {
+          printTable(['NAME', 'SCHEDULE', 'ZONE', 'NEXT', 'LAST', 'MISSED', 'SKIPPED', 'PAUSED', 'COMMAND'], schedules.map((s) => [
+            s.name, scheduleTiming(s), s.tz, s.paused ? ['yellow', 'paused'] : scheduleWhen(s.next_at, s.tz), scheduleWhen(s.last_at, s.tz),
+            String(s.missed), String(s.skipped), s.paused ? ['yellow', 'yes'] : 'no', s.job.command,
+          ]))
+        }
+        if (!alive && schedules.some((s) => !s.paused)) log.warn(NOTHING_FIRES)
+      },
+    }),
+    rm: define({
+      meta: { name: 'rm', description: 'Remove a schedule (the jobs it enqueued stay)' },
+      args: { name: { type: 'positional', required: false, description: 'The schedule' } },
+      examples: ['queuectl schedule rm nightly'],
+      async run({ args }) {
+        const name = scheduleNameArg(args)
+        await withQueue((queue) => queue.removeSchedule(name))
+        print(`schedule ${name} removed`)
+      },
+    }),
+    pause: define({
+      meta: { name: 'pause', description: 'Stop a schedule firing (stored until resume); its jobs go on' },
+      args: { name: { type: 'positional', required: false, description: 'The schedule' } },
+      examples: ['queuectl schedule pause nightly'],
+      async run({ args }) {
+        const name = scheduleNameArg(args)
+        print(await withQueue((queue) => queue.setSchedulePaused(name, true)) ? `schedule ${name} paused` : `schedule ${name} was already paused`)
+      },
+    }),
+    resume: define({
+      meta: { name: 'resume', description: 'Fire a paused schedule again, from its next time on (the times it was paused are not missed)' },
+      args: { name: { type: 'positional', required: false, description: 'The schedule' } },
+      examples: ['queuectl schedule resume nightly'],
+      async run({ args }) {
+        const name = scheduleNameArg(args)
+        const [changed, schedule] = await withQueue(async (queue) => [await queue.setSchedulePaused(name, false), (await queue.listSchedules()).find((s) => s.name === name)!] as const)
+        print(changed ? `schedule ${name} resumed: next ${scheduleWhen(schedule.next_at, schedule.tz)}` : `schedule ${name} was not paused`)
+      },
+    }),
+    run: define({
+      meta: { name: 'run', description: "Enqueue the schedule's job now (id NAME:<now>), whatever its time and pause; prints its id" },
+      args: { name: { type: 'positional', required: false, description: 'The schedule' }, ...jsonArg },
+      examples: ['queuectl schedule run nightly'],
+      async run({ args }) {
+        const name = scheduleNameArg(args)
+        const job = await withQueue((queue) => queue.runSchedule(name))
+        if (args.json) printJson(job)
+        else print(job.id)
+        if (job.duplicate) log.info(`duplicate of ${job.id} (${job.state}): not enqueued`)
+      },
+    }),
+  },
+  examples: ["queuectl schedule add nightly --cron '0 2 * * *' -- ./backup.sh", 'queuectl schedule ls', 'queuectl schedule run nightly'],
+})
 
 const configCommand = define({
   meta: { name: 'config', description: 'Settings stored with the queue' },
@@ -4667,7 +5486,8 @@ const configCommand = define({
       async run({ args }) {
         const config = await withQueue(async (queue) => (args.json ? queue.getConfig() : queue.getConfigText()))
         if (args.json) return printJson(config)
-        printTable(['KEY', 'VALUE', 'DEFAULT', 'MEANING'], Object.entries(CONFIG_KEYS).map(([key, def]) => [key, String(config[key]), String(def.default), `${def.does}; ${def.range}`]))
+        const shown = (value: string | number) => (value === '' ? '-' : String(value))
+        printTable(['KEY', 'VALUE', 'DEFAULT', 'MEANING'], Object.entries(CONFIG_KEYS).map(([key, def]) => [key, shown(config[key as ConfigName]), shown(def.default), `${def.does}; ${def.range}`]))
       },
     }),
     get: define({
@@ -4691,7 +5511,7 @@ const configCommand = define({
           await queue.setConfig(key, String(args.value))
           return (await queue.getConfigText())[key]
         })
-        print(`${key} = ${text}`)
+        print(text === '' ? `${key} cleared` : `${key} = ${text}`)
       },
     }),
     reset: define({
@@ -4889,6 +5709,7 @@ const cli = define({
     queue: queueCommand,
     pause: pauseCommand(true),
     resume: pauseCommand(false),
+    schedule: scheduleCommand,
     completions: completionsCommand,
     complete: define({
       meta: { name: 'complete', hidden: true, description: 'What the completion scripts run at TAB' },

@@ -383,6 +383,7 @@ async function benchThroughput() {
   for (const { workers, slots } of setups) {
     const lanes = workers * slots
     const label = slots > 1 ? `1 worker with ${slots} slots` : `${workers} worker${workers > 1 ? 's' : ''}`
+    const least = workers === 1 ? 0.6 : workers === 4 ? 0.35 : undefined // of the spawn floor in as many lanes
     const rates: number[] = []
     const walls: number[] = []
     const floors: number[] = []
@@ -406,8 +407,8 @@ async function benchThroughput() {
       baselineUnit: 'jobs/s',
       baselineLabel: `sh -c true from Node, ${lanes} lane${lanes > 1 ? 's' : ''}`,
       ratio,
-      target: lanes === 4 ? '≥ 0.30 of floor' : '',
-      pass: lanes === 4 ? ratio >= 0.3 : null,
+      target: least ? `≥ ${least} of floor` : '',
+      pass: least ? ratio >= least : null,
       runs: rates,
       note: `first start → last finish; incl. worker start-up: ${median(walls).toFixed(0)} jobs/s`,
     })

@@ -221,6 +221,7 @@ describe('kill, rm, retry, wait', { concurrency: true }, () => {
       await home.ok(['worker', 'start'])
       await waitFor('the job started its child', () => existsSync(pidFile) && readFileSync(pidFile, 'utf8').trim())
       const child = Number(readFileSync(pidFile, 'utf8'))
+      const follower = home.run(['logs', 'stubborn', '--follow'], { timeoutMs: 30_000 })
       const killed = await home.run(['kill', 'stubborn', '--grace', '1s', '--wait'], { timeoutMs: 30_000 })
       assert.equal(killed.code, 0, killed.stderr)
       const job = await home.job('stubborn')
@@ -228,6 +229,7 @@ describe('kill, rm, retry, wait', { concurrency: true }, () => {
       assert.match(job.last_error, /cancelled: killed by SIGKILL/)
       assert.equal(job.attempts, 1)
       await waitFor('the group is gone', () => !isAlive(child), 5_000)
+      assert.equal((await follower).code, 1, 'logs --follow ends with the job, exit 1 for cancelled')
       assert.equal((await home.run(['wait', 'stubborn'])).code, 1)
     } finally {
       await home.cleanup()

@@ -25,7 +25,7 @@ const JOB_FIELDS = ['id', 'command', 'cwd', 'state', 'attempts', 'max_retries', 
 // Every kind of path the server answers (and one it does not): each must refuse a request without the token.
 const ALL_PATHS = ['/', '/metrics', '/api/overview', '/api/status', '/api/stats', '/api/jobs', '/api/jobs/broken-sync',
   '/api/jobs/broken-sync/log', '/api/jobs/broken-sync/retry', '/api/jobs/nightly-report/kill', '/api/dlq/retry-all',
-  '/api/queues', '/api/queues/default/pause', '/api/queues/default/resume', '/api/queues/pause-all', '/api/queues/resume-all', '/nope']
+  '/api/queues', '/api/schedules', '/api/queues/default/pause', '/api/queues/default/resume', '/api/queues/pause-all', '/api/queues/resume-all', '/nope']
 // The POSTs that change something: each needs the token, and with the cookie, proof that it comes from the page.
 const ACTIONS = ['/api/jobs/broken-sync/retry', '/api/jobs/nightly-report/kill', '/api/dlq/retry-all',
   '/api/queues/default/pause', '/api/queues/default/resume', '/api/queues/pause-all', '/api/queues/resume-all']
@@ -251,6 +251,7 @@ describe('dashboard on 127.0.0.1, with the token it generated', () => {
     assert.deepEqual(overview.workers, [])
     assert.equal(typeof overview.stats.success_rate, 'number')
     assert.equal(overview.allow_enqueue, false)
+    assert.deepEqual(overview.schedules, [])
 
     const all = await (await get('/api/jobs')).json()
     assert.equal(all.total, 5)
@@ -623,6 +624,7 @@ describe('dashboard page: the queue panel, Kill, Retry and dependencies', () => 
     await enqueueJson(home, { id: 'ship', command: './deploy.sh', queue: 'deploy', after: 'doomed' })
     await home.ok(['queue', 'set', 'deploy', '--concurrency', '1'])
     await home.ok(['pause', '--queue', 'build'])
+    await home.ok(['schedule', 'add', 'nightly', '--cron', '0 2 29 2 *', '--tz', 'Europe/Berlin', '--queue', 'build', '--', './backup.sh --full'])
     dash = await startDashboard(home)
   })
   after(async () => {
@@ -647,6 +649,10 @@ describe('dashboard page: the queue panel, Kill, Retry and dependencies', () => 
       assert.equal(await page.locator('.card.s-skipped b').textContent(), '1')
       assert.equal(await page.locator('.card.s-blocked b').textContent(), '1')
       assert.equal(await page.locator('tr[data-id="ship"] td').nth(2).textContent(), 'deploy', 'the jobs table shows the queue')
+      const schedule = await page.locator('tr[data-schedule="nightly"] td').allTextContents()
+      assert.deepEqual([schedule[0], schedule[1], schedule[2], schedule[4], schedule[5], schedule[6], schedule[7], schedule[8]],
+        ['nightly', '0 2 29 2 *', 'Europe/Berlin', '—', '0', '0', 'active', './backup.sh --full'])
+      assert.match(schedule[3], /^in \d+d$/, 'the next fire (a leap day: no worker of these tests fires it)')
       if (process.env.UPDATE_SCREENSHOT) {
         mkdirSync(join(ROOT, 'docs'), { recursive: true })
         await page.screenshot({ path: join(ROOT, 'docs', 'dashboard.png'), fullPage: true })

@@ -13,6 +13,8 @@ interface Case {
   input?: string
   /** extra checks on the case's home after the call */
   check?: (home: string) => Promise<void>
+  /** what the error line must say: the fault, named */
+  says?: RegExp
 }
 
 const job = (o: Record<string, unknown>) => JSON.stringify(o)
@@ -157,20 +159,56 @@ const cases: Case[] = [
   { name: 'worker start --concurrency 0', args: ['worker', 'start', '--concurrency', '0'] },
   { name: 'worker run --queue with a bad name', args: ['worker', 'run', '--queue', 'ok,.bad'] },
   { name: 'retry without ids', args: ['retry'] },
+  // schedules
+  { name: 'schedule --cron with minute 61', args: ['schedule', 'add', 's', '--cron', '61 * * * *', '--', 'true'], says: /the minute field "61" is not valid: use 0-59/ },
+  { name: 'schedule --cron with hour 24', args: ['schedule', 'add', 's', '--cron', '0 24 * * *', '--', 'true'], says: /the hour field "24"/ },
+  { name: 'schedule --cron with a bad day-of-week', args: ['schedule', 'add', 's', '--cron', '0 2 * * FUNDAY', '--', 'true'], says: /the day-of-week field "FUNDAY"/ },
+  { name: 'schedule --cron with 6 fields (seconds)', args: ['schedule', 'add', 's', '--cron', '0 30 2 * * *', '--', 'true'], says: /has 6 fields: use 5 .*no seconds field/ },
+  { name: 'schedule --cron with an unknown nickname', args: ['schedule', 'add', 's', '--cron', '@reboot', '--', 'true'], says: /unknown cron nickname "@reboot": use @hourly, @daily/ },
+  { name: 'schedule --cron that never fires (February 30)', args: ['schedule', 'add', 's', '--cron', '0 0 30 2 *', '--', 'true'], says: /never fires/ },
+  { name: 'schedule --tz unknown', args: ['schedule', 'add', 's', '--cron', '0 2 * * *', '--tz', 'Mars/Olympus', '--', 'true'], says: /unknown time zone "Mars\/Olympus"/ },
+  { name: 'schedule --every 1s', args: ['schedule', 'add', 's', '--every', '1s', '--', 'true'], says: /--every 1s is too often: use at least 10s/ },
+  { name: 'schedule --every abc', args: ['schedule', 'add', 's', '--every', 'abc', '--', 'true'], says: /invalid --every "abc"/ },
+  { name: 'schedule --tz with --every', args: ['schedule', 'add', 's', '--every', '1h', '--tz', 'UTC', '--', 'true'], says: /--tz applies to --cron only/ },
+  { name: 'schedule with both --cron and --every', args: ['schedule', 'add', 's', '--cron', '@daily', '--every', '1h', '--', 'true'], says: /not both/ },
+  { name: 'schedule with neither --cron nor --every', args: ['schedule', 'add', 's', '--', 'true'], says: /needs --cron EXPR .* or --every DUR/ },
+  { name: 'schedule without a command', args: ['schedule', 'add', 's', '--every', '1h'], says: /needs a command/ },
+  { name: 'schedule name with a space', args: ['schedule', 'add', 'a b', '--every', '1h', '--', 'true'], says: /invalid schedule name "a b"/ },
+  { name: 'schedule name of 65 characters', args: ['schedule', 'add', 's'.repeat(65), '--every', '1h', '--', 'true'], says: /invalid schedule name/ },
+  { name: 'schedule --priority high', args: ['schedule', 'add', 's', '--every', '1h', '--priority', 'high', '--', 'true'], says: /--priority must be a whole number/ },
+  {
+    name: 'schedule add of a taken name without --replace',
+    args: ['schedule', 'add', 'existing', '--cron', '@daily', '--', 'echo', 'replaced'],
+    says: /a schedule named "existing" already exists: .*--replace/,
+    check: async (home) => {
+      const r = await runCli(['schedule', 'ls', '--json'], { env: envFor(home) })
+      assert.deepEqual(JSON.parse(r.stdout).map((s: any) => [s.name, s.every, s.job.command]), [['existing', '1h', 'echo scheduled']])
+    },
+  },
+  // completion hooks
+  { name: "--on-success ''", args: ['enqueue', '--on-success', '', '--', 'true'] },
+  { name: 'on_finish with a NUL (JSON)', args: ['enqueue', job({ command: 'true', on_finish: 'echo a\0b' })] },
+  { name: 'on_failure of blanks (JSON)', args: ['enqueue', job({ command: 'true', on_failure: '  ' })] },
+  { name: 'on_success not a string (JSON)', args: ['enqueue', job({ command: 'true', on_success: ['echo', 'hi'] })] },
+  { name: 'on_success over 1 MiB (--file)', args: ['enqueue', '--file', '-'], input: job({ command: 'true', on_success: `echo ${'x'.repeat(1024 * 1024)}` }) },
+  { name: 'config hook_timeout abc', args: ['config', 'set', 'hook_timeout', 'abc'] },
+  { name: 'config hook_timeout 0', args: ['config', 'set', 'hook_timeout', '0'] },
 ]
 
 function envFor(home: string): Record<string, string> {
   return { ...(process.env as Record<string, string>), QUEUECTL_HOME: home }
 }
 
-async function snapshot(home: string): Promise<{ jobs: unknown; config: unknown }> {
-  const [jobs, config] = await Promise.all([
+async function snapshot(home: string): Promise<{ jobs: unknown; config: unknown; schedules: unknown }> {
+  const [jobs, config, schedules] = await Promise.all([
     runCli(['list', '--json', '--limit', '1000'], { env: envFor(home) }),
     runCli(['config', 'list', '--json'], { env: envFor(home) }),
+    runCli(['schedule', 'ls', '--json'], { env: envFor(home) }),
   ])
   assert.equal(jobs.code, 0, `list --json: ${jobs.stderr}`)
   assert.equal(config.code, 0, `config list --json: ${config.stderr}`)
-  return { jobs: JSON.parse(jobs.stdout), config: JSON.parse(config.stdout) }
+  assert.equal(schedules.code, 0, `schedule ls --json: ${schedules.stderr}`)
+  return { jobs: JSON.parse(jobs.stdout), config: JSON.parse(config.stdout), schedules: JSON.parse(schedules.stdout) }
 }
 
 /** The stored data's files; identical bytes mean identical data (anything else is compared through the CLI). */
@@ -193,7 +231,7 @@ async function assertUnchanged(home: string): Promise<void> {
 }
 
 let templateBytes: Record<string, Buffer | null>
-let baseline: { jobs: unknown; config: unknown }
+let baseline: { jobs: unknown; config: unknown; schedules: unknown }
 
 function assertUsageError(r: RunResult): void {
   assert.equal(r.code, 2, `exit ${r.code} (signal ${r.signal}); stdout ${JSON.stringify(r.stdout)}; stderr ${JSON.stringify(r.stderr)}`)
@@ -211,6 +249,7 @@ describe('bad input', { concurrency: 4 }, () => {
     template = new Home()
     await template.ok(['enqueue', job({ id: 'existing', command: 'echo original', priority: 3 })])
     await template.ok(['config', 'set', 'max_retries', '5'])
+    await template.ok(['schedule', 'add', 'existing', '--every', '1h', '--', 'echo', 'scheduled'])
     baseline = await snapshot(template.dir)
     templateBytes = storedBytes(template.dir)
     assert.ok(templateBytes['queue.db'], 'the template has a queue.db')
@@ -229,6 +268,7 @@ describe('bad input', { concurrency: 4 }, () => {
       try {
         const r = await runCli(c.args, { env: envFor(home), input: c.input, timeoutMs: 30_000 })
         assertUsageError(r)
+        if (c.says) assert.match(r.stderr, c.says)
         await assertUnchanged(home)
         await c.check?.(home)
       } finally {
