@@ -1566,6 +1566,12 @@ export function isValidQueueName(name: unknown): name is string {
   return typeof name === 'string' && QUEUE_PATTERN.test(name)
 }
 
+/** `name` if it is a valid queue (or schedule) name, else the usage error that says so. */
+function checkQueueName(name: unknown, what = 'queue name'): string {
+  if (!isValidQueueName(name)) throw new UsageError(`invalid ${what} ${describeValue(name)}: use 1–64 letters, digits, _ . - (not starting with . or -)`)
+  return name
+}
+
 export function defaultHome(): string {
   return resolve(process.env.QUEUECTL_HOME || join(process.env.HOME || '.', '.queuectl'))
 }
@@ -1690,9 +1696,7 @@ export function validateJobSpec(input: unknown, now = Date.now(), defaultEnv?: R
     }
     if (!isDirectory) throw new UsageError(`"cwd" ${cwd} is not an existing directory`)
   }
-  if (spec.queue != null && !isValidQueueName(spec.queue)) {
-    throw new UsageError(`invalid queue name ${describeValue(spec.queue)}: use 1–64 letters, digits, _ . - (not starting with . or -)`)
-  }
+  if (spec.queue != null) checkQueueName(spec.queue)
   const after = parentIds(spec.after, 'after')
   const afterAny = parentIds(spec.after_any, 'after_any').filter((id) => !after.includes(id)) // both: the stricter rule
   if (after.length + afterAny.length > MAX_PARENTS) throw new UsageError(`a job may wait for at most ${MAX_PARENTS} parents`)
@@ -1838,6 +1842,9 @@ function toSchedule(row: ScheduleRow): ScheduleInfo {
     job: { command: job.command, cwd: job.cwd, queue: job.queue, priority: job.priority, max_retries: job.max_retries ?? null, timeout: job.timeout, unique_key: job.unique_key },
   }
 }
+
+/** What `wait` follows of a job. */
+export type JobProgress = Pick<Job, 'id' | 'state' | 'exit_code' | 'attempts' | 'queue' | 'last_error'>
 
 export interface KillResult {
   cancelled: string[]
@@ -2381,7 +2388,7 @@ export class Queue {
 
   /** `queue set Q --concurrency N|unlimited` (null). Lowering it stops nothing: claims wait until under it. */
   async setQueueConcurrency(name: string, concurrency: number | null): Promise<void> {
-    if (!isValidQueueName(name)) throw new UsageError(`invalid queue name ${describeValue(name)}: use 1–64 letters, digits, _ . - (not starting with . or -)`)
+    checkQueueName(name)
     await this.storage.write(async (sql) => {
       await this.ensureQueue(sql, name)
       await sql.run('UPDATE queues SET concurrency = ? WHERE name = ?', [concurrency, name])
@@ -2391,7 +2398,7 @@ export class Queue {
 
   /** Pauses or resumes one queue, or all (`all` also covers queues made later). Returns the queues that changed. */
   async setPaused(target: { queue?: string; all?: boolean }, paused: boolean): Promise<string[]> {
-    if (target.queue !== undefined && !isValidQueueName(target.queue)) throw new UsageError(`invalid queue name ${describeValue(target.queue)}: use 1–64 letters, digits, _ . - (not starting with . or -)`)
+    if (target.queue !== undefined) checkQueueName(target.queue)
     const changed = await this.storage.write(async (sql) => {
       if (target.all) await sql.run("INSERT INTO meta (key, value) VALUES ('paused_all', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value", [paused ? '1' : '0'])
       else await this.ensureQueue(sql, target.queue!)
@@ -2405,9 +2412,9 @@ export class Queue {
   }
 
   /** Id, state, exit code and attempts of each job (undefined: no such job), for `wait`. */
-  async jobStates(ids: string[]): Promise<Map<string, Pick<Job, 'id' | 'state' | 'exit_code' | 'attempts' | 'queue' | 'last_error'> | undefined>> {
+  async jobStates(ids: string[]): Promise<Map<string, JobProgress | undefined>> {
     return this.storage.read(async (sql) => {
-      const states = new Map<string, Pick<Job, 'id' | 'state' | 'exit_code' | 'attempts' | 'queue' | 'last_error'> | undefined>()
+      const states = new Map<string, JobProgress | undefined>()
       for (const id of ids) states.set(id, await sql.get('SELECT id, state, exit_code, attempts, queue, last_error FROM jobs WHERE id = ?', [id]))
       return states
     })
@@ -2792,7 +2799,7 @@ export class Queue {
    */
   async addSchedule(spec: ScheduleSpec): Promise<ScheduleInfo> {
     const { name } = spec
-    if (!isValidQueueName(name)) throw new UsageError(`invalid schedule name ${describeValue(name)}: use 1–64 letters, digits, _ . - (not starting with . or -)`)
+    checkQueueName(name, 'schedule name')
     if (spec.cron == null && spec.every == null) throw new UsageError("a schedule needs --cron EXPR (such as '0 2 * * *') or --every DUR (such as 10m)")
     if (spec.cron != null && spec.every != null) throw new UsageError('give either --cron or --every, not both')
     const job = spec.job as unknown as Record<string, unknown> | undefined
@@ -3917,11 +3924,6 @@ function killOptions(body: Record<string, unknown>): { signal?: NodeJS.Signals; 
   }
 }
 
-function queueName(name: string): string {
-  if (!isValidQueueName(name)) throw new HttpError(400, `invalid queue name ${JSON.stringify(name)}: use 1–64 letters, digits, _ . - (not starting with . or -)`)
-  return name
-}
-
 function intParam(url: URL, name: string, fallback: number, min: number, max: number): number {
   const text = url.searchParams.get(name)
   if (text === null || text === '') return fallback
@@ -4050,7 +4052,7 @@ async function handleDashboardRequest(
   } else if (parts.length === 2 && b === 'jobs') {
     route('GET', 'POST')
     const inQueue = url.searchParams.get('queue') || undefined
-    const filter = { state: stateParam(url), queue: inQueue && queueName(inQueue), search: url.searchParams.get('search')?.slice(0, 200) || undefined }
+    const filter = { state: stateParam(url), queue: inQueue && checkQueueName(inQueue), search: url.searchParams.get('search')?.slice(0, 200) || undefined }
     const limit = intParam(url, 'limit', 50, 1, 500)
     const offset = intParam(url, 'offset', 0, 0, Number.MAX_SAFE_INTEGER)
     sendJson(res, 200, { jobs: await queue.listJobs({ ...filter, limit, offset }), total: await queue.countJobs(filter), limit, offset })
@@ -4101,7 +4103,7 @@ async function handleDashboardRequest(
   } else if (parts.length === 4 && b === 'queues' && (d === 'pause' || d === 'resume')) {
     route('POST')
     const paused = d === 'pause'
-    sendJson(res, 200, { paused, changed: await queue.setPaused({ queue: queueName(c) }, paused) })
+    sendJson(res, 200, { paused, changed: await queue.setPaused({ queue: checkQueueName(c) }, paused) })
   } else {
     throw new HttpError(404, 'not found')
   }
@@ -4723,7 +4725,7 @@ function queueListFlag(value: unknown, flag: string): string[] | undefined {
   const text = stringFlag(value, flag)
   if (text === undefined) return undefined
   const names = text.split(',').map((name) => name.trim()).filter(Boolean)
-  for (const name of names) if (!isValidQueueName(name)) throw new UsageError(`${flag}: invalid queue name ${describeValue(name)}: use 1–64 letters, digits, _ . - (not starting with . or -)`)
+  for (const name of names) checkQueueName(name)
   if (names.length === 0) throw new UsageError(`${flag} needs a queue name`)
   return names
 }
@@ -5221,7 +5223,7 @@ const waitCommand = define({
     const ids = jobIdArgs(args)
     const queueName = stringFlag(args.queue, '--queue')
     if ([ids.length > 0, queueName !== undefined, Boolean(args.all)].filter(Boolean).length > 1) throw new UsageError('wait for job ids, --queue Q or --all: one of them')
-    if (queueName !== undefined && !isValidQueueName(queueName)) throw new UsageError(`invalid queue name ${describeValue(queueName)}`)
+    if (queueName !== undefined) checkQueueName(queueName)
     const timeoutMs = durationFlag(args.timeout, '--timeout')
     process.exitCode = await withQueue(async (queue) => {
       if (ids.length) {
@@ -5251,7 +5253,7 @@ const killCommand = define({
     const targets = [ids.length > 0, queueName !== undefined, Boolean(args.all)].filter(Boolean).length
     if (targets === 0) throw new UsageError('kill what? give job ids, --queue Q or --all')
     if (targets > 1) throw new UsageError('give job ids, --queue Q or --all: one of them')
-    if (queueName !== undefined && !isValidQueueName(queueName)) throw new UsageError(`invalid queue name ${describeValue(queueName)}`)
+    if (queueName !== undefined) checkQueueName(queueName)
     const signal = signalFlag(args.signal)
     const graceMs = durationFlag(args.grace, '--grace')
     await withQueue(async (queue) => {
