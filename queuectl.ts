@@ -379,6 +379,13 @@ export function retryDelay(failedAttempts: number, base: number, max: number): n
   return Math.min(base ** failedAttempts, max)
 }
 
+/**
+ * The queue's clock: this host's, moved by its difference to the database server's (measured when a PostgreSQL
+ * queue opens), so that hosts whose clocks disagree still agree on when a job is due. 0 for the SQLite file.
+ */
+let clockOffsetMs = 0
+export const clockNow = () => Date.now() + clockOffsetMs
+
 let lastIdTime = 0
 let idTime = '' // lastIdTime in base 36
 let idCounter = 0
@@ -629,7 +636,7 @@ function rmQuiet(path: string): void {
 
 // Storage, part 2: the seam, and its sql.js implementation (snapshot + journal).
 
-export type SqlValue = string | number | null
+export type SqlValue = string | number | Uint8Array | null
 export type Row = Record<string, SqlValue>
 
 /** What queue operations may do with the database. Async so that a networked backend fits the same seam. */
@@ -650,6 +657,14 @@ export interface Storage {
   write<T>(fn: (sql: SqlSession) => Promise<T>, afterCommit?: (result: T) => void): Promise<T>
   /** Appended to the query that picks a job to claim (a server database adds `FOR UPDATE SKIP LOCKED`). */
   readonly claimLock: string
+  /** Attempts' output is in the table `output` (a database that hosts share), not only in this host's log files. */
+  readonly outputInDatabase?: boolean
+  /** Where the queue is, for messages. */
+  readonly where: string
+  /** Tells idle workers on other hosts that there may be work (theirs are not poked through a file). */
+  hint?(): void
+  /** Calls `onHint` whenever some process hints. */
+  listen?(onHint: () => void, onTrouble: (message: string) => void): void
   close(): void
 }
 
@@ -892,6 +907,7 @@ const WRITING_OPCODES = new Set(['AutoCommit', 'Savepoint', 'Vacuum', 'JournalMo
  */
 export class SqlJsStorage implements Storage {
   readonly claimLock = ''
+  readonly where: string
   private db: Database | undefined
   private generation = 0
   private schemaVersion = 0
@@ -910,6 +926,7 @@ export class SqlJsStorage implements Storage {
 
   private constructor(private readonly SQL: SqlJsStatic, readonly home: string) {
     this.dbPath = join(home, 'queue.db')
+    this.where = this.dbPath
     this.journalPath = `${this.dbPath}.journal`
     this.lock = new FileLock(`${this.dbPath}.lock`)
   }
@@ -1379,6 +1396,278 @@ export class SqlJsStorage implements Storage {
   }
 }
 
+// Storage, part 3: PostgreSQL (node-postgres), for workers on many hosts: the same statements in the server's transactions.
+
+type PgModule = typeof import('pg')
+type PgClient = import('pg').PoolClient
+let pgModule: PgModule | undefined
+/** pg is required only for a postgres URL: the SQLite default loads nothing of it. */
+function loadPg(): PgModule {
+  pgModule ??= createRequire(scriptPath())('pg') as PgModule
+  return pgModule
+}
+
+/** What the CLI takes as `--db` / QUEUECTL_DB: a postgres URL, its schema (`?schema=`, default `queuectl`) apart. */
+export function parseDatabaseUrl(text: string): { connectionString: string; schema: string; where: string } {
+  let url: URL
+  try {
+    url = new URL(text)
+  } catch {
+    throw new UsageError(`--db ${describeValue(text)} is not a URL: use postgres://user@host:5432/database (or leave it out for the SQLite file in the home)`)
+  }
+  if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') {
+    throw new UsageError(`--db takes a postgres:// URL, not ${describeValue(url.protocol.replace(/:$/, ''))}: leave it out for the SQLite file in the home`)
+  }
+  const schema = url.searchParams.get('schema') ?? 'queuectl'
+  if (!/^[a-z_][a-z0-9_]{0,39}$/.test(schema)) throw new UsageError(`invalid schema ${describeValue(schema)} in --db: use 1–40 lowercase letters, digits and _, not starting with a digit`)
+  url.searchParams.delete('schema')
+  const socket = url.searchParams.get('host')
+  return { connectionString: url.href, schema, where: `${socket ?? url.hostname}${url.port ? `:${url.port}` : ''}${url.pathname} (schema ${schema})` }
+}
+
+/**
+ * The queue's statements are written for SQLite; PostgreSQL spells three things differently: `$n` placeholders,
+ * no index hints (its planner picks the partial index the predicate names), and a case-insensitive LIKE. Every
+ * other statement is portable SQL as it stands. Translated once per text.
+ */
+function toPostgres(sql: string): string {
+  let n = 0
+  let text = sql.replace(/\s+INDEXED BY \w+/g, '').replace(/\bLIKE\b/g, 'ILIKE')
+  if (/^\s*INSERT OR IGNORE INTO\b/.test(text)) text = `${text.replace('INSERT OR IGNORE INTO', 'INSERT INTO')} ON CONFLICT DO NOTHING`
+  return text.replace(/\?/g, () => `$${++n}`)
+}
+
+/** The schema as PostgreSQL types it: times in ms need 64 bits; output lives in the database, in chunks by byte position. */
+const PG_SCHEMA = `${SCHEMA.replace(/\bINTEGER\b/g, 'BIGINT').replace(/\bREAL\b/g, 'DOUBLE PRECISION')};
+CREATE TABLE output (job_id TEXT NOT NULL, pos BIGINT NOT NULL, data BYTEA NOT NULL, PRIMARY KEY (job_id, pos));`
+/** How a PostgreSQL schema of `version - 1` becomes `version`: none yet, as 4 was the first one made there. */
+const PG_MIGRATIONS: Record<number, string> = {}
+/** The first of the two keys of the advisory lock that serialises writes (the second is the schema's hash): "queu". */
+const PG_LOCK_CLASS = 0x71756575
+/** Errors that mean the server or the way to it went away, not that a statement was wrong. */
+const PG_CONNECTION_ERRORS = /^(08|57P0|53300)|^(ECONNREFUSED|ECONNRESET|ENOTFOUND|EAI_AGAIN|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|EPIPE)$/
+
+/**
+ * The queue in a PostgreSQL schema. A write is one transaction under a transaction-level advisory lock per schema:
+ * writes are serialised as the SQLite lockfile serialises them, so every rule of the queue holds by the same
+ * statements, on every host, with nothing to elect (a write costs ~1 ms, and workers write a few times per job).
+ * The claim still picks `FOR UPDATE SKIP LOCKED`. Reads are REPEATABLE READ READ ONLY snapshots and take no lock.
+ * Time is the server's: this process's clock is moved by the difference, measured at open (clockNow).
+ */
+export class PgStorage implements Storage {
+  readonly claimLock = ' FOR UPDATE SKIP LOCKED'
+  readonly outputInDatabase = true
+  private readonly translated = new Map<string, { name: string; text: string }>()
+  private lockKey = 0
+  private listener: import('pg').Client | undefined
+
+  private constructor(private readonly pool: import('pg').Pool, readonly schema: string, readonly where: string, private readonly connectionString: string) {}
+
+  static async open(url: string): Promise<PgStorage> {
+    const { connectionString, schema, where } = parseDatabaseUrl(url)
+    const pg = loadPg()
+    const pool = new pg.Pool({
+      connectionString,
+      max: 4,
+      connectionTimeoutMillis: envNumber('QUEUECTL_PG_CONNECT_TIMEOUT', 10_000),
+      idleTimeoutMillis: 30_000,
+      allowExitOnIdle: true,
+      keepAlive: true,
+      application_name: `queuectl ${HOST} ${process.pid}`,
+      statement_timeout: 60_000,
+      idle_in_transaction_session_timeout: 60_000,
+      options: `-c search_path=${schema}`,
+      types: { getTypeParser: pgTypeParser },
+    } as import('pg').PoolConfig)
+    pool.on('error', () => undefined) // an idle connection broke: the next statement opens another
+    const storage = new PgStorage(pool, schema, where, connectionString)
+    await storage.prepareSchema()
+    return storage
+  }
+
+  read<T>(fn: (sql: SqlSession) => Promise<T>): Promise<T> {
+    return this.withClient(async (client) => {
+      await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY')
+      let result: T
+      try {
+        result = await fn(this.session(client, false))
+      } catch (error) {
+        await client.query('ROLLBACK').catch(() => undefined)
+        throw error
+      }
+      await client.query('ROLLBACK')
+      return result
+    })
+  }
+
+  write<T>(fn: (sql: SqlSession) => Promise<T>, afterCommit?: (result: T) => void): Promise<T> {
+    return this.withClient(async (client) => {
+      // afterCommit must run before another write begins: then the lock is the session's, released after it
+      const key = `${PG_LOCK_CLASS}, ${this.lockKey}`
+      await client.query(afterCommit ? `SELECT pg_advisory_lock(${key}); BEGIN` : `BEGIN; SELECT pg_advisory_xact_lock(${key})`)
+      let result: T
+      try {
+        result = await fn(this.session(client, true))
+        await client.query('COMMIT')
+      } catch (error) {
+        await client.query('ROLLBACK').catch(() => undefined)
+        if (afterCommit) await client.query(`SELECT pg_advisory_unlock(${key})`).catch(() => undefined)
+        throw error
+      }
+      if (afterCommit) {
+        try {
+          afterCommit(result)
+        } finally {
+          await client.query(`SELECT pg_advisory_unlock(${key})`)
+        }
+      }
+      return result
+    })
+  }
+
+  /** A hint to idle workers on every host that there may be work: they look at once instead of at their next poll. */
+  hint(): void {
+    this.pool.query('SELECT pg_notify($1, $2)', [this.channel, HOST]).catch(() => undefined)
+  }
+
+  /**
+   * Calls `onHint` on every hint (from any host), on a connection of its own that is opened again, with backoff,
+   * whenever it breaks. A hint is only that: a worker polls anyway, and looks once more after reconnecting.
+   */
+  listen(onHint: () => void, onTrouble: (message: string) => void): void {
+    let delay = 500
+    const connect = () => {
+      const client = new (loadPg().Client)({ connectionString: this.connectionString, keepAlive: true, connectionTimeoutMillis: 10_000, application_name: `queuectl listen ${HOST} ${process.pid}` })
+      this.listener = client
+      let retried = false
+      const retry = (error?: Error) => {
+        if (retried || this.listener !== client) return
+        retried = true
+        if (error) onTrouble(`lost the PostgreSQL notification connection (${error.message}); reconnecting in ${Math.round(delay / 1000)} s`)
+        client.end().catch(() => undefined)
+        setTimeout(connect, delay).unref()
+        delay = Math.min(delay * 2, 30_000)
+      }
+      client.on('error', retry)
+      client.on('end', () => retry(new Error('connection ended')))
+      client.on('notification', () => onHint())
+      client.connect()
+        .then(() => client.query(`LISTEN ${this.channel}`))
+        .then(() => {
+          delay = 500
+          onHint()
+        }, retry)
+    }
+    connect()
+  }
+
+  close(): void {
+    const listener = this.listener
+    this.listener = undefined
+    listener?.end().catch(() => undefined)
+    this.pool.end().catch(() => undefined)
+  }
+
+  private get channel(): string {
+    return `queuectl_${this.schema}`
+  }
+
+  private async withClient<T>(fn: (client: PgClient) => Promise<T>): Promise<T> {
+    let client: PgClient
+    try {
+      client = await this.pool.connect()
+    } catch (error) {
+      throw this.failure(error)
+    }
+    let broken = false
+    try {
+      return await fn(client)
+    } catch (error) {
+      const failure = this.failure(error)
+      broken = failure !== error && failure instanceof QueueError // the connection is what failed: do not pool it again
+      throw failure
+    } finally {
+      client.release(broken)
+    }
+  }
+
+  /** A lost server is one line that says where; an error of the queue's own passes as it is. */
+  private failure(error: unknown): unknown {
+    const code = String((error as { code?: string }).code ?? '')
+    if (error instanceof QueueError || error instanceof UsageError) return error
+    if (PG_CONNECTION_ERRORS.test(code) || /timeout|terminated|Connection/i.test((error as Error).message ?? '')) {
+      return new QueueError(`cannot reach PostgreSQL at ${this.where}: ${(error as Error).message || code}`)
+    }
+    return error
+  }
+
+  private session(client: PgClient, writable: boolean): SqlSession {
+    const all = async <T>(sql: string, params: SqlValue[] = []): Promise<T[]> => {
+      let statement = this.translated.get(sql)
+      if (!statement) this.translated.set(sql, (statement = { name: `q${this.translated.size}`, text: toPostgres(sql) }))
+      return (await client.query({ name: statement.name, text: statement.text, values: params })).rows as T[]
+    }
+    return {
+      all,
+      get: async (sql, params) => (await all(sql, params))[0] as never,
+      run: async (sql, params) => {
+        if (!writable) throw new Error('write outside a write transaction')
+        await all(sql, params)
+      },
+    }
+  }
+
+  /**
+   * Makes the schema on first use, migrates an older one, refuses a newer one: under the write lock, in one
+   * transaction, so that processes starting together do it once. A current schema costs one read.
+   */
+  private async prepareSchema(): Promise<void> {
+    const version = await this.withClient(async (client) => {
+      const started = Date.now()
+      const { rows } = await client.query<{ now: number; key: number; meta: string | null }>(
+        "SELECT extract(epoch FROM clock_timestamp()) * 1000 AS now, hashtext($1) AS key, to_regclass($2) AS meta", [this.schema, `${this.schema}.meta`])
+      clockOffsetMs = Math.round(Number(rows[0].now) - (started + Date.now()) / 2)
+      this.lockKey = Number(rows[0].key)
+      if (!rows[0].meta) return 0
+      return Number((await client.query<{ value: string }>("SELECT value FROM meta WHERE key = 'schema_version'")).rows[0]?.value ?? 0)
+    })
+    if (version === SCHEMA_VERSION) return
+    this.refuseNewer(version)
+    await this.withClient(async (client) => {
+      await client.query(`BEGIN; SELECT pg_advisory_xact_lock(${PG_LOCK_CLASS}, ${this.lockKey})`)
+      try {
+        await client.query(`CREATE SCHEMA IF NOT EXISTS ${this.schema}; SET LOCAL search_path TO ${this.schema}`)
+        const meta = (await client.query<{ meta: string | null }>('SELECT to_regclass($1) AS meta', [`${this.schema}.meta`])).rows[0].meta
+        const now = meta ? Number((await client.query<{ value: string }>("SELECT value FROM meta WHERE key = 'schema_version'")).rows[0]?.value ?? 0) : 0
+        this.refuseNewer(now)
+        if (now === 0) {
+          await client.query(PG_SCHEMA)
+          await client.query("INSERT INTO meta (key, value) VALUES ('schema_version', $1)", [String(SCHEMA_VERSION)])
+        } else {
+          for (let next = now + 1; next <= SCHEMA_VERSION; next++) await client.query(PG_MIGRATIONS[next])
+          await client.query("UPDATE meta SET value = $1 WHERE key = 'schema_version'", [String(SCHEMA_VERSION)])
+        }
+        await client.query('COMMIT')
+      } catch (error) {
+        await client.query('ROLLBACK').catch(() => undefined)
+        throw error
+      }
+    })
+  }
+
+  private refuseNewer(version: number): void {
+    if (version > SCHEMA_VERSION) {
+      throw new QueueError(`the queue at ${this.where} has schema ${version}, newer than this queuectl ${VERSION} knows (${SCHEMA_VERSION}): upgrade queuectl; nothing was changed`)
+    }
+  }
+}
+
+/** int8 and numeric (count(*), sum(), the BIGINT columns) as numbers: every value the queue stores fits in 2^53. */
+function pgTypeParser(oid: number, format?: string): (value: string) => unknown {
+  if (oid === 20 || oid === 1700) return (value) => Number(value)
+  return loadPg().types.getTypeParser(oid, format as 'text')
+}
+
 // Queue operations: the job lifecycle as SQL with bound values, every value computed here.
 
 interface JobRow {
@@ -1435,6 +1724,14 @@ export interface ClaimedJob {
   env: Record<string, string>
   timeout: number
   slot: number
+  /** Where this attempt's output starts in the job's output in the database (outputInDatabase only). */
+  output_at?: number
+}
+
+/** Bytes of a job's log at byte `pos` of it, as the table `output` keeps them. */
+export interface OutputChunk {
+  pos: number
+  data: Uint8Array
 }
 
 /** What a worker runs: how many jobs at once, and which queues (all when undefined). */
@@ -1461,6 +1758,8 @@ export interface AttemptOutcome {
   machineFault?: string
   /** The attempt was recovered as lost and runs again elsewhere: its end is not this worker's to record. */
   takenOver?: boolean
+  /** The end of its output, not yet in the database (outputInDatabase): stored with the outcome. */
+  output?: OutputChunk[]
 }
 
 const HOST = hostname()
@@ -1499,10 +1798,13 @@ export interface HookRun {
   /** when the worker it was taken from (gone) had taken it: its hook's process note says so */
   took_over?: number
 }
+/** How far a job's output in the database goes, and its chunks past a byte, a few MiB at a time (outputInDatabase). */
+const OUTPUT_END = 'SELECT coalesce(max(pos + length(data)), 0) AS end FROM output WHERE job_id = ?'
+const OUTPUT_AFTER = 'SELECT pos, data FROM output WHERE job_id = ? AND pos + length(data) > ? ORDER BY pos LIMIT 4'
 const HAS_READY = 'SELECT 1 FROM jobs INDEXED BY jobs_ready WHERE ready = 1 AND queue = ? LIMIT 1'
 /** This host's workers with free slots and no note (a note says why a worker holds back). Sorted in JS: a sort in SQL doubles its cost. */
 const IDLE_WORKERS = `SELECT * FROM (SELECT w.*, w.slots - (SELECT count(*) FROM jobs INDEXED BY jobs_worker WHERE worker = w.id) AS free
-  FROM workers w WHERE host = ? AND id <> ? AND note IS NULL) WHERE free > 0`
+  FROM workers w WHERE host = ? AND id <> ? AND note IS NULL) AS idle WHERE free > 0`
 
 function toJob(row: JobRow): Job {
   return {
@@ -1647,7 +1949,7 @@ function hookField(value: unknown, field: HookName): string | null {
 }
 
 /** Checks one job as given by a user or a program; throws UsageError naming the field at fault. */
-export function validateJobSpec(input: unknown, now = Date.now(), defaultEnv?: Record<string, string>): NormalizedSpec {
+export function validateJobSpec(input: unknown, now = clockNow(), defaultEnv?: Record<string, string>): NormalizedSpec {
   if (typeof input !== 'object' || input === null || Array.isArray(input)) {
     throw new UsageError(`a job must be a JSON object such as {"command":"echo hi"}, not ${describeValue(input)}`)
   }
@@ -1727,7 +2029,7 @@ export function validateJobSpec(input: unknown, now = Date.now(), defaultEnv?: R
 /** Now, for schedules: `QUEUECTL_NOW` (an ISO time, set only by tests of the schedule math), else the clock. */
 function scheduleNow(): number {
   const given = process.env.QUEUECTL_NOW
-  return given ? parseTime(given, 'QUEUECTL_NOW') : Date.now()
+  return given ? parseTime(given, 'QUEUECTL_NOW') : clockNow()
 }
 
 type CronClass = typeof import('croner').Cron
@@ -1914,10 +2216,13 @@ function walkParentsFirst(jobs: Map<string, { after: string[]; after_any: string
   return undefined
 }
 
-/** Opens (creating on first use) the queue in `home`: the programmatic entry point. */
-export async function openQueue(home = defaultHome()): Promise<Queue> {
+/**
+ * Opens (creating on first use) the queue: the programmatic entry point. It is the SQLite file in `home`, or with
+ * `db` (a postgres:// URL) a PostgreSQL schema; `home` then keeps only this host's files (logs, wake files).
+ */
+export async function openQueue(home = defaultHome(), db = process.env.QUEUECTL_DB || undefined): Promise<Queue> {
   const dir = resolve(home)
-  return new Queue(await SqlJsStorage.open(dir), dir)
+  return new Queue(db ? await PgStorage.open(db) : await SqlJsStorage.open(dir), dir)
 }
 
 export class Queue {
@@ -1925,6 +2230,9 @@ export class Queue {
   private readonly heartbeatsSeen = new Map<string, { heartbeatAt: number; since: number }>()
   /** Schedules whose fire times could not be computed here, said once in the worker's log. */
   private readonly unreadableSchedules = new Set<string>()
+
+  /** This process's copies of logs kept in the database (see readableLog). */
+  private readonly logCopies = new Set<string>()
 
   constructor(readonly storage: Storage, readonly home: string) {}
 
@@ -1948,6 +2256,8 @@ export class Queue {
   }
 
   close(): void {
+    for (const path of this.logCopies) rmQuiet(path)
+    this.logCopies.clear()
     this.storage.close()
   }
 
@@ -1960,7 +2270,7 @@ export class Queue {
    * unique key is held is not added: its place in the result is the holder, marked `duplicate`.
    */
   async enqueueMany(specs: unknown[]): Promise<EnqueuedJob[]> {
-    const now = Date.now()
+    const now = clockNow()
     const defaultEnv = stringEntries(process.env) // one object for every job without its own: stored once
     const jobs = specs.map((spec, i) => {
       try {
@@ -1971,7 +2281,7 @@ export class Queue {
       }
     })
     const added = await this.storage.write(this.jobInserter(jobs, now))
-    if (added.some((job) => !job.duplicate && job.state === 'pending' && Date.parse(job.run_at) <= Date.now())) await this.wakeWorker()
+    if (added.some((job) => !job.duplicate && job.state === 'pending' && Date.parse(job.run_at) <= clockNow())) await this.wakeWorker()
     return added
   }
 
@@ -2203,7 +2513,7 @@ export class Queue {
 
   async stats(): Promise<QueueStats> {
     await this.recoverLostJobs()
-    const now = Date.now()
+    const now = clockNow()
     return this.storage.read(async (sql) => {
       const counts = await this.counts(sql)
       const durations = (await sql.all<{ d: number }>(`SELECT duration_ms AS d FROM attempts WHERE duration_ms IS NOT NULL AND ${COUNTED_ATTEMPT} ORDER BY duration_ms`)).map((r) => r.d)
@@ -2242,7 +2552,7 @@ export class Queue {
   async retryJobs(ids: string[] | 'all', options: { deadOnly?: boolean } = {}): Promise<{ retried: string[]; revived: number }> {
     const allowed: JobState[] = options.deadOnly || ids === 'all' ? ['dead'] : ['dead', 'cancelled', 'skipped']
     const result = await this.storage.write(async (sql) => {
-      const now = Date.now()
+      const now = clockNow()
       const targets = ids === 'all'
         ? (await sql.all<{ id: string }>("SELECT id FROM jobs WHERE state = 'dead' ORDER BY seq")).map((r) => r.id)
         : [...new Set(ids)]
@@ -2304,7 +2614,7 @@ export class Queue {
     const request = `${options.signal ?? 'SIGTERM'} ${Math.round(options.graceMs ?? KILL_GRACE_DEFAULT_MS)}`
     const owners = new Set<string>()
     const result = await this.storage.write(async (sql) => {
-      const now = Date.now()
+      const now = clockNow()
       let ids = target.ids
       if (ids) {
         for (const id of ids) if (!(await sql.get('SELECT 1 FROM jobs WHERE id = ?', [id]))) throw new UsageError(`no job with id "${id}": nothing was killed`)
@@ -2328,6 +2638,7 @@ export class Queue {
       return result
     })
     for (const worker of owners) this.poke(worker) // the owner signals at once; its heartbeat would find the request too
+    if (owners.size) this.storage.hint?.() // an owner on another host
     return result
   }
 
@@ -2363,6 +2674,7 @@ export class Queue {
 
   private async deleteJob(sql: SqlSession, id: string): Promise<void> {
     await sql.run('DELETE FROM jobs WHERE id = ?', [id])
+    if (this.storage.outputInDatabase) await sql.run('DELETE FROM output WHERE job_id = ?', [id])
     await sql.run('DELETE FROM attempts WHERE job_id = ?', [id])
     await sql.run('DELETE FROM deps WHERE child = ?', [id])
     await sql.run('DELETE FROM deps WHERE parent = ?', [id])
@@ -2432,7 +2744,7 @@ export class Queue {
     for (const state of states) {
       if (!isTerminal(state)) throw new UsageError(`purge deletes finished jobs only: --state ${TERMINAL_STATES.join(', ')}, not "${state}"`)
     }
-    const cutoff = Date.now() - (options.olderThanMs ?? 0)
+    const cutoff = clockNow() - (options.olderThanMs ?? 0)
     // A parent that an active job still waits for is kept: its dependant must be able to see how it ended.
     const candidates = `SELECT id FROM jobs j WHERE state IN (${states.map(() => '?').join(', ')}) AND finished_at <= ?
       AND NOT EXISTS (SELECT 1 FROM deps d JOIN jobs c ON c.id = d.child WHERE d.parent = j.id AND c.state IN (${ACTIVE_SQL}))`
@@ -2513,7 +2825,7 @@ export class Queue {
   private readonly workerSlots = new Map<string, WorkerSlots>()
 
   private async insertWorker(sql: SqlSession, id: string): Promise<void> {
-    const now = Date.now()
+    const now = clockNow()
     const { slots = 1, queues } = this.workerSlots.get(id) ?? {}
     await sql.run('INSERT INTO workers (id, pid, host, proc_start, started_at, heartbeat_at, slots, queues) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
       [id, process.pid, HOST, processStartTime(process.pid), now, now, slots, queues ? queues.join(',') : null])
@@ -2529,7 +2841,7 @@ export class Queue {
       const lost: ClaimedJob[] = []
       for (const claim of running) if (!(await this.ownedRow(sql, claim, workerId))) lost.push(claim)
       if (lost.length) return lost
-      if (await sql.get('SELECT 1 FROM workers WHERE id = ?', [workerId])) await sql.run('UPDATE workers SET heartbeat_at = ? WHERE id = ?', [Date.now(), workerId])
+      if (await sql.get('SELECT 1 FROM workers WHERE id = ?', [workerId])) await sql.run('UPDATE workers SET heartbeat_at = ? WHERE id = ?', [clockNow(), workerId])
       else await this.insertWorker(sql, workerId)
       return lost
     })
@@ -2561,11 +2873,11 @@ export class Queue {
    */
   async wakeWorker(except?: string): Promise<boolean> {
     let candidates: (WorkerRow & { free: number })[]
+    let startable = new Set<string>()
     try {
       candidates = await this.storage.read(async (sql) => {
         const idle = (await sql.all<WorkerRow & { free: number }>(IDLE_WORKERS, [HOST, except ?? ''])).filter((w) => isProcessAlive(w.pid, w.proc_start || undefined))
-        if (idle.length === 0) return []
-        const startable = new Set<string>()
+        if (idle.length === 0 && !this.storage.hint) return []
         for (const { name } of await sql.all<{ name: string }>(SERVABLE_QUEUES)) if (await sql.get(HAS_READY, [name])) startable.add(name)
         return idle.filter((w) => (w.queues === null ? startable.size > 0 : w.queues.split(',').some((name) => startable.has(name))))
       })
@@ -2575,7 +2887,10 @@ export class Queue {
     candidates.sort((a, b) => b.free - a.free)
     const most = candidates.filter((w) => w.free === candidates[0].free)
     const first = Math.floor(Math.random() * most.length) // spread the pokes over equally idle workers
-    return [...most.slice(first), ...most.slice(0, first), ...candidates.slice(most.length)].some((w) => this.poke(w.id))
+    if ([...most.slice(first), ...most.slice(0, first), ...candidates.slice(most.length)].some((w) => this.poke(w.id))) return true
+    // none here can take it: workers of other hosts hear of it through the database
+    if (startable.size > 0) this.storage.hint?.()
+    return false
   }
 
   /** Touches worker `workerId`'s wake file; false if it has none (it stopped, or it died and was cleaned up). */
@@ -2595,23 +2910,24 @@ export class Queue {
    */
   async claimNextJob(workerId: string, slot = 0): Promise<ClaimedJob | undefined> {
     const queues = this.workerSlots.get(workerId)?.queues
-    if (!(await this.storage.read(async (sql) => (await sql.get(DUE_WAITING, [Date.now(), 1])) ?? (await this.pickReady(sql, queues))))) return undefined
+    if (!(await this.storage.read(async (sql) => (await sql.get(DUE_WAITING, [clockNow(), 1])) ?? (await this.pickReady(sql, queues, false))))) return undefined
     return this.storage.write((sql) => this.claimIn(sql, workerId, slot))
   }
 
   /** The best ready job of the queues that may start one now (not paused, under their limit, served by the worker). */
-  private async pickReady(sql: SqlSession, queues: string[] | undefined): Promise<JobRow | undefined> {
+  /** The best head of the servable queues' ready indexes; `lock`ed (on a server database) when it is to be claimed. */
+  private async pickReady(sql: SqlSession, queues: string[] | undefined, lock = true): Promise<JobRow | undefined> {
     let best: JobRow | undefined
     for (const { name } of await sql.all<{ name: string }>(SERVABLE_QUEUES)) {
       if (queues && !queues.includes(name)) continue
-      const row = await sql.get<JobRow>(PICK_READY + this.storage.claimLock, [name])
+      const row = await sql.get<JobRow>(lock ? PICK_READY + this.storage.claimLock : PICK_READY, [name])
       if (row && (!best || row.priority > best.priority || (row.priority === best.priority && row.seq < best.seq))) best = row
     }
     return best
   }
 
   private async claimIn(sql: SqlSession, workerId: string, slot: number): Promise<ClaimedJob | undefined> {
-    const now = Date.now()
+    const now = clockNow()
     // Promote what has become due: each waiting job enters the ready set once, so a claim never walks past it.
     for (const { id } of await sql.all<{ id: string }>(DUE_WAITING, [now, PROMOTE_BATCH])) await sql.run('UPDATE jobs SET ready = 1 WHERE id = ?', [id])
     const row = await this.pickReady(sql, this.workerSlots.get(workerId)?.queues)
@@ -2624,7 +2940,8 @@ export class Queue {
     await sql.run('UPDATE workers SET heartbeat_at = ? WHERE id = ?', [now, workerId])
     const env = await sql.get<{ env: string }>('SELECT env FROM envs WHERE hash = ?', [row.env_hash])
     const config = await this.readConfig(sql)
-    return { job: toJob(claimed), attempt, env: env ? JSON.parse(env.env) : {}, timeout: row.timeout || config.job_timeout, slot }
+    const output = this.storage.outputInDatabase ? await sql.get<{ end: number }>(OUTPUT_END, [row.id]) : undefined
+    return { job: toJob(claimed), attempt, env: env ? JSON.parse(env.env) : {}, timeout: row.timeout || config.job_timeout, slot, output_at: output?.end }
   }
 
   /** The job's row while `workerId` still owns attempt `claim.attempt` of it; undefined once it was taken over. */
@@ -2643,6 +2960,7 @@ export class Queue {
       const jobs: (Job | undefined)[] = []
       for (const { claim, outcome } of ends) {
         const row = await this.ownedRow(sql, claim, workerId)
+        if (row) await this.insertOutput(sql, row.id, outcome.output)
         jobs.push(row ? toJob(await this.endAttempt(sql, row, outcome)) : undefined)
       }
       const next: ClaimedJob[] = []
@@ -2653,6 +2971,46 @@ export class Queue {
       }
       return { jobs, next }
     })
+  }
+
+  /** Output of running attempts into the database, each only while `workerId` still owns the attempt. */
+  async storeOutput(workerId: string, parts: { claim: ClaimedJob; chunks: OutputChunk[] }[]): Promise<void> {
+    await this.storage.write(async (sql) => {
+      for (const { claim, chunks } of parts) if (await this.ownedRow(sql, claim, workerId)) await this.insertOutput(sql, claim.job.id, chunks)
+    })
+  }
+
+  private async insertOutput(sql: SqlSession, id: string, chunks: OutputChunk[] = []): Promise<void> {
+    for (const { pos, data } of chunks) await sql.run('INSERT OR IGNORE INTO output (job_id, pos, data) VALUES (?, ?, ?)', [id, pos, data]) // stored already by a commit whose answer was lost
+  }
+
+  /**
+   * A file with job `id`'s log as it is now: its file here, or where a server database holds the output of every
+   * host, this process's copy of it, brought up to date (a few reads; a copy longer than the output, which was
+   * removed and made again, starts over). The copies go with close().
+   */
+  async readableLog(id: string): Promise<string> {
+    if (!this.storage.outputInDatabase) return this.logPath(id)
+    const path = join(this.home, 'logs', 'copies', `${process.pid}-${id}.log`)
+    if (!this.logCopies.has(path)) {
+      makeDirectory(dirname(path))
+      writeFileSync(path, '', { mode: 0o600 })
+      this.logCopies.add(path)
+    }
+    const fd = openSync(path, 'r+')
+    try {
+      let size = fstatSync(fd).size
+      const { end } = (await this.storage.read((sql) => sql.get<{ end: number }>(OUTPUT_END, [id])))!
+      if (end < size) ftruncateSync(fd, (size = 0))
+      while (size < end) {
+        const rows = await this.storage.read((sql) => sql.all<{ pos: number; data: Uint8Array }>(OUTPUT_AFTER, [id, size]))
+        if (rows.length === 0) break
+        for (const { pos, data } of rows) size += writeSync(fd, data, size - pos, data.length - (size - pos), size)
+      }
+    } finally {
+      closeSync(fd)
+    }
+    return path
   }
 
   /** One attempt's end (see finishAttempts); with `claimNext`, the same transaction claims the slot's next job. */
@@ -2669,6 +3027,7 @@ export class Queue {
     return this.storage.write(async (sql) => {
       const row = await this.ownedRow(sql, claim, workerId)
       if (!row) return false
+      await this.insertOutput(sql, row.id, outcome.output)
       await this.closeAttempt(sql, row, { ...outcome, error: `${reason} (not counted)` }, 'released')
       const now = outcome.finished_at
       await this.moveJob(sql, row, { state: 'pending', attempts: row.attempts - 1, run_at: now }, now)
@@ -2700,7 +3059,7 @@ export class Queue {
       for (const { id } of orphans) {
         const row = await sql.get<JobRow>('SELECT * FROM jobs WHERE id = ?', [id])
         if (!row || row.state !== 'processing' || (row.worker && alive.has(row.worker))) continue
-        await this.endAttempt(sql, row, { exit_code: null, signal: null, error: 'worker lost', output_tail: row.output_tail, finished_at: Date.now() }, true)
+        await this.endAttempt(sql, row, { exit_code: null, signal: null, error: 'worker lost', output_tail: row.output_tail, finished_at: clockNow() }, true)
         recovered++
       }
       return recovered
@@ -2718,7 +3077,7 @@ export class Queue {
   private async judgeWorkers(sql: SqlSession): Promise<{ alive: Set<string>; gone: WorkerRow[] }> {
     const leaseMs = (await this.readConfig(sql)).lease * 1000
     const workers = await sql.all<WorkerRow>('SELECT * FROM workers')
-    const now = Date.now()
+    const now = clockNow()
     const watching = process.uptime() * 1000 // monotonic, as performance.now() is, without loading perf_hooks (see loadSqlJs)
     const isGone = (w: WorkerRow) => {
       if (w.host === HOST) return !isProcessAlive(w.pid, w.proc_start || undefined)
@@ -2881,7 +3240,7 @@ export class Queue {
 
   /** The schedule's job with this id, through enqueue's path (its queue, its unique key), in the caller's transaction. */
   private fire(sql: SqlSession, row: ScheduleRow, id: string): Promise<EnqueuedJob[]> {
-    const now = Date.now()
+    const now = clockNow()
     return this.jobInserter([{ ...(JSON.parse(row.spec) as JobTemplate), id, run_at: now, after: [], after_any: [] }], now, row.name)(sql)
   }
 
@@ -2889,7 +3248,7 @@ export class Queue {
    * A worker's maintenance step: each due schedule enqueues one job, `NAME:<fire time>`, for its latest due time, in
    * one transaction with its move to the next time; due times before that one count as missed, and a fire while the
    * schedule's previous job is still active is skipped and counted. Workers (and hosts) that race for a fire time
-   * find it moved on, or its job there, under the lock: it fires once. Returns when to look again (on Date.now()'s
+   * find it moved on, or its job there, under the lock: it fires once. Returns when to look again (on clockNow()'s
    * clock): at the next fire time, or within SCHEDULE_CHECK_MS, as a schedule may be added meanwhile.
    */
   async fireDueSchedules(log?: (message: string) => void): Promise<number> {
@@ -2935,7 +3294,7 @@ export class Queue {
       for (const note of said) log?.(note)
     }
     const soonest = await this.storage.read((sql) => sql.get<{ t: number | null }>(NEXT_FIRE, [now]))
-    return Date.now() + Math.min(SCHEDULE_CHECK_MS, (soonest?.t ?? Infinity) - now)
+    return clockNow() + Math.min(SCHEDULE_CHECK_MS, (soonest?.t ?? Infinity) - now)
   }
 
   /** When the next not-yet-due job becomes due, or the next schedule fires (ms since epoch), if any. */
@@ -2945,7 +3304,7 @@ export class Queue {
       (await sql.get<{ t: number | null }>("SELECT min(run_at) AS t FROM jobs INDEXED BY jobs_waiting WHERE ready = 0 AND state IN ('pending', 'failed')"))?.t,
       (await sql.get<{ t: number | null }>(NEXT_FIRE, [now]))?.t,
     ])
-    const times = [job, fire == null ? null : fire - now + Date.now()].filter((t): t is number => t != null)
+    const times = [job, fire == null ? null : fire - now + clockNow()].filter((t): t is number => t != null)
     return times.length ? Math.min(...times) : undefined
   }
 
@@ -2989,7 +3348,7 @@ export class Queue {
   private async takeHooksOf(sql: SqlSession, row: JobRow, workerId: string, tookOver?: number): Promise<HookRun | undefined> {
     const config = await this.readConfig(sql)
     const hooks = hooksFor(row, config)
-    const now = Date.now()
+    const now = clockNow()
     await sql.run('UPDATE jobs SET hook_due = ? WHERE id = ?', [hooks.length ? 2 : 0, row.id])
     if (!hooks.length) {
       await sql.run('DELETE FROM meta WHERE key = ?', [hookTaking(row.id)])
@@ -3010,7 +3369,7 @@ export class Queue {
     if (!rows.length) return []
     const config = await this.readConfig(sql)
     const { alive } = await this.judgeWorkers(sql)
-    const oldest = Date.now() - (config.hook_timeout + config.lease) * 1000 - KILL_GRACE_MS
+    const oldest = clockNow() - (config.hook_timeout + config.lease) * 1000 - KILL_GRACE_MS
     return rows.map((r) => {
       const [worker, at] = r.value.split(' ')
       return { id: r.key.slice(hookTaking('').length), worker, at: Number(at) }
@@ -3073,8 +3432,8 @@ function groupAlive(pgid: number): boolean {
 /** SIGTERM to the group, SIGKILL to whatever is left after the grace period: no process of the job survives. */
 async function terminateGroup(pid: number, graceMs = KILL_GRACE_MS, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
   signalGroup(pid, signal)
-  const deadline = Date.now() + graceMs
-  while (Date.now() < deadline && groupAlive(pid)) await sleep(25)
+  const deadline = clockNow() + graceMs
+  while (clockNow() < deadline && groupAlive(pid)) await sleep(25)
   signalGroup(pid, 'SIGKILL')
   for (let i = 0; i < 40 && groupAlive(pid); i++) await sleep(25)
 }
@@ -3141,7 +3500,7 @@ const MACHINE_SPAWN_ERRORS = new Set(['EAGAIN', 'EMFILE', 'ENFILE', 'ENOMEM'])
  */
 export function startCommand(claim: ClaimedJob, paths: { log: string; note: string }, workerId: string): RunningJob {
   const { job, attempt } = claim
-  const started = Date.now()
+  const started = clockNow()
   let fd: number | undefined
   let outputStart: number
   try {
@@ -3153,7 +3512,7 @@ export function startCommand(claim: ClaimedJob, paths: { log: string; note: stri
     if (fd !== undefined) closeSync(fd)
     // the log is queuectl's own file, so this is never the job's fault: a full disk, no descriptors left, a read-only folder
     const machineFault = `cannot write the log ${paths.log}: ${(error as Error).message}`
-    const done = Promise.resolve({ exit_code: null, signal: null, error: machineFault, output_tail: null, finished_at: Date.now(), machineFault })
+    const done = Promise.resolve({ exit_code: null, signal: null, error: machineFault, output_tail: null, finished_at: clockNow(), machineFault })
     return { pid: undefined, done, kill: () => {}, cancel: () => {}, killTakenOver: () => {} }
   }
   const log = fd
@@ -3186,7 +3545,7 @@ export function startCommand(claim: ClaimedJob, paths: { log: string; note: stri
     const finish = (exitCode: number | null, signal: string | null, error: string | null) => {
       if (ended) return // a failed spawn may report both 'error' and 'exit'
       ended = true
-      const finished = Date.now()
+      const finished = clockNow()
       let tail: Buffer = Buffer.alloc(0)
       try {
         const outputEnd = fstatSync(log).size
@@ -3263,7 +3622,7 @@ export interface RunningHook {
  */
 export function startHook(queue: Queue, run: HookRun, hook: Hook, workerId: string): RunningHook {
   const { job } = run
-  const started = Date.now()
+  const started = clockNow()
   const label = `hook ${hook.name}${hook.scope === 'global' ? ' (global)' : ''} of job ${job.id} (${job.state})`
   const notePath = queue.hookNotePath(job.id)
   let log: number | undefined
@@ -3312,7 +3671,7 @@ export function startHook(queue: Queue, run: HookRun, hook: Hook, workerId: stri
       } catch {
         // only the footer's line break is at stake
       }
-      write(`=== ${label} · ${result} · ${formatSeconds(Date.now() - started)} ===\n`)
+      write(`=== ${label} · ${result} · ${formatSeconds(clockNow() - started)} ===\n`)
       if (log !== undefined) closeSync(log)
       removeProcessNote(notePath, run.taken_at)
       resolvePromise(result)
@@ -3414,17 +3773,18 @@ export interface WorkerOptions {
  * off, doubling up to a minute, saying why in its log and in `status`.
  */
 export async function runWorker(queue: Queue, options: WorkerOptions = {}): Promise<void> {
-  const log = options.log ?? ((message: string) => process.stderr.write(`${iso(Date.now())} ${message}\n`))
+  const log = options.log ?? ((message: string) => process.stderr.write(`${iso(clockNow())} ${message}\n`))
   const slots = options.concurrency ?? (await queue.getConfig()).worker_concurrency
   const workerId = await queue.registerWorker({ slots, queues: options.queues })
-  log(`worker ${workerId} (pid ${process.pid}) started on ${queue.home}${slots > 1 ? ` with ${slots} slots` : ''}${options.queues ? ` for ${options.queues.join(', ')}` : ''}`)
+  log(`worker ${workerId} (pid ${process.pid}) started on ${queue.storage.where}${slots > 1 ? ` with ${slots} slots` : ''}${options.queues ? ` for ${options.queues.join(', ')}` : ''}`)
   let stopping: false | 'graceful' | 'force' = false
-  const running = new Map<number, { claim: ClaimedJob; run: RunningJob; cancelled?: true }>()
+  /** `output`: how far its log file is in the database (outputInDatabase), and the store under way */
+  const running = new Map<number, { claim: ClaimedJob; run: RunningJob; cancelled?: true; output?: LogShipping }>()
   const ended: { claim: ClaimedJob; outcome: AttemptOutcome }[] = []
   let changed = true
   let backoffUntil = 0 // no claims before this while the machine fails
   let faultBackoffMs = 0
-  const mayClaim = () => !stopping && Date.now() >= backoffUntil
+  const mayClaim = () => !stopping && clockNow() >= backoffUntil
   let wake = () => {}
   const hooks = hookRunner(queue, workerId, log)
   const stop = (force: boolean) => {
@@ -3499,16 +3859,47 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
     scheduleHeartbeat(lease)
   }
   scheduleHeartbeat((await queue.getConfig()).lease)
+  // Where output lives in the database, running jobs' output goes there every OUTPUT_STORE_MS, so that `logs` on
+  // any host follows it; the rest goes with the attempt's end.
+  let storing = false
+  const storeOutput = async () => {
+    if (storing) return
+    const parts = [...running.values()].flatMap(({ claim, output }) => {
+      if (!output) return []
+      const chunks = logChunks(claim, output, OUTPUT_STORE_MAX)
+      return chunks.length ? [{ claim, output, chunks }] : []
+    })
+    if (parts.length === 0) return
+    const stored = queue.storeOutput(workerId, parts)
+    for (const part of parts) part.output.storing = stored.then(() => void (part.output.shipped += part.chunks.reduce((n, c) => n + c.data.length, 0)), () => undefined)
+    storing = true
+    await stored.catch((error) => log(`cannot store the output of running jobs (${(error as Error).message}); trying again`))
+    storing = false
+  }
+  const outputTimer = queue.storage.outputInDatabase ? setInterval(() => void storeOutput(), OUTPUT_STORE_MS) : undefined
+  outputTimer?.unref()
+  queue.storage.listen?.(() => {
+    changed = true
+    void carryOutKills().catch(() => undefined)
+    if (mayClaim()) wake()
+  }, log)
   const start = (claim: ClaimedJob) => {
-    if (stopping) return void ended.push({ claim, outcome: { exit_code: null, signal: null, error: null, output_tail: null, finished_at: Date.now(), forced: true, notStarted: true } })
-    const run = startCommand(claim, { log: queue.logPath(claim.job.id), note: queue.processNotePath(claim.job.id) }, workerId)
-    running.set(claim.slot, { claim, run })
+    if (stopping) return void ended.push({ claim, outcome: { exit_code: null, signal: null, error: null, output_tail: null, finished_at: clockNow(), forced: true, notStarted: true } })
+    const path = queue.logPath(claim.job.id)
+    const output = queue.storage.outputInDatabase ? { path, from: fileSize(path), shipped: fileSize(path), storing: Promise.resolve() } : undefined
+    const run = startCommand(claim, { log: path, note: queue.processNotePath(claim.job.id) }, workerId)
+    const slot = { claim, run, output }
+    running.set(claim.slot, slot)
     if (faultBackoffMs && run.pid !== undefined) {
       faultBackoffMs = 0
       log('jobs start again: no longer backing off')
       void queue.setWorkerNote(workerId, null).catch((error) => log(`cannot clear this worker's note: ${error.message}`))
     }
-    void run.done.then((outcome) => {
+    void run.done.then(async (outcome) => {
+      if (output) {
+        await output.storing
+        outcome.output = logChunks(claim, output)
+      }
       running.delete(claim.slot)
       if (outcome.takenOver) {
         log(`${takenOver(claim)}: killed it`)
@@ -3532,7 +3923,7 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
           const fault = batch.find((end) => end.outcome.machineFault && !end.outcome.forced)?.outcome.machineFault
           if (fault && !stopping) {
             faultBackoffMs = Math.min(faultBackoffMs * 2 || MACHINE_FAULT_BACKOFF_MS.first, MACHINE_FAULT_BACKOFF_MS.max)
-            backoffUntil = Date.now() + faultBackoffMs
+            backoffUntil = clockNow() + faultBackoffMs
           }
           for (const claim of await recordEnds(queue, workerId, batch, mayClaim() ? freeSlots() : [], log)) start(claim)
           if (fault && !stopping) {
@@ -3553,7 +3944,7 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
         }
         if (moved) await queue.wakeWorker(workerId)
         // After the claims, so that a poke's job starts first; what a recovery puts back pokes a worker in turn.
-        const now = Date.now()
+        const now = clockNow()
         if (!stopping && now - lastRecovery >= MAINTENANCE.recoverMs) {
           lastRecovery = now
           const recovered = await queue.recoverLostJobs()
@@ -3576,7 +3967,7 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
         }
         if (changed && mayClaim() && freeSlots().length) continue
         const next = await queue.nextRunAt()
-        const idleMs = Math.max(5, !stopping && !mayClaim() ? backoffUntil - Date.now() : Math.min(next ? next - Date.now() : IDLE_POLL_MS, IDLE_POLL_MS))
+        const idleMs = Math.max(5, !stopping && !mayClaim() ? backoffUntil - clockNow() : Math.min(next ? next - clockNow() : IDLE_POLL_MS, IDLE_POLL_MS))
         await new Promise<void>((resolveWait) => {
           const timer = setTimeout(() => wake(), idleMs)
           wake = () => {
@@ -3596,6 +3987,7 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
   } finally {
     beating = false
     clearTimeout(beat)
+    clearInterval(outputTimer)
     watcher?.close()
     rmQuiet(queue.wakePath(workerId))
     for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.off(signal, onStop)
@@ -3604,6 +3996,47 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
     await queue.unregisterWorker(workerId).catch(() => undefined)
     await queue.wakeWorker(workerId) // the jobs a forced stop put back go to another worker at once
     log(`worker ${workerId} stopped`)
+  }
+}
+
+/** A running attempt's log file, and how much of what it appended since `from` is in the database. */
+interface LogShipping {
+  path: string
+  from: number
+  shipped: number
+  storing: Promise<void>
+}
+const OUTPUT_STORE_MS = 250
+const OUTPUT_STORE_MAX = 4 << 20
+const OUTPUT_CHUNK = 1 << 20
+
+/** What the attempt's log file gained since it was last stored (at most `limit` bytes), placed in the job's output. */
+function logChunks(claim: ClaimedJob, output: LogShipping, limit = Number.MAX_SAFE_INTEGER): OutputChunk[] {
+  let fd: number
+  try {
+    fd = openSync(output.path, 'r')
+  } catch {
+    return [] // never written: the machine failed
+  }
+  try {
+    const end = Math.min(fstatSync(fd).size, output.shipped + limit)
+    const chunks: OutputChunk[] = []
+    for (let at = output.shipped; at < end; at += OUTPUT_CHUNK) {
+      const data = Buffer.alloc(Math.min(OUTPUT_CHUNK, end - at))
+      readSync(fd, data, 0, data.length, at)
+      chunks.push({ pos: (claim.output_at ?? 0) + at - output.from, data })
+    }
+    return chunks
+  } finally {
+    closeSync(fd)
+  }
+}
+
+function fileSize(path: string): number {
+  try {
+    return statSync(path).size
+  } catch {
+    return 0
   }
 }
 
@@ -3685,14 +4118,14 @@ export async function startWorkers(queue: Queue, count: number, options: { concu
   } finally {
     closeSync(out)
   }
-  const deadline = Date.now() + timeoutMs
+  const deadline = clockNow() + timeoutMs
   for (;;) {
     const registered = new Set((await localWorkers(queue)).map((w) => w.pid))
     const missing = pids.filter((pid) => !registered.has(pid))
     if (missing.length === 0) return pids
     const exited = missing.filter((pid) => !isProcessAlive(pid))
     if (exited.length > 0) throw new QueueError(`worker(s) ${exited.join(', ')} exited at start; see ${join(queue.home, 'logs', 'worker.log')}`)
-    if (Date.now() > deadline) throw new QueueError(`worker(s) ${missing.join(', ')} did not start within ${timeoutMs / 1000} s; see ${join(queue.home, 'logs', 'worker.log')}`)
+    if (clockNow() > deadline) throw new QueueError(`worker(s) ${missing.join(', ')} did not start within ${timeoutMs / 1000} s; see ${join(queue.home, 'logs', 'worker.log')}`)
     await sleep(25)
   }
 }
@@ -3708,16 +4141,16 @@ export async function stopWorkers(queue: Queue, options: { force?: boolean; time
       // exited meanwhile
     }
   }
-  const deadline = options.timeoutMs === undefined ? Infinity : Date.now() + options.timeoutMs
-  let lastNotice = Date.now()
+  const deadline = options.timeoutMs === undefined ? Infinity : clockNow() + options.timeoutMs
+  let lastNotice = clockNow()
   for (;;) {
     const left = workers.filter((w) => isProcessAlive(w.pid, w.proc_start || undefined))
-    if (left.length === 0 || Date.now() > deadline) {
+    if (left.length === 0 || clockNow() > deadline) {
       await queue.recoverLostJobs()
       return { stopped: workers.length - left.length, left: left.length }
     }
-    if (Date.now() - lastNotice > 3_000) {
-      lastNotice = Date.now()
+    if (clockNow() - lastNotice > 3_000) {
+      lastNotice = clockNow()
       options.onWait?.(left.length)
     }
     await sleep(25)
@@ -3964,9 +4397,9 @@ function readLog(path: string, offset: number, tail?: number): { data: Buffer; s
 async function metricsText(queue: Queue): Promise<string> {
   const { workers, counts } = await queue.status()
   const stats = await queue.stats()
-  const cols = DASHBOARD_BUCKETS.map((le, i) => `sum(duration_ms <= ${le * 1000}) AS b${i}`).join(', ')
+  const cols = DASHBOARD_BUCKETS.map((le, i) => `sum(CASE WHEN duration_ms <= ${le * 1000} THEN 1 ELSE 0 END) AS b${i}`).join(', ')
   const row = await queue.storage.read((sql) => sql.get<Record<string, number | null>>(
-    `SELECT count(*) AS n, total(duration_ms) AS sum_ms, ${cols} FROM attempts WHERE duration_ms IS NOT NULL AND ${COUNTED_ATTEMPT}`,
+    `SELECT count(*) AS n, coalesce(sum(duration_ms), 0) AS sum_ms, ${cols} FROM attempts WHERE duration_ms IS NOT NULL AND ${COUNTED_ATTEMPT}`,
   ))
   const n = row?.n ?? 0
   const lines = [
@@ -4067,7 +4500,7 @@ async function handleDashboardRequest(
     if (!(await queue.getJob(id))) throw new HttpError(404, `no job ${id}`)
     const offset = intParam(url, 'offset', 0, 0, Number.MAX_SAFE_INTEGER)
     const tail = url.searchParams.has('tail') ? intParam(url, 'tail', 0, 0, Number.MAX_SAFE_INTEGER) : undefined
-    const { data, size, start } = readLog(queue.logPath(id), offset, tail)
+    const { data, size, start } = readLog(await queue.readableLog(id), offset, tail)
     send(res, 200, data, {
       'Content-Type': 'text/plain; charset=utf-8',
       'X-Log-Size': String(size),
@@ -4507,7 +4940,7 @@ function printTable(headers: string[], rows: Cell[][]): void {
 
 function ago(timestamp: string | null): string {
   if (!timestamp) return '-'
-  const ms = Date.now() - Date.parse(timestamp)
+  const ms = clockNow() - Date.parse(timestamp)
   const abs = Math.abs(ms)
   const text = abs < 1000 ? `${abs}ms` : abs < 60_000 ? `${Math.round(abs / 1000)}s` : abs < 3_600_000 ? `${Math.round(abs / 60_000)}m` : abs < 86_400_000 ? `${Math.round(abs / 3_600_000)}h` : `${Math.round(abs / 86_400_000)}d`
   return ms >= 0 ? `${text} ago` : `in ${text}`
@@ -4800,7 +5233,7 @@ const statusCommand = define({
 
 /** When a waiting job runs (`runs in 5m`, `retry in 8s`, `retry due`); for the others, when they last changed. */
 function jobWhen(job: Job): string {
-  const later = Date.parse(job.run_at) > Date.now()
+  const later = Date.parse(job.run_at) > clockNow()
   if (job.state === 'failed') return later ? `retry ${ago(job.run_at)}` : 'retry due'
   if (job.state === 'blocked') return `waits for ${[...job.after, ...job.after_any].join(', ')}`
   return job.state === 'pending' && later ? `runs ${ago(job.run_at)}` : ago(job.updated_at)
@@ -5041,9 +5474,8 @@ const logsCommand = define({
     await withQueue(async (queue) => {
       let job = await queue.getJob(id)
       if (!job) throw new QueueError(`no job with id "${id}"`)
-      const path = queue.logPath(id)
       if (args.json) {
-        if ((await withLog(path, (fd, size) => printLogSections(fd, size, attempt))) === undefined) printJson([]) // no log yet
+        if ((await withLog(await queue.readableLog(id), (fd, size) => printLogSections(fd, size, attempt))) === undefined) printJson([]) // no log yet
         return
       }
       // Following: each look prints what the selection gained since the last (an attempt may not have begun yet).
@@ -5053,7 +5485,7 @@ const logsCommand = define({
       let lines = tail // only the first look is cut to its last lines: what comes later is all new
       for (;;) {
         const exitCode = FOLLOW_EXIT_CODES[job!.state]
-        const size = await withLog(path, async (fd, size) => {
+        const size = await withLog(await queue.readableLog(id), async (fd, size) => {
           const selected = selection(fd, size)
           if (selected) {
             printed ??= lines === undefined ? selected.start : tailStart(fd, selected.start, selected.end, lines)
@@ -5138,9 +5570,9 @@ const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`
  */
 async function waitForJobs(queue: Queue, ids: string[], options: { timeoutMs?: number; quiet?: boolean; json?: boolean }): Promise<number> {
   const say = (text: string) => options.quiet || log.info(text)
-  const deadline = options.timeoutMs === undefined ? Infinity : Date.now() + options.timeoutMs
+  const deadline = options.timeoutMs === undefined ? Infinity : clockNow() + options.timeoutMs
   const ended = new Map<string, { id: string; state: JobState | 'removed'; exit_code: number | null; attempts: number }>()
-  let lastMove = Date.now()
+  let lastMove = clockNow()
   let explained = false
   let changed: () => void = () => {}
   let watcher: FSWatcher | undefined
@@ -5157,22 +5589,22 @@ async function waitForJobs(queue: Queue, ids: string[], options: { timeoutMs?: n
       for (const [id, job] of states) {
         if (job && !isTerminal(job.state)) continue
         ended.set(id, job ? { id, state: job.state, exit_code: job.exit_code, attempts: job.attempts } : { id, state: 'removed', exit_code: null, attempts: 0 })
-        lastMove = Date.now()
+        lastMove = clockNow()
         say(job ? `job ${id} ${job.state}${job.state === 'completed' || !job.last_error ? '' : `: ${job.last_error}`}` : `job ${id} was removed`)
       }
       const left = ids.filter((id) => !ended.has(id))
       if (left.length === 0) break
-      if (Date.now() >= deadline) {
+      if (clockNow() >= deadline) {
         say(`timed out with ${plural(left.length, 'job')} not finished: ${left.slice(0, 10).join(', ')}${left.length > 10 ? ', …' : ''}`)
         if (options.json) printJson(ids.map((id) => ended.get(id) ?? pick(states.get(id)!)))
         return 124
       }
-      if (!explained && Date.now() - lastMove > STALL_MS) {
+      if (!explained && clockNow() - lastMove > STALL_MS) {
         explained = true
         for (const reason of await stallReasons(queue, left)) say(`nothing is moving: ${reason}`)
       }
       await new Promise<void>((resolveWait) => {
-        const timer = setTimeout(resolveWait, Math.min(500, Math.max(1, deadline - Date.now())))
+        const timer = setTimeout(resolveWait, Math.min(500, Math.max(1, deadline - clockNow())))
         changed = () => {
           clearTimeout(timer)
           resolveWait()
@@ -5691,7 +6123,10 @@ const completionsCommand = define({
 
 const cli = define({
   meta: { name: 'queuectl', version: VERSION, description: 'A durable background job queue for shell commands' },
-  args: { home: { type: 'string', description: 'Queue folder (default: $QUEUECTL_HOME or ~/.queuectl)' } },
+  args: {
+    home: { type: 'string', description: 'Queue folder (default: $QUEUECTL_HOME or ~/.queuectl)' },
+    db: { type: 'string', description: 'PostgreSQL for the whole queue: postgres://user@host/db[?schema=NAME] (default: $QUEUECTL_DB, else the SQLite file in the home)' },
+  },
   subCommands: {
     enqueue: enqueueCommand,
     worker: workerCommand,
@@ -5788,17 +6223,20 @@ function checkFlags(argv: string[], argsDef: ArgsDef, path: string[]): string[] 
 /** Runs the CLI on `argv`; resolves to the exit code (0 ok, 1 failed, 2 bad usage or input). */
 export async function main(argv: string[] = process.argv.slice(2)): Promise<number> {
   try {
-    const dashes = argv.indexOf('--')
-    const options = dashes === -1 ? argv : argv.slice(0, dashes)
-    const homeAt = options.findIndex((arg) => arg === '--home' || arg.startsWith('--home='))
     let args = argv
-    if (homeAt !== -1) {
-      const inline = options[homeAt].startsWith('--home=')
-      cliHome = inline ? options[homeAt].slice(7) : options[homeAt + 1]
-      if (!cliHome || (!inline && homeAt + 1 === dashes)) throw new UsageError('--home needs a folder')
-      args = [...argv.slice(0, homeAt), ...argv.slice(homeAt + (inline ? 1 : 2))]
+    // The global options, taken out wherever they stand: --db goes on in the environment, to the workers too.
+    for (const [flag, needs] of [['--home', 'a folder'], ['--db', 'a postgres:// URL']] as const) {
+      const options = args.indexOf('--') === -1 ? args : args.slice(0, args.indexOf('--'))
+      const at = options.findIndex((arg) => arg === flag || arg.startsWith(`${flag}=`))
+      if (at === -1) continue
+      const inline = options[at].startsWith(`${flag}=`)
+      const value = inline ? options[at].slice(flag.length + 1) : options[at + 1]
+      if (!value || (!inline && at + 1 === options.length)) throw new UsageError(`${flag} needs ${needs}`)
+      if (flag === '--home') cliHome = value
+      else process.env.QUEUECTL_DB = parseDatabaseUrl(value).connectionString && value // checked here: one line, exit 2
+      args = [...args.slice(0, at), ...args.slice(at + (inline ? 1 : 2))]
     }
-    const before = dashes === -1 ? args : args.slice(0, args.indexOf('--'))
+    const before = args.includes('--') ? args.slice(0, args.indexOf('--')) : args
     if (before.length === 1 && (before[0] === '--version' || before[0] === '-v')) {
       print(VERSION)
       return 0
