@@ -1,12 +1,29 @@
 // Shared test helpers: drive the real CLI in a fresh QUEUECTL_HOME, and wait for conditions with a deadline.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { createHash } from 'node:crypto'
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join, resolve } from 'node:path'
+import { basename, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 export const ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)))
 export const CLI = join(ROOT, 'dist', 'queuectl.js')
+
+/** The storage backend of this run, set by test/matrix.ts (`npm test` runs the suite once on each). */
+export const BACKEND: 'sqlite' | 'postgres' = process.env.QUEUECTL_TEST_BACKEND === 'postgres' ? 'postgres' : 'sqlite'
+/** The PostgreSQL server of a postgres run; each Home is a schema of its own on it. */
+const POSTGRES = BACKEND === 'postgres' ? process.env.QUEUECTL_TEST_POSTGRES : undefined
+if (BACKEND === 'postgres' && !POSTGRES) throw new Error('QUEUECTL_TEST_BACKEND=postgres needs QUEUECTL_TEST_POSTGRES=postgres://… (npm test sets both)')
+
+/** `{ skip: sqliteOnly }` for a test whose subject is the SQLite storage files (queue.db, its journal, the lockfile). */
+export const sqliteOnly = BACKEND === 'postgres' ? 'the SQLite storage files' : false
+
+/** The PostgreSQL schema of a home: its folder's name in [a-z0-9_] (lowercased, so a hash of the path keeps two
+ *  homes apart), at most 40 characters. */
+export function schemaOf(dir: string): string {
+  const hash = createHash('sha1').update(dir).digest('hex').slice(0, 8)
+  return `${basename(dir).toLowerCase().replace(/[^a-z0-9_]/g, '_').replace(/^[^a-z_]/, 'q').slice(0, 31)}_${hash}`
+}
 
 export interface RunResult {
   code: number | null
@@ -35,7 +52,7 @@ export class Home {
     for (const [key, value] of Object.entries(process.env)) {
       if (value !== undefined && !key.startsWith('QUEUECTL_') && key !== 'NODE_OPTIONS') env[key] = value
     }
-    return { ...env, QUEUECTL_HOME: this.dir }
+    return { ...env, QUEUECTL_HOME: this.dir, ...(POSTGRES && { QUEUECTL_DB: `${POSTGRES}${POSTGRES.includes('?') ? '&' : '?'}schema=${schemaOf(this.dir)}` }) }
   }
 
   /** Runs `queuectl ...args` to completion (async, so several can run at once). */
@@ -69,19 +86,37 @@ export class Home {
     })
   }
 
-  /** Stops every worker of this home (forcefully) and removes the folder, without blocking concurrent tests. */
+  /** Stops every worker of this home (forcefully) and removes the folder (and on PostgreSQL its schema), without
+   *  blocking concurrent tests. */
   async cleanup(): Promise<void> {
     try {
       await this.run(['worker', 'stop', '--force', '--timeout', '10'], { timeoutMs: 30_000 })
     } finally {
       rmSync(this.dir, { recursive: true, force: true })
+      if (POSTGRES) await dropSchema(POSTGRES, schemaOf(this.dir))
     }
   }
 
-  /** cleanup() for exit handlers, where nothing asynchronous runs any more. */
+  /** cleanup() for exit handlers, where nothing asynchronous runs any more (a schema is left to the server's end). */
   cleanupSync(): void {
     spawnSync(process.execPath, [CLI, 'worker', 'stop', '--force', '--timeout', '10'], { env: this.env, stdio: 'ignore' })
     rmSync(this.dir, { recursive: true, force: true })
+  }
+}
+
+/** Drops a home's schema; a process of the test that still holds a lock in it fails the cleanup after 10 s. */
+async function dropSchema(url: string, schema: string): Promise<void> {
+  const { default: pg } = await import('pg')
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 10_000 })
+  client.on('error', () => {})
+  try {
+    await client.connect()
+    await client.query("SET lock_timeout = '10s'")
+    await client.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`)
+  } catch (error) {
+    throw new Error(`could not drop schema ${schema} of a test home: ${(error as Error).message}`)
+  } finally {
+    await client.end().catch(() => {})
   }
 }
 

@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process'
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { ROOT, CLI, type RunResult } from './helpers.ts'
+import { ROOT, CLI, sqliteOnly, type RunResult } from './helpers.ts'
 
 /** The environment without npm's lifecycle variables (npm_config_local_prefix etc. would point nested npm at ROOT)
  *  and without NODE_OPTIONS (no tsx loader leaking in). */
@@ -42,7 +42,7 @@ function ok(r: RunResult, what: string): string {
   return r.stdout
 }
 
-test('npm pack -> npm install -> npx queuectl works with plain node, and the API imports', { timeout: 120_000 }, async () => {
+test('npm pack -> npm install -> npx queuectl works with plain node, and the API imports', { timeout: 120_000, skip: sqliteOnly }, async () => {
   assert.ok(existsSync(CLI), `${CLI} is missing: run npm run build first (npm test does)`)
   const tmp = mkdtempSync(join(tmpdir(), 'queuectl-pack-'))
   try {

@@ -12,7 +12,7 @@ import { appendFileSync, existsSync, readFileSync, truncateSync, writeFileSync }
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { crc32 } from 'node:zlib'
-import { CLI, Home, runProgram, waitFor, type RunResult } from './helpers.ts'
+import { CLI, Home, runProgram, sqliteOnly, waitFor, type RunResult } from './helpers.ts'
 
 const ALL = ['--limit', '100000']
 
@@ -158,7 +158,7 @@ async function calibrate(home: Home, env?: Record<string, string>): Promise<numb
 
 // ---------- tests ----------
 
-test('a torn or corrupt last journal record is ignored, truncated by the next writer, and the journal stays readable', { timeout: 60_000 }, async () => {
+test('a torn or corrupt last journal record is ignored, truncated by the next writer, and the journal stays readable', { timeout: 60_000, skip: sqliteOnly }, async () => {
   const home = new Home()
   try {
     const present: string[] = []
@@ -258,7 +258,7 @@ test('a torn or corrupt last journal record is ignored, truncated by the next wr
   }
 })
 
-test('"new snapshot written, journal not reset": a journal of an older generation is ignored and reset', { timeout: 60_000 }, async () => {
+test('"new snapshot written, journal not reset": a journal of an older generation is ignored and reset', { timeout: 60_000, skip: sqliteOnly }, async () => {
   const home = new Home()
   const env = { QUEUECTL_JOURNAL_LIMIT: '4096' }
   try {
@@ -312,7 +312,7 @@ test('"new snapshot written, journal not reset": a journal of an older generatio
   }
 })
 
-test('crash during compaction: SIGKILL at random moments (>= 50 kills) with a 4 KiB journal limit loses nothing acknowledged', { timeout: 60_000 }, async (t) => {
+test('crash during compaction: SIGKILL at random moments (>= 50 kills) with a 4 KiB journal limit loses nothing acknowledged', { timeout: 60_000, skip: sqliteOnly }, async (t) => {
   const home = new Home()
   const env = { QUEUECTL_JOURNAL_LIMIT: '4096' }
   try {
@@ -475,7 +475,7 @@ test('concurrent replay: enqueuers, readers and a worker with a 2 KiB journal li
   }
 })
 
-test('durability: 200+ enqueues SIGKILLed at random instants; every one that exited 0 is there', { timeout: 60_000 }, async (t) => {
+test('durability: 200+ enqueues SIGKILLed at random instants; every one that exited 0 is there', { timeout: 60_000, skip: sqliteOnly }, async (t) => {
   const home = new Home()
   try {
     const clock = new KillClock(3 * (await calibrate(home)))
@@ -519,7 +519,7 @@ test('durability: 200+ enqueues SIGKILLed at random instants; every one that exi
   }
 })
 
-test('a record a reader applied and that was then cut back (its fsync failed) and replaced is not kept by that reader', { timeout: 60_000 }, async () => {
+test('a record a reader applied and that was then cut back (its fsync failed) and replaced is not kept by that reader', { timeout: 60_000, skip: sqliteOnly }, async () => {
   // A writer whose fdatasync fails truncates its record away; a reader that had already applied it must notice,
   // even when the next writer's (longer) record now covers the same bytes, and reload rather than stay misaligned.
   const { openQueue } = await import('../queuectl.ts')
@@ -543,7 +543,7 @@ test('a record a reader applied and that was then cut back (its fsync failed) an
   }
 })
 
-test('a read cannot write: through the API every write in a read is refused, and no process parts from the others', { timeout: 60_000 }, async () => {
+test('a read cannot write: through the API every write in a read is refused, and no process parts from the others', { timeout: 60_000, skip: sqliteOnly }, async () => {
   // Before, Queue.query() let `WITH … DELETE` through a keyword check: it ran in memory only, unjournaled, and the
   // next compaction by that process wrote its view to queue.db for everyone.
   const home = new Home()

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict'
 import { cpSync, readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { join } from 'node:path'
-import { Home, ROOT, runProgram, waitForState } from './helpers.ts'
+import { Home, ROOT, runProgram, sqliteOnly, waitForState } from './helpers.ts'
 
 const FIXTURE = join(ROOT, 'test', 'fixtures', 'home-0.1.0')
 const OLD_BIN = join(ROOT, 'test', 'fixtures', 'queuectl-0.1.0.js')
@@ -21,7 +21,7 @@ function oldBin(home: Home, args: string[]) {
   return runProgram(process.execPath, [OLD_BIN, ...args], { env: home.env })
 }
 
-describe('upgrades', { concurrency: true }, () => {
+describe('upgrades', { concurrency: true, skip: sqliteOnly }, () => {
   test('a 0.1.0 home opens, keeps every job, attempt and config value, and runs its pending jobs', async () => {
     const home = homeFromFixture()
     try {
