@@ -6,7 +6,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { randomBytes } from 'node:crypto'
 import { join } from 'node:path'
-import { CLI, Home, ROOT, isAlive, runProgram, waitFor, waitForState } from './helpers.ts'
+import { CLI, Home, ROOT, isAlive, runProgram, sqliteOnly, waitFor, waitForState } from './helpers.ts'
 
 // ---------- local helpers ----------
 
@@ -432,7 +432,7 @@ describe('waking idle workers', { concurrency: true }, () => {
   })
 })
 
-describe('storage', { concurrency: true }, () => {
+describe('storage', { concurrency: true, skip: sqliteOnly }, () => {
   test('a stale lock is recovered at once', async () => {
     const home = new Home()
     try {
