@@ -3898,6 +3898,12 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
     void run.done.then(async (outcome) => {
       if (output) {
         await output.storing
+        // a burst at the end goes in pieces, so that no transaction (nor this process) holds more than a few MiB of it
+        while (!outcome.takenOver && fileSize(output.path) - output.shipped > OUTPUT_STORE_MAX) {
+          const chunks = logChunks(claim, output, OUTPUT_STORE_MAX)
+          if (!(await queue.storeOutput(workerId, [{ claim, chunks }]).then(() => true, () => false))) break
+          output.shipped += chunks.reduce((n, c) => n + c.data.length, 0)
+        }
         outcome.output = logChunks(claim, output)
       }
       running.delete(claim.slot)
@@ -4989,8 +4995,8 @@ function durationFlag(value: unknown, flag: string): number | undefined {
   return text === undefined ? undefined : parseDuration(text, flag)
 }
 
-async function withQueue<T>(fn: (queue: Queue) => Promise<T>, home = cliHome ?? defaultHome()): Promise<T> {
-  const queue = await openQueue(home)
+async function withQueue<T>(fn: (queue: Queue) => Promise<T>, home = cliHome ?? defaultHome(), db?: string): Promise<T> {
+  const queue = await openQueue(home, db)
   try {
     return await fn(queue)
   } finally {
@@ -6069,6 +6075,8 @@ async function printCompletions(words: string[]): Promise<void> {
   const current = words[words.length - 1] ?? ''
   const at = given.indexOf('--home')
   const home = at === -1 || at === given.length - 1 ? defaultHome() : resolve(given[at + 1].replace(/^~(?=\/|$)/, process.env.HOME ?? '~'))
+  const dbAt = given.indexOf('--db')
+  const db = dbAt === -1 || dbAt === given.length - 1 ? process.env.QUEUECTL_DB : given[dbAt + 1]
   const prefix = current.replace(/^--?[\w-]+=/, '')
   const stored = new Map<StoredValues, { id: string; about: string }[]>()
   const offer = (values: readonly string[] | StoredValues) => (complete: (value: string, description: string) => void) => {
@@ -6097,8 +6105,8 @@ async function printCompletions(words: string[]): Promise<void> {
       return root.parse([...given, current])
     } catch (error) {
       if (!(error instanceof ValuesNeeded)) throw error
-      stored.set(error.kind, existsSync(join(home, 'queue.db'))
-        ? await withQueue((queue) => queue.storage.read((sql) => sql.all<{ id: string; about: string }>(STORED_VALUES[error.kind], [prefix.length, prefix])), home)
+      stored.set(error.kind, db || existsSync(join(home, 'queue.db'))
+        ? await withQueue((queue) => queue.storage.read((sql) => sql.all<{ id: string; about: string }>(STORED_VALUES[error.kind], [prefix.length, prefix])), home, db)
         : [])
     }
   }

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { crc32 } from 'node:zlib'
-import { CLI, Home, isAlive, runCli, runProgram, waitFor, waitForState, type RunResult } from './helpers.ts'
+import { CLI, Home, isAlive, runCli, runProgram, sqliteOnly, waitFor, waitForState, type RunResult } from './helpers.ts'
 
 const ALL = ['--limit', '100000']
 
@@ -172,7 +172,7 @@ test('lock: 16 concurrent CLI processes of mixed commands all succeed and agree'
   }
 })
 
-test('lock: a lockfile left by a dead holder (killed, zombie, reused pid, empty and old) is recovered at once', { timeout: 60_000 }, async () => {
+test('lock: a lockfile left by a dead holder (killed, zombie, reused pid, empty and old) is recovered at once', { skip: sqliteOnly, timeout: 60_000 }, async () => {
   const home = new Home()
   const lock = join(home.dir, 'queue.db.lock')
   try {
@@ -232,7 +232,7 @@ test('lock: a lockfile left by a dead holder (killed, zombie, reused pid, empty 
   }
 })
 
-test('lock: a lock held by a live, hung process is not stolen; the caller fails after QUEUECTL_LOCK_TIMEOUT naming the pid', { timeout: 60_000 }, async () => {
+test('lock: a lock held by a live, hung process is not stolen; the caller fails after QUEUECTL_LOCK_TIMEOUT naming the pid', { skip: sqliteOnly, timeout: 60_000 }, async () => {
   const home = new Home()
   const lock = join(home.dir, 'queue.db.lock')
   const hung = sleeper()
@@ -261,7 +261,7 @@ test('lock: a lock held by a live, hung process is not stolen; the caller fails 
   }
 })
 
-test('lock: a lock from another host is waited for while fresh, and taken over once older than the 30 s lease', { timeout: 90_000 }, async () => {
+test('lock: a lock from another host is waited for while fresh, and taken over once older than the 30 s lease', { skip: sqliteOnly, timeout: 90_000 }, async () => {
   const home = new Home()
   const lock = join(home.dir, 'queue.db.lock')
   const otherHost = `other-${randomBytes(3).toString('hex')}.example`
@@ -299,7 +299,7 @@ test('lock: a lock from another host is waited for while fresh, and taken over o
   }
 })
 
-test('lock: a writer whose lock was taken over while it was held up writes nothing', { timeout: 60_000 }, async () => {
+test('lock: a writer whose lock was taken over while it was held up writes nothing', { skip: sqliteOnly, timeout: 60_000 }, async () => {
   // What another host does to a holder paused past the lease (SIGSTOP, a suspended VM): breaks its lock and takes
   // it. The paused one must not append at an offset that is no longer the journal's end.
   const home = new Home()
@@ -340,7 +340,7 @@ test('lock: a writer whose lock was taken over while it was held up writes nothi
   }
 })
 
-test('lock: a waiter makes one temp file however long it waits', { timeout: 60_000 }, async () => {
+test('lock: a waiter makes one temp file however long it waits', { skip: sqliteOnly, timeout: 60_000 }, async () => {
   // Before, every retry created, linked and removed a temp file of its own: ~1,000 a second per waiter.
   const home = new Home()
   const lock = join(home.dir, 'queue.db.lock')
@@ -368,7 +368,7 @@ test('lock: a waiter makes one temp file however long it waits', { timeout: 60_0
   }
 })
 
-test('lock: while one live holder keeps the lock, a waiter\'s retries slow down (tens of link() calls in 2 s, not thousands)', { timeout: 60_000 }, async (t) => {
+test('lock: while one live holder keeps the lock, a waiter\'s retries slow down (tens of link() calls in 2 s, not thousands)', { skip: sqliteOnly, timeout: 60_000 }, async (t) => {
   if (spawnSync('strace', ['--seccomp-bpf', '-f', '-qq', '-o', '/dev/null', 'true']).status !== 0) return t.skip('needs strace (and ptrace) to count system calls')
   const home = new Home()
   const lock = join(home.dir, 'queue.db.lock')
@@ -603,7 +603,7 @@ test('environment: a home under /proc (mkdir fails with ENOENT although the pare
   assertOneLineError(r, 1, 'QUEUECTL_HOME=/proc/queuectl-test-home/q (killed after 5 s if it hangs)')
 })
 
-test('environment: an unusable home is reported with exit 1 and one line', { timeout: 60_000 }, async (t) => {
+test('environment: an unusable home is reported with exit 1 and one line', { skip: sqliteOnly, timeout: 60_000 }, async (t) => {
   const home = new Home()
   try {
     let h: string
@@ -648,7 +648,7 @@ test('environment: an unusable home is reported with exit 1 and one line', { tim
   }
 })
 
-test('environment: a full disk fails the write with exit 1 and one line; after freeing space every earlier job is there', { timeout: 60_000 }, async (t) => {
+test('environment: a full disk fails the write with exit 1 and one line; after freeing space every earlier job is there', { skip: sqliteOnly, timeout: 60_000 }, async (t) => {
   const home = new Home()
   if (!mountWorks(['-t', 'tmpfs', '-o', 'size=1m,mode=0700', 'tmpfs', home.dir])) {
     await home.cleanup()
@@ -772,7 +772,7 @@ test('environment: a full disk under logs/ does not count against the jobs: they
   }
 })
 
-test('environment: the database replaced by garbage under a running worker is reported (exit 1) and never overwritten', { timeout: 60_000 }, async () => {
+test('environment: the database replaced by garbage under a running worker is reported (exit 1) and never overwritten', { skip: sqliteOnly, timeout: 60_000 }, async () => {
   const home = new Home()
   const env = { QUEUECTL_JOURNAL_LIMIT: '2048' }
   const db = join(home.dir, 'queue.db')
