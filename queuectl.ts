@@ -54,8 +54,13 @@
  * process group, for whoever recovers it), `logs/worker.log` (detached workers' messages), `wake/<worker id>`,
  * `dashboard.token`.
  *
- * The queue's logic is SQL with bound values behind `Storage` (read, write transaction), the one seam a second
- * backend would implement.
+ * The queue's logic is SQL with bound values behind `Storage` (read, write transaction): the same statements run
+ * on both backends. PostgreSQL (`--db postgres://…`, PgStorage): the queue is a schema; a write is a transaction
+ * that first takes the schema's advisory lock (pg_advisory_xact_lock), so writes are serialised as the lockfile
+ * serialises them and every rule above holds across hosts unchanged; reads are READ ONLY snapshots. Time is the
+ * server's (clockNow). Output goes into the table `output` (by byte position in the job's log) as it is written
+ * and with the attempt's end, so `logs` works from any host; the home keeps this host's files. Idle workers of
+ * other hosts are woken by NOTIFY queuectl_<schema>, with the poll as the guarantee.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
@@ -247,6 +252,8 @@ export interface QueueStats {
 export class UsageError extends Error {}
 /** The operation failed (unknown job, lock timeout, damaged database): exit code 1. */
 export class QueueError extends Error {}
+/** The database server cannot be reached (PostgreSQL): a worker waits for it instead of giving up. */
+export class DatabaseUnreachable extends QueueError {}
 
 /** A setting: a number (durations in seconds) or a text such as a hook's command. */
 interface ConfigKey<T extends number | string = number | string> {
@@ -1584,7 +1591,7 @@ export class PgStorage implements Storage {
       return await fn(client)
     } catch (error) {
       const failure = this.failure(error)
-      broken = failure !== error && failure instanceof QueueError // the connection is what failed: do not pool it again
+      broken = failure instanceof DatabaseUnreachable // the connection is what failed: do not pool it again
       throw failure
     } finally {
       client.release(broken)
@@ -1595,8 +1602,9 @@ export class PgStorage implements Storage {
   private failure(error: unknown): unknown {
     const code = String((error as { code?: string }).code ?? '')
     if (error instanceof QueueError || error instanceof UsageError) return error
-    if (PG_CONNECTION_ERRORS.test(code) || /timeout|terminated|Connection/i.test((error as Error).message ?? '')) {
-      return new QueueError(`cannot reach PostgreSQL at ${this.where}: ${(error as Error).message || code}`)
+    // no SQLSTATE: node-postgres's own errors (a connect timeout, "Connection terminated unexpectedly")
+    if (PG_CONNECTION_ERRORS.test(code) || (!/^[0-9A-Z]{5}$/.test(code) && /timeout|terminated|Connection/i.test((error as Error).message ?? ''))) {
+      return new DatabaseUnreachable(`cannot reach PostgreSQL at ${this.where}: ${(error as Error).message || code}`)
     }
     return error
   }
@@ -3985,9 +3993,11 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
         })
         await new Promise((resolveTurn) => setImmediate(resolveTurn)) // a turn of the event loop: children's exits are reaped there
       } catch (error) {
-        if (++failures > 30) throw error
+        // a server that went away is waited for, however long; anything else 30 times in a row is this worker's end
+        const unreachable = error instanceof DatabaseUnreachable
+        if (++failures > 30 && !unreachable) throw error
         log(`error: ${(error as Error).message}; retrying`)
-        await sleep(Math.min(100 * failures, 2_000))
+        await sleep(Math.min(100 * failures, unreachable ? 5_000 : 2_000))
       }
     }
   } finally {

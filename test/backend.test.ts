@@ -1,0 +1,93 @@
+// Choosing the storage: --db / QUEUECTL_DB, what a bad URL or an unreachable server does, and on PostgreSQL what
+// only a shared database can show (output from another host's home, a newer schema refused).
+import { test, describe } from 'node:test'
+import assert from 'node:assert/strict'
+import { BACKEND, Home, waitForState } from './helpers.ts'
+
+const onPostgres = BACKEND === 'postgres' ? false : 'needs the PostgreSQL pass'
+
+function oneLine(stderr: string): string {
+  const lines = stderr.split('\n').filter((line) => line.trim())
+  assert.equal(lines.length, 1, `one line on stderr: ${JSON.stringify(stderr)}`)
+  return lines[0]
+}
+
+describe('storage backends', { concurrency: true }, () => {
+  test('a --db that is not a postgres URL, or names a bad schema, is refused with exit 2 and one line', async () => {
+    const home = new Home()
+    try {
+      for (const [db, says] of [
+        ['mysql://localhost/jobs', /--db takes a postgres:\/\/ URL, not "mysql"/],
+        ['not a url', /is not a URL: use postgres:\/\/user@host:5432\/database/],
+        ['postgres://localhost/jobs?schema=Bad-Name', /invalid schema "Bad-Name" in --db: use 1–40 lowercase letters/],
+      ] as const) {
+        for (const args of [['--db', db, 'status'], [`--db=${db}`, 'enqueue', 'true'], ['status']]) {
+          const r = await home.run(args, { env: { QUEUECTL_DB: args[0] === 'status' ? db : '' } })
+          assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`)
+          assert.match(oneLine(r.stderr), says)
+        }
+      }
+      const r = await home.run(['--db'])
+      assert.equal(r.code, 2)
+      assert.match(oneLine(r.stderr), /--db needs a postgres:\/\/ URL/)
+    } finally {
+      await home.cleanup()
+    }
+  })
+
+  test('a server that does not answer: exit 1 and one line that says where', async () => {
+    const home = new Home()
+    try {
+      const r = await home.run(['--db', 'postgres://nobody@127.0.0.1:1/jobs?schema=q1', 'enqueue', 'true'])
+      assert.equal(r.code, 1, r.stderr)
+      assert.match(oneLine(r.stderr), /cannot reach PostgreSQL at 127\.0\.0\.1:1\/jobs \(schema q1\): .*ECONNREFUSED/)
+    } finally {
+      await home.cleanup()
+    }
+  })
+
+  test('output is in the database: a home that never ran the job shows its log, and purge removes it', { skip: onPostgres }, async () => {
+    const host = new Home()
+    const other = new Home()
+    const env = { QUEUECTL_DB: host.env.QUEUECTL_DB } // the same queue, seen from another host's home
+    try {
+      const id = (await host.ok(['enqueue', '--', 'printf', 'line one\\nline two\\n'])).trim()
+      await host.ok(['worker', 'run', '--drain'])
+      await waitForState(host, id, 'completed')
+      const log = await other.ok(['logs', id], { env })
+      assert.match(log, /^=== attempt 1 · started .* ===\nline one\nline two\n=== attempt 1 · exit code 0 · .* ===\n$/)
+      const sections = await other.json(['logs', id], { env })
+      assert.equal(sections.length, 1)
+      assert.equal(sections[0].output, 'line one\nline two\n')
+      await other.ok(['purge', '--older-than', '0s'], { env })
+      const r = await other.run(['logs', id], { env })
+      assert.equal(r.code, 1)
+      assert.match(r.stderr, new RegExp(`no job with id "${id}"`))
+    } finally {
+      await host.cleanup()
+      await other.cleanup()
+    }
+  })
+
+  test('a schema newer than this queuectl is refused with a line naming both versions, and left unchanged', { skip: onPostgres }, async () => {
+    const home = new Home()
+    const { default: pg } = await import('pg')
+    const url = new URL(home.env.QUEUECTL_DB)
+    const schema = url.searchParams.get('schema')!
+    url.searchParams.delete('schema')
+    const client = new pg.Client({ connectionString: url.href })
+    await client.connect()
+    try {
+      await home.ok(['enqueue', '--id', 'kept', 'true'])
+      await client.query(`UPDATE ${schema}.meta SET value = '99' WHERE key = 'schema_version'`)
+      const r = await home.run(['enqueue', 'true'])
+      assert.equal(r.code, 1)
+      assert.match(oneLine(r.stderr), /has schema 99, newer than this queuectl \S+ knows \(\d+\): upgrade queuectl; nothing was changed/)
+      const { rows } = await client.query(`SELECT id FROM ${schema}.jobs`)
+      assert.deepEqual(rows.map((row) => row.id), ['kept'])
+    } finally {
+      await client.end()
+      await home.cleanup()
+    }
+  })
+})
