@@ -13,12 +13,22 @@
 //   completion  what a TAB costs: a command name (nothing read), and job ids read from 1,000 stored jobs, vs `node -e ''`
 //   bulk        `enqueue --file` of 100k JSON lines, vs the same rows inserted by bare sql.js
 //   memory      a `worker run`'s peak RSS (VmHWM) with 100k jobs stored, vs bare sql.js holding the same file
+// and on PostgreSQL (issue 13; `--only postgres` for these alone), each beside the same on SQLite in the same run:
+//   pg-throughput  1,000 `true` jobs with 4 workers
+//   pg-claim       one claim + complete through the API with 1k and 100k jobs queued (pending)
+//   pg-pickup      as pickup, 8 idle workers on PostgreSQL
+//   pg-bulk        `enqueue --file` of 100k JSON lines
+// The server: QUEUECTL_BENCH_POSTGRES (or QUEUECTL_TEST_POSTGRES), a postgres:// URL whose database may hold new
+// schemas, else a throwaway cluster of test/postgres.ts (fsync off), started once; each home is a schema of its own.
+// Without a server the PostgreSQL cases are skipped with one line.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
-import { CLI, Home, ROOT, isAlive } from './helpers.ts'
+import pg from 'pg'
+import { CLI, Home, ROOT, isAlive, schemaOf } from './helpers.ts'
+import { startPostgres } from './postgres.ts'
 
 // ---------------------------------------------------------------- options
 
@@ -28,7 +38,8 @@ interface Options {
   runs: number
   only: Set<string> | null
 }
-const CASES = ['throughput', 'growth', 'waiting', 'pickup', 'cli', 'completion', 'bulk', 'memory'] as const
+const CASES = ['throughput', 'growth', 'waiting', 'pickup', 'cli', 'completion', 'bulk', 'memory', 'pg-throughput', 'pg-claim', 'pg-pickup', 'pg-bulk'] as const
+const POSTGRES_CASES = CASES.filter((c) => c.startsWith('pg-'))
 
 function parseArgs(argv: string[]): Options {
   const o: Options = { json: false, quick: false, runs: 0, only: null }
@@ -42,11 +53,11 @@ function parseArgs(argv: string[]): Options {
       if (!Number.isInteger(n) || n < 1 || n > 50) fail('--runs needs a whole number from 1 to 50')
       o.runs = n
     } else if (flag === '--only') {
-      const names = String(inline ?? argv[++i] ?? '').split(',').filter(Boolean)
-      for (const n of names) if (!(CASES as readonly string[]).includes(n)) fail(`unknown case "${n}": use ${CASES.join(', ')}`)
+      const names = String(inline ?? argv[++i] ?? '').split(',').filter(Boolean).flatMap((n) => (n === 'postgres' ? POSTGRES_CASES : [n]))
+      for (const n of names) if (!(CASES as readonly string[]).includes(n)) fail(`unknown case "${n}": use ${CASES.join(', ')} (postgres: every pg- case)`)
       o.only = new Set(names)
     } else if (flag === '--help' || flag === '-h') {
-      console.log(`usage: npm run bench -- [--json] [--quick] [--runs N] [--only ${CASES.join(',')}]`)
+      console.log(`usage: npm run bench -- [--json] [--quick] [--runs N] [--only ${CASES.join(',')},postgres]`)
       process.exit(0)
     } else fail(`unknown option ${a}`)
   }
@@ -74,6 +85,9 @@ const SIZES = {
   bulkJobs: Q ? 10_000 : 100_000,
   memoryStore: Q ? 10_000 : 100_000,
   memoryJobs: 20,
+  pgThroughputWorkers: 4,
+  pgQueued: Q ? [1_000, 10_000] : [1_000, 100_000],
+  pgClaimOps: Q ? 300 : 1000,
 }
 
 // ---------------------------------------------------------------- small tools
@@ -105,13 +119,17 @@ function dropHome(h: Home) {
   closeQueue(h)
   liveHomes.delete(h)
   h.cleanupSync()
+  if (h instanceof PgHome) usedSchemas.add(schemaOf(h.dir))
 }
 const liveChildren = new Set<ChildProcess>()
 function cleanupAll() {
   for (const c of liveChildren) c.kill('SIGKILL')
   for (const q of openQueues.values()) q.close()
   openQueues.clear()
-  for (const h of liveHomes) h.cleanupSync()
+  for (const h of liveHomes) {
+    h.cleanupSync()
+    if (h instanceof PgHome) usedSchemas.add(schemaOf(h.dir))
+  }
   liveHomes.clear()
 }
 for (const sig of ['SIGINT', 'SIGTERM'] as const) {
@@ -144,21 +162,25 @@ async function statusOf(home: Home): Promise<any> {
   return home.json(['status'])
 }
 
+/** The home's queue through the API, opened once: its SQLite file, or for a PgHome its schema. */
+const openQueues = new Map<string, any>()
+async function queueOf(home: Home): Promise<any> {
+  let q = openQueues.get(home.dir)
+  if (!q) {
+    q = await (await api()).openQueue(home.dir, home.env.QUEUECTL_DB ?? '')
+    openQueues.set(home.dir, q)
+  }
+  return q
+}
+
 /**
  * The job counts, as `status --json` shows them. Through the API (the same `status()` the CLI calls, from the same
  * build) when it loads: polling every 50 ms with a fresh CLI process each time would take a core away from the
  * workers being measured on this 2-core machine.
  */
-const openQueues = new Map<string, any>()
 async function countsOf(home: Home): Promise<Record<string, number>> {
-  const m = await api()
-  if (!m) return (await statusOf(home)).counts
-  let q = openQueues.get(home.dir)
-  if (!q) {
-    q = await m.openQueue(home.dir)
-    openQueues.set(home.dir, q)
-  }
-  return (await q.status()).counts
+  if (!(await api())) return (await statusOf(home)).counts
+  return (await (await queueOf(home)).status()).counts
 }
 function closeQueue(home: Home) {
   openQueues.get(home.dir)?.close()
@@ -180,14 +202,8 @@ async function waitCounts(home: Home, what: string, done: (c: Record<string, num
 
 /** Jobs (newest first), through the API when it loads (one read, no process), else `list --json`. */
 async function listAll(home: Home, state?: string, limit = 10_000_000): Promise<any[]> {
-  const m = await api()
-  if (!m) return home.json(['list', '--limit', String(limit), ...(state ? ['--state', state] : [])])
-  let q = openQueues.get(home.dir)
-  if (!q) {
-    q = await m.openQueue(home.dir)
-    openQueues.set(home.dir, q)
-  }
-  return q.listJobs({ state, limit })
+  if (!(await api())) return home.json(['list', '--limit', String(limit), ...(state ? ['--state', state] : [])])
+  return (await queueOf(home)).listJobs({ state, limit })
 }
 
 function jobsFile(n: number, make: (i: number) => object): string {
@@ -246,6 +262,8 @@ interface Row {
   pass: boolean | null
   runs: number[]
   note?: string
+  /** Shown after the figure, e.g. the same as a rate. */
+  also?: string
 }
 const rows: Row[] = []
 const errors: { case: string; error: string }[] = []
@@ -253,7 +271,7 @@ const errors: { case: string; error: string }[] = []
 function addRow(r: Omit<Row, 'ratio' | 'pass'> & { ratio?: number | null; pass?: boolean | null }) {
   const row: Row = { ratio: null, pass: null, ...r }
   rows.push(row)
-  log(`${row.name}: ${fmt(row.value)} ${row.unit}${row.baseline != null ? `, baseline ${fmt(row.baseline)} ${row.baselineUnit}` : ''}${row.ratio != null ? `, ratio ${row.ratio.toFixed(2)}` : ''}`)
+  log(`${row.name}: ${fmt(row.value)} ${row.unit}${row.also ? ` (${row.also})` : ''}${row.baseline != null ? `, baseline ${fmt(row.baseline)} ${row.baselineUnit}` : ''}${row.ratio != null ? `, ratio ${row.ratio.toFixed(2)}` : ''}`)
 }
 function fmt(x: number | null): string {
   if (x == null || !Number.isFinite(x)) return '—'
@@ -358,8 +376,7 @@ async function spawnFloor(total: number, lanes: number): Promise<number> {
   return (total / (now() - t)) * 1000
 }
 
-async function queueThroughput(total: number, workers: number, slots = 1): Promise<{ rate: number; wallRate: number }> {
-  const home = newHome()
+async function queueThroughput(total: number, workers: number, slots = 1, home = newHome()): Promise<{ rate: number; wallRate: number }> {
   const file = jobsFile(total, () => ({ command: 'true' }))
   try {
     cliSync(home, ['enqueue', '--file', file], { stdout: 'ignore' })
@@ -444,11 +461,11 @@ async function growthRun(templateDir: string, count: number): Promise<number> {
 // alike instead of deciding the ratio.
 const CLAIM_COMPLETE = `
 import { createInterface } from 'node:readline'
-const [cli, home, count] = process.argv.slice(1)
+const [cli, home, count, backlog] = process.argv.slice(1)
 const warm = 20
 const { openQueue } = await import(cli)
 const q = await openQueue(home)
-await q.enqueueMany(Array.from({ length: Number(count) + warm }, (_, i) => ({ id: 'c' + i, command: 'true' })))
+await q.enqueueMany(Array.from({ length: Number(backlog) + Number(count) + warm }, (_, i) => ({ id: 'c' + i, command: 'true' })))
 const wid = await q.registerWorker()
 const one = async () => {
   const claim = await q.claimNextJob(wid)
@@ -476,8 +493,9 @@ class ClaimChild {
   private waiting: ((line: string) => void) | null = null
   private readonly lines: string[] = []
   private stderr = ''
-  constructor(home: Home, count: number) {
-    this.child = spawn(process.execPath, ['--input-type=module', '-e', CLAIM_COMPLETE, pathToFileURL(CLI).href, home.dir, String(count)], {
+  /** Claims `count` jobs (and 20 to warm up) with `backlog` more pending behind them; on PostgreSQL for a PgHome. */
+  constructor(home: Home, count: number, backlog = 0) {
+    this.child = spawn(process.execPath, ['--input-type=module', '-e', CLAIM_COMPLETE, pathToFileURL(CLI).href, home.dir, String(count), String(backlog)], {
       cwd: ROOT,
       env: home.env,
       stdio: ['pipe', 'pipe', 'pipe'],
@@ -526,18 +544,21 @@ class ClaimChild {
   }
 }
 
-/** One run of the API measurement: ms per claim + complete on a copy of each store, interleaved in chunks. */
-async function claimRound(stores: string[], ops: number): Promise<number[]> {
+/** One run of the API measurement: ms per claim + complete in each home made (a copy of a store, or a PgHome), with
+ *  `backlogs[i]` more jobs pending behind the claimed ones, interleaved in chunks. */
+async function claimRound(makers: (() => Home)[], ops: number, backlogs: number[] = []): Promise<number[]> {
   const chunk = 50
-  const homes = stores.map((dir) => homeFromTemplate(dir))
+  const homes: Home[] = []
   const children: ClaimChild[] = []
   try {
-    for (const h of homes) children.push(new ClaimChild(h, ops))
-    for (const c of children) if ((await c.next()) !== 'ready') throw new Error('claim + complete child did not start')
-    const total = stores.map(() => 0)
+    for (const make of makers) homes.push(make())
+    homes.forEach((h, i) => children.push(new ClaimChild(h, ops, backlogs[i])))
+    // a backlog of 100k takes PostgreSQL tens of seconds to enqueue (see pg-bulk)
+    for (const c of children) if ((await c.next(600_000)) !== 'ready') throw new Error('claim + complete child did not start')
+    const total = homes.map(() => 0)
     for (let done = 0, k = 0; done < ops; done += chunk, k++) {
       const n = Math.min(chunk, ops - done)
-      const order = stores.map((_, i) => i)
+      const order = homes.map((_, i) => i)
       if (k % 2) order.reverse()
       for (const i of order) total[i] += await children[i].run(n)
     }
@@ -559,7 +580,7 @@ async function benchGrowth() {
   for (const s of sizes) await finishedStore(s)
   for (let r = 0; r < opts.runs; r++) {
     for (const kind of kinds) {
-      const perOp = kind === 'api' ? await claimRound(sizes.map((s) => templates.get(s)!), SIZES.growthApiOps) : []
+      const perOp = kind === 'api' ? await claimRound(sizes.map((s) => () => homeFromTemplate(templates.get(s)!)), SIZES.growthApiOps) : []
       const thisRun = new Map<number, number>(perOp.map((ms, i) => [sizes[i], ms]))
       // Alternate the order between runs, so a drift in the machine's load does not favour one size.
       for (const s of r % 2 ? [...sizes].reverse() : sizes) {
@@ -660,7 +681,7 @@ async function benchWaiting() {
   const ratios = WAITING_STORES.map(() => [] as number[])
   const bases: number[] = []
   for (let r = 0; r < opts.runs; r++) {
-    const [baseMs, ...ms] = await claimRound([base, ...stores], SIZES.growthApiOps)
+    const [baseMs, ...ms] = await claimRound([base, ...stores].map((dir) => () => homeFromTemplate(dir)), SIZES.growthApiOps)
     bases.push(baseMs)
     ms.forEach((v, i) => {
       per[i].push(v)
@@ -694,8 +715,7 @@ async function benchWaiting() {
  * through the API by this process: the CLI's figure includes its own start-up before it commits (created_at is taken
  * when it begins), the API's is the wake-up alone.
  */
-async function pickupRun(count: number): Promise<Record<'cli' | 'api', number[]>> {
-  const home = newHome()
+async function pickupRun(count: number, home = newHome()): Promise<Record<'cli' | 'api', number[]>> {
   try {
     await home.ok(['worker', 'start', '--count', String(SIZES.pickupWorkers)])
     // Idle: every worker registered and without a job; then give them a moment to settle into their wait.
@@ -708,7 +728,7 @@ async function pickupRun(count: number): Promise<Record<'cli' | 'api', number[]>
     }
     await sleep(1000)
     const m = await api()
-    const queue = m ? await m.openQueue(home.dir) : undefined
+    const queue = m ? await m.openQueue(home.dir, home.env.QUEUECTL_DB ?? '') : undefined
     const ids = { cli: [] as string[], api: [] as string[] }
     try {
       for (let i = 0; i < count; i++) {
@@ -992,6 +1012,216 @@ async function benchMemory() {
   })
 }
 
+// ---------------------------------------------------------------- 7. PostgreSQL (issue 13)
+
+interface PgServer {
+  url: string
+  what: string
+  stop?: () => Promise<void>
+}
+let pgServer: PgServer | undefined
+let pgUnavailable: string | undefined
+/** Schemas of dropped PgHomes, to drop on the server (dropHome cannot wait for it). */
+const usedSchemas = new Set<string>()
+
+/** A home whose queue is a schema of its own on the bench's server; its folder keeps the host's files (logs, wake). */
+class PgHome extends Home {
+  constructor() {
+    super('queuectl-bench-pg-')
+    liveHomes.add(this)
+  }
+  override get env(): Record<string, string> {
+    const url = pgServer!.url
+    return { ...super.env, QUEUECTL_DB: `${url}${url.includes('?') ? '&' : '?'}schema=${schemaOf(this.dir)}` }
+  }
+}
+const homeFor = (backend: 'sqlite' | 'pg'): Home => (backend === 'pg' ? new PgHome() : newHome())
+/** Which backend goes first in run `r`: alternated, so a drift in the machine's load does not favour one. */
+const backendsInRun = (r: number) => (r % 2 ? (['pg', 'sqlite'] as const) : (['sqlite', 'pg'] as const))
+
+async function pgQuery(url: string, statements: string[]): Promise<any[]> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 10_000 })
+  client.on('error', () => {})
+  try {
+    await client.connect()
+    let rows: any[] = []
+    for (const text of statements) rows = (await client.query(text)).rows
+    return rows
+  } finally {
+    await client.end().catch(() => {})
+  }
+}
+
+async function dropUsedSchemas() {
+  if (!pgServer || usedSchemas.size === 0) return
+  const names = [...usedSchemas]
+  usedSchemas.clear()
+  await pgQuery(pgServer.url, ["SET lock_timeout = '10s'", ...names.map((name) => `DROP SCHEMA IF EXISTS "${name}" CASCADE`)])
+}
+
+/** The server of the PostgreSQL cases, checked or started at the first of them; undefined (said once) without one. */
+async function postgres(): Promise<PgServer | undefined> {
+  if (pgServer || pgUnavailable) return pgServer
+  const givenBy = ['QUEUECTL_BENCH_POSTGRES', 'QUEUECTL_TEST_POSTGRES'].find((name) => process.env[name])
+  try {
+    if (givenBy) {
+      const url = process.env[givenBy]!
+      const [{ server_version }] = await pgQuery(url, ['SHOW server_version'])
+      pgServer = { url, what: `PostgreSQL ${server_version}, the server of ${givenBy}` }
+    } else {
+      const t = now()
+      const server = await startPostgres()
+      const version = /^PostgreSQL \S+/.exec(server.version)?.[0] ?? server.version
+      pgServer = { url: server.url, what: `${version}, a throwaway cluster on 127.0.0.1 (test/postgres.ts: fsync, synchronous_commit and full_page_writes off, shared_buffers 32MB)`, stop: server.stop }
+      log(`(started ${pgServer.what} in ${((now() - t) / 1000).toFixed(1)} s)`)
+    }
+  } catch (e) {
+    pgUnavailable = `${(e as Error).message.split('\n')[0]}; install postgresql or set QUEUECTL_BENCH_POSTGRES=postgres://…`
+    process.stderr.write(`bench: PostgreSQL cases skipped: ${pgUnavailable}\n`)
+  }
+  return pgServer
+}
+
+async function benchPgThroughput() {
+  const n = SIZES.throughputJobs
+  const workers = SIZES.pgThroughputWorkers
+  const rates = { sqlite: [] as number[], pg: [] as number[] }
+  const walls: number[] = []
+  const ratios: number[] = []
+  for (let r = 0; r < opts.runs; r++) {
+    const got: Partial<Record<'sqlite' | 'pg', { rate: number; wallRate: number }>> = {}
+    try {
+      for (const backend of backendsInRun(r)) got[backend] = await queueThroughput(n, workers, 1, homeFor(backend))
+    } finally {
+      await dropUsedSchemas()
+    }
+    rates.sqlite.push(got.sqlite!.rate)
+    rates.pg.push(got.pg!.rate)
+    walls.push(got.pg!.wallRate)
+    ratios.push(got.pg!.rate / got.sqlite!.rate)
+    log(`pg throughput, ${workers} workers, run ${r + 1}: PostgreSQL ${got.pg!.rate.toFixed(0)} jobs/s (wall incl. worker start ${got.pg!.wallRate.toFixed(0)}), SQLite ${got.sqlite!.rate.toFixed(0)} jobs/s`)
+  }
+  const ratio = median(ratios)
+  addRow({
+    case: 'pg-throughput', name: `PostgreSQL: throughput, ${n} jobs, ${workers} workers`, value: median(rates.pg), unit: 'jobs/s',
+    baseline: median(rates.sqlite), baselineUnit: 'jobs/s', baselineLabel: `SQLite, ${workers} workers`, ratio,
+    target: '≥ 0.8× SQLite', pass: ratio >= 0.8, runs: rates.pg,
+    note: `${pgServer!.what}; as the throughput case, each run beside SQLite; first start → last finish; incl. worker start-up: ${median(walls).toFixed(0)} jobs/s`,
+  })
+}
+
+async function benchPgClaim() {
+  const sizes = SIZES.pgQueued
+  const ops = SIZES.pgClaimOps
+  // one process per backend and size, all interleaved in chunks (as the growth case), so a burst hits all alike
+  const setups = sizes.flatMap((size) => (['sqlite', 'pg'] as const).map((backend) => ({ backend, size })))
+  const per = setups.map(() => [] as number[])
+  const flat = { sqlite: [] as number[], pg: [] as number[] }
+  for (let r = 0; r < opts.runs; r++) {
+    let ms: number[]
+    try {
+      ms = await claimRound(setups.map(({ backend }) => () => homeFor(backend)), ops, setups.map(({ size }) => size))
+    } finally {
+      await dropUsedSchemas()
+    }
+    ms.forEach((v, i) => per[i].push(v))
+    for (const backend of ['sqlite', 'pg'] as const) {
+      const at = (size: number) => ms[setups.findIndex((s) => s.backend === backend && s.size === size)]
+      flat[backend].push(at(sizes[sizes.length - 1]) / at(sizes[0]))
+    }
+    log(`pg claim + complete run ${r + 1}: ${setups.map(({ backend, size }, i) => `${backend} ${size / 1000}k queued ${ms[i].toFixed(3)} ms`).join(', ')}`)
+  }
+  const value = (backend: 'sqlite' | 'pg', size: number) => per[setups.findIndex((s) => s.backend === backend && s.size === size)]
+  for (const size of sizes) {
+    const v = median(value('pg', size))
+    const base = median(value('sqlite', size))
+    addRow({
+      case: 'pg-claim', name: `PostgreSQL: claim + complete (API), ${size / 1000}k queued`, value: v, unit: 'ms/job', also: `${fmt(1000 / v)}/s`,
+      baseline: base, baselineUnit: 'ms/job', baselineLabel: `SQLite, ${size / 1000}k queued, ${fmt(1000 / base)}/s`, ratio: v / base,
+      target: '≥ 2,000/s', pass: 1000 / v >= 2000, runs: value('pg', size),
+      note: size !== sizes[0] ? undefined : `claimNextJob + finishAttempt, ${ops} per home after 20 warm-up, with the stated number more pending behind them (bulk-enqueued with enqueueMany); one process per backend and size, all four interleaved in chunks of 50`,
+    })
+  }
+  const [first, last] = [sizes[0], sizes[sizes.length - 1]]
+  const judged = last === 100_000
+  addRow({
+    case: 'pg-claim', name: `PostgreSQL: claim + complete, ${last / 1000}k / ${first / 1000}k queued`, value: median(flat.pg), unit: '×',
+    baseline: median(flat.sqlite), baselineUnit: '×', baselineLabel: 'SQLite, the same', ratio: null,
+    target: judged ? '≤ 1.2' : '(≤ 1.2 from 1k to 100k; not judged)', pass: judged ? median(flat.pg) <= 1.2 : null, runs: flat.pg,
+  })
+}
+
+async function benchPgPickup() {
+  const vias = ['cli', 'api'] as const
+  const by = { sqlite: { cli: [] as number[][], api: [] as number[][] }, pg: { cli: [] as number[][], api: [] as number[][] } }
+  for (let r = 0; r < opts.runs; r++) {
+    try {
+      for (const backend of backendsInRun(r)) {
+        const lat = await pickupRun(SIZES.pickupJobs, homeFor(backend))
+        for (const via of vias) by[backend][via].push(lat[via])
+        log(`pg pickup run ${r + 1}, ${backend}: ${vias.map((via) => `by the ${via.toUpperCase()} median ${median(lat[via]).toFixed(1)} ms, p95 ${p95(lat[via]).toFixed(1)} ms`).join('; ')}`)
+      }
+    } finally {
+      await dropUsedSchemas()
+    }
+  }
+  for (const via of vias) {
+    const who = via === 'cli' ? 'enqueued by the CLI' : 'enqueued through the API'
+    const of = (backend: 'sqlite' | 'pg', stat: (xs: number[]) => number) => by[backend][via].map(stat)
+    const m = median(of('pg', median))
+    addRow({
+      case: 'pg-pickup', name: `PostgreSQL: pickup, ${SIZES.pickupWorkers} idle workers, ${who}, median`, value: m, unit: 'ms',
+      baseline: median(of('sqlite', median)), baselineUnit: 'ms', baselineLabel: 'SQLite, the same', ratio: m / median(of('sqlite', median)),
+      target: '≤ 10 ms', pass: m <= 10, runs: of('pg', median),
+      note: via === 'cli' ? `as the pickup case: ${SIZES.pickupJobs} jobs by the CLI and ${SIZES.pickupJobs} through the API per run, created_at → started_at (both the server's clock)` : undefined,
+    })
+    addRow({
+      case: 'pg-pickup', name: `PostgreSQL: pickup, ${SIZES.pickupWorkers} idle workers, ${who}, p95`, value: median(of('pg', p95)), unit: 'ms',
+      baseline: median(of('sqlite', p95)), baselineUnit: 'ms', baselineLabel: 'SQLite, the same', ratio: median(of('pg', p95)) / median(of('sqlite', p95)),
+      target: '', runs: of('pg', p95),
+    })
+  }
+}
+
+async function benchPgBulk() {
+  const n = SIZES.bulkJobs
+  const file = jobsFile(n, (i) => ({ command: `echo job ${i}` }))
+  const secs = { sqlite: [] as number[], pg: [] as number[] }
+  const ratios: number[] = []
+  try {
+    for (let r = 0; r < opts.runs; r++) {
+      const got: Partial<Record<'sqlite' | 'pg', number>> = {}
+      try {
+        for (const backend of backendsInRun(r)) {
+          const home = homeFor(backend)
+          try {
+            got[backend] = cliSync(home, ['enqueue', '--file', file], { stdout: 'ignore' }).ms / 1000
+            const counts = (await statusOf(home)).counts
+            if (counts.pending !== n) throw new Error(`expected ${n} pending jobs after the bulk enqueue on ${backend}, status shows ${JSON.stringify(counts)}`)
+          } finally {
+            dropHome(home)
+          }
+        }
+      } finally {
+        await dropUsedSchemas()
+      }
+      secs.sqlite.push(got.sqlite!)
+      secs.pg.push(got.pg!)
+      ratios.push(got.pg! / got.sqlite!)
+      log(`pg bulk run ${r + 1}: PostgreSQL ${got.pg!.toFixed(2)} s, SQLite ${got.sqlite!.toFixed(2)} s`)
+    }
+  } finally {
+    dropFile(file)
+  }
+  const v = median(secs.pg)
+  addRow({
+    case: 'pg-bulk', name: `PostgreSQL: bulk enqueue, ${n / 1000}k JSON lines`, value: v, unit: 's',
+    baseline: median(secs.sqlite), baselineUnit: 's', baselineLabel: 'SQLite, the same file', ratio: median(ratios),
+    target: n === 100_000 ? '≤ 3 s' : '(≤ 3 s at 100k; not judged)', pass: n === 100_000 ? v <= 3 : null, runs: secs.pg,
+    note: 'one `enqueue --file` call, wall time, into a new schema',
+  })
+}
+
 // ---------------------------------------------------------------- main
 
 function ensureBuilt() {
@@ -1006,7 +1236,7 @@ function table(): string {
   const head = ['case', 'figure', 'baseline (same run)', 'ratio', 'target', 'result']
   const body = rows.map((r) => [
     r.name,
-    `${fmt(r.value)} ${r.unit}`,
+    `${fmt(r.value)} ${r.unit}${r.also ? ` (${r.also})` : ''}`,
     r.baseline != null ? `${fmt(r.baseline)} ${r.baselineUnit} (${r.baselineLabel})` : '',
     r.ratio != null ? r.ratio.toFixed(2) : '',
     r.target,
@@ -1030,10 +1260,15 @@ async function main() {
     completion: benchCompletion,
     bulk: benchBulk,
     memory: benchMemory,
+    'pg-throughput': benchPgThroughput,
+    'pg-claim': benchPgClaim,
+    'pg-pickup': benchPgPickup,
+    'pg-bulk': benchPgBulk,
   }
   for (const name of CASES) {
     if (opts.only && !opts.only.has(name)) continue
-    log(`== ${name}`)
+    if (name.startsWith('pg-') && !(await postgres())) continue
+    log(`== ${name} (load average ${loadavg()[0].toFixed(1)})`)
     try {
       await cases[name]()
     } catch (e) {
@@ -1043,12 +1278,14 @@ async function main() {
     }
   }
   for (const d of templateDirs) rmSync(d, { recursive: true, force: true })
+  await dropUsedSchemas().catch(() => {})
+  await pgServer?.stop?.()
   const seconds = (Date.now() - started) / 1000
   const ok = errors.length === 0 && rows.every((r) => r.pass !== false)
   if (opts.json) {
     console.log(
       JSON.stringify(
-        { node: process.version, quick: opts.quick, runs: opts.runs, seconds, load: [loadBefore, loadavg()[0]], date: new Date().toISOString(), sizes: SIZES, rows, errors, ok },
+        { node: process.version, quick: opts.quick, runs: opts.runs, seconds, load: [loadBefore, loadavg()[0]], date: new Date().toISOString(), postgres: pgServer?.what ?? (pgUnavailable && `skipped: ${pgUnavailable}`), sizes: SIZES, rows, errors, ok },
         null,
         2,
       ),
@@ -1058,6 +1295,8 @@ async function main() {
     // The machine's load says how far to trust the figures: other processes take the CPUs the workers need.
     const load = `load average ${loadBefore.toFixed(1)} at the start, ${loadavg()[0].toFixed(1)} at the end`
     console.log(`queuectl bench — ${opts.quick ? 'quick, ' : ''}median of ${opts.runs} run${opts.runs > 1 ? 's' : ''}, node ${process.version}, ${seconds.toFixed(0)} s, ${load}`)
+    if (pgServer) console.log(`PostgreSQL cases on ${pgServer.what}`)
+    if (pgUnavailable) console.log(`PostgreSQL cases skipped: ${pgUnavailable}`)
     console.log('')
     console.log(table())
     for (const r of rows) if (r.note) console.log(`  · ${r.name}: ${r.note}`)
