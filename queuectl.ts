@@ -1484,6 +1484,7 @@ export class PgStorage implements Storage {
       statement_timeout: 60_000,
       idle_in_transaction_session_timeout: 60_000,
       options: `-c search_path=${schema}`,
+      pipeline: true,
       types: { getTypeParser: pgTypeParser },
     } as import('pg').PoolConfig)
     pool.on('error', () => undefined) // an idle connection broke: the next statement opens another
@@ -1494,16 +1495,13 @@ export class PgStorage implements Storage {
 
   read<T>(fn: (sql: SqlSession) => Promise<T>): Promise<T> {
     return this.withClient(async (client) => {
-      await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY')
-      let result: T
+      const session = this.session(client, false)
+      session.send('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY')
       try {
-        result = await fn(this.session(client, false))
-      } catch (error) {
-        await client.query('ROLLBACK').catch(() => undefined)
-        throw error
+        return await fn(session)
+      } finally {
+        session.send('ROLLBACK') // the connection's next user queues behind it
       }
-      await client.query('ROLLBACK')
-      return result
     })
   }
 
@@ -1511,11 +1509,12 @@ export class PgStorage implements Storage {
     return this.withClient(async (client) => {
       // afterCommit must run before another write begins: then the lock is the session's, released after it
       const key = `${PG_LOCK_CLASS}, ${this.lockKey}`
-      await client.query(afterCommit ? `SELECT pg_advisory_lock(${key}); BEGIN` : `BEGIN; SELECT pg_advisory_xact_lock(${key})`)
+      const session = this.session(client, true)
+      session.send(afterCommit ? `SELECT pg_advisory_lock(${key}); BEGIN` : `BEGIN; SELECT pg_advisory_xact_lock(${key})`)
       let result: T
       try {
-        result = await fn(this.session(client, true))
-        await client.query('COMMIT')
+        result = await fn(session)
+        await session.commit()
       } catch (error) {
         await client.query('ROLLBACK').catch(() => undefined)
         if (afterCommit) await client.query(`SELECT pg_advisory_unlock(${key})`).catch(() => undefined)
@@ -1609,18 +1608,83 @@ export class PgStorage implements Storage {
     return error
   }
 
-  private session(client: PgClient, writable: boolean): SqlSession {
-    const all = async <T>(sql: string, params: SqlValue[] = []): Promise<T[]> => {
+  /**
+   * The connection pipelines (node-postgres `pipeline`): a statement whose rows are not needed (BEGIN, a write) is
+   * sent without waiting for its answer, so a transaction waits once per read, not once per statement. A write that
+   * failed fails the read that follows it, or the COMMIT (which PostgreSQL would otherwise answer with a silent
+   * ROLLBACK), with its own error.
+   */
+  private session(client: PgClient, writable: boolean): SqlSession & { send(text: string): void; commit(): Promise<void> } {
+    const sent: Promise<unknown>[] = []
+    const firstFailure = async (error: unknown) => {
+      for (const answer of sent) {
+        try {
+          await answer
+        } catch (failure) {
+          return failure
+        }
+      }
+      return error
+    }
+    const prepared = (sql: string, text = () => toPostgres(sql)) => {
       let statement = this.translated.get(sql)
-      if (!statement) this.translated.set(sql, (statement = { name: `q${this.translated.size}`, text: toPostgres(sql) }))
-      return (await client.query({ name: statement.name, text: statement.text, values: params })).rows as T[]
+      if (!statement) this.translated.set(sql, (statement = { name: `q${this.translated.size}`, text: text() }))
+      return statement
+    }
+    const query = (sql: string, params: SqlValue[]) => {
+      flushInserts()
+      const { name, text } = prepared(sql)
+      return client.query({ name, text, values: params })
+    }
+    const track = (answer: Promise<unknown>) => {
+      answer.catch(() => undefined) // awaited later, by the next read or the commit
+      sent.push(answer)
+    }
+    // Rows of one INSERT in a row (a bulk enqueue) go as multi-row INSERTs, up to 60,000 values each.
+    let inserts: { sql: string; rows: SqlValue[][] } | undefined
+    const flushInserts = () => {
+      if (!inserts) return
+      const { sql, rows } = inserts
+      inserts = undefined
+      const width = rows[0].length
+      const most = Math.max(1, Math.floor(60_000 / width))
+      for (let at = 0; at < rows.length; at += most) {
+        const batch = rows.slice(at, at + most)
+        // INSERT INTO t (…) VALUES ($1, …, $k) [ON CONFLICT DO NOTHING], with a group of k placeholders per row
+        const { name, text } = prepared(`${batch.length} rows of ${sql}`, () => toPostgres(sql).replace(/VALUES \(.*?\)/,
+          `VALUES ${batch.map((_, row) => `(${Array.from({ length: width }, (_, i) => `$${row * width + i + 1}`).join(', ')})`).join(', ')}`))
+        track(client.query({ name, text, values: batch.flat() }))
+      }
+    }
+    const all = async <T>(sql: string, params: SqlValue[] = []): Promise<T[]> => {
+      try {
+        return (await query(sql, params)).rows as T[]
+      } catch (error) {
+        throw await firstFailure(error)
+      }
     }
     return {
       all,
       get: async (sql, params) => (await all(sql, params))[0] as never,
-      run: async (sql, params) => {
+      run: async (sql, params = []) => {
         if (!writable) throw new Error('write outside a write transaction')
-        await all(sql, params)
+        if (inserts?.sql === sql) return void inserts.rows.push(params)
+        if (/^\s*INSERT (OR IGNORE )?INTO \w+ \([^)]*\) VALUES \([?, ]*\)$/.test(sql)) {
+          flushInserts()
+          inserts = { sql, rows: [params] }
+          return
+        }
+        track(query(sql, params))
+      },
+      send: (text) => {
+        flushInserts()
+        track(client.query(text))
+      },
+      commit: async () => {
+        flushInserts()
+        const commit = client.query('COMMIT')
+        commit.catch(() => undefined)
+        await Promise.all([...sent, commit])
       },
     }
   }
