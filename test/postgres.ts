@@ -23,12 +23,14 @@ export interface Postgres {
   version: string
   /** Fast shutdown, then the folder is removed. Safe to call twice. */
   stop(): Promise<void>
+  /** Fast shutdown (every client is disconnected), then the server starts again on the same data and port. */
+  restart(): Promise<void>
 }
 
 export interface StartOptions {
-  /** Another address to listen on besides 127.0.0.1 (e.g. a veth IP for a test across network namespaces);
-   *  connections to it are trusted from any host. */
-  listen?: string
+  /** Other addresses to listen on besides 127.0.0.1 (e.g. veth IPs for a test across network namespaces);
+   *  connections to them are trusted from any host. */
+  listen?: string | string[]
   /** How long initdb plus start-up may take. */
   timeoutMs?: number
 }
@@ -211,54 +213,69 @@ export async function startPostgres(options: StartOptions = {}): Promise<Postgre
     if (user) chownSync(dir, user.uid, user.gid)
     await run(join(bin, 'initdb'), ['-D', data, '-U', SUPERUSER, '--auth=trust', '--no-sync', '-E', 'UTF8', '--locale=C'], user, log)
     if (options.listen) appendFileSync(join(data, 'pg_hba.conf'), 'host all all 0.0.0.0/0 trust\nhost all all ::/0 trust\n')
+    const listen = ['127.0.0.1', ...[options.listen ?? []].flat()].join(',')
     for (let attempt = 1; ; attempt++) {
       const port = await freePort()
-      const settings = {
-        listen_addresses: ['127.0.0.1', options.listen].filter(Boolean).join(','),
-        unix_socket_directories: dir,
-        // a test server: its data dies with the run, so nothing is worth a sync
-        fsync: 'off', synchronous_commit: 'off', full_page_writes: 'off',
-        // many workers of many tests at once, each with a few connections
-        max_connections: '500',
-        shared_buffers: '32MB', huge_pages: 'off', max_wal_size: '1GB',
-        logging_collector: 'off', log_min_messages: 'warning',
-      }
-      const args = ['-D', data, '-p', String(port), ...Object.entries(settings).flatMap(([k, v]) => ['-c', `${k}=${v}`])]
-      const out = openSync(log, 'a')
-      // its own process group: a Ctrl-C meant for the tests must not stop the server under them
-      const proc = spawn(join(bin, 'postgres'), args, { stdio: ['ignore', out, out], env: serverEnv(), detached: true, ...user })
-      closeSync(out)
-      cluster.proc = proc
-      running.add(cluster)
-      let gone = false
-      const exited = new Promise<{ exited: string }>((resolve) => {
-        const end = (why: string) => {
-          gone = true
-          resolve({ exited: why })
-        }
-        proc.on('exit', (code, signal) => end(`postgres exited ${code ?? signal}`))
-        proc.on('error', (error) => end(`postgres could not be started: ${error.message}`))
-      })
-      const url = `postgres://${SUPERUSER}@127.0.0.1:${port}/postgres`
-      const outcome = await Promise.race([exited, ready(url, deadline, () => gone)])
+      const outcome = await launch(bin, data, port, listen, dir, log, cluster, user, deadline)
       if (typeof outcome !== 'string') {
-        running.delete(cluster)
         if (/could not bind|already in use/i.test(tail(log)) && attempt < 3) continue
         throw new Error(`${outcome.exited}: ${tail(log)}`)
       }
-      proc.unref()
       let stopped: Promise<void> | undefined
       return {
-        url,
+        url: urlOf(port),
         port,
         version: outcome,
-        stop: () => (stopped ??= stop(cluster, proc)),
+        stop: () => (stopped ??= stop(cluster, cluster.proc!)),
+        restart: async () => {
+          if (stopped) throw new Error('restart() after stop()')
+          await shutDown(cluster.proc!)
+          const again = await launch(bin, data, port, listen, dir, log, cluster, user, Date.now() + (options.timeoutMs ?? 60_000))
+          if (typeof again !== 'string') throw new Error(`restart: ${again.exited}: ${tail(log)}`)
+        },
       }
     }
   } catch (error) {
     stopSync(cluster)
     throw error
   }
+}
+
+const urlOf = (port: number) => `postgres://${SUPERUSER}@127.0.0.1:${port}/postgres`
+
+/** Starts postgres on `data` and waits until it answers: its `SELECT version()`, or why it exited. */
+async function launch(bin: string, data: string, port: number, listen: string, dir: string, log: string, cluster: Running,
+  user: { uid: number; gid: number } | undefined, deadline: number): Promise<string | { exited: string }> {
+  const settings = {
+    listen_addresses: listen,
+    unix_socket_directories: dir,
+    // a test server: its data dies with the run, so nothing is worth a sync
+    fsync: 'off', synchronous_commit: 'off', full_page_writes: 'off',
+    // many workers of many tests at once, each with a few connections
+    max_connections: '500',
+    shared_buffers: '32MB', huge_pages: 'off', max_wal_size: '1GB',
+    logging_collector: 'off', log_min_messages: 'warning',
+  }
+  const args = ['-D', data, '-p', String(port), ...Object.entries(settings).flatMap(([k, v]) => ['-c', `${k}=${v}`])]
+  const out = openSync(log, 'a')
+  // its own process group: a Ctrl-C meant for the tests must not stop the server under them
+  const proc = spawn(join(bin, 'postgres'), args, { stdio: ['ignore', out, out], env: serverEnv(), detached: true, ...user })
+  closeSync(out)
+  cluster.proc = proc
+  running.add(cluster)
+  let gone = false
+  const exited = new Promise<{ exited: string }>((resolve) => {
+    const end = (why: string) => {
+      gone = true
+      resolve({ exited: why })
+    }
+    proc.on('exit', (code, signal) => end(`postgres exited ${code ?? signal}`))
+    proc.on('error', (error) => end(`postgres could not be started: ${error.message}`))
+  })
+  const outcome = await Promise.race([exited, ready(urlOf(port), deadline, () => gone)])
+  if (typeof outcome === 'string') proc.unref()
+  else running.delete(cluster)
+  return outcome
 }
 
 /** Resolves with `SELECT version()` once the server answers; rejects after the deadline; gives up once it `exited`. */
@@ -282,14 +299,18 @@ async function ready(url: string, deadline: number, exited: () => boolean): Prom
 
 /** Fast shutdown (clients are disconnected), SIGQUIT then SIGKILL if it hangs, then the folder goes. */
 async function stop(cluster: Running, proc: ChildProcess): Promise<void> {
-  if (proc.exitCode === null && proc.signalCode === null) {
-    const exited = new Promise((resolve) => proc.once('exit', resolve))
-    proc.kill('SIGINT')
-    const escalate = setTimeout(() => proc.kill('SIGQUIT'), 15_000)
-    const kill = setTimeout(() => proc.kill('SIGKILL'), 20_000)
-    await exited
-    clearTimeout(escalate)
-    clearTimeout(kill)
-  }
+  await shutDown(proc)
   stopSync(cluster)
+}
+
+/** Fast shutdown: SIGINT, SIGQUIT if it hangs, SIGKILL if that hangs too; resolves once it exited. */
+async function shutDown(proc: ChildProcess): Promise<void> {
+  if (proc.exitCode !== null || proc.signalCode !== null) return
+  const exited = new Promise((resolve) => proc.once('exit', resolve))
+  proc.kill('SIGINT')
+  const escalate = setTimeout(() => proc.kill('SIGQUIT'), 15_000)
+  const kill = setTimeout(() => proc.kill('SIGKILL'), 20_000)
+  await exited
+  clearTimeout(escalate)
+  clearTimeout(kill)
 }
