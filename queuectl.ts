@@ -1482,12 +1482,17 @@ export class PgStorage implements Storage {
       keepAlive: true,
       application_name: `queuectl ${HOST} ${process.pid}`,
       statement_timeout: 60_000,
-      idle_in_transaction_session_timeout: 60_000,
+      // a client cut off from the server finds out; a host that froze inside a write frees the lock in 10 s
+      query_timeout: 60_000,
+      idle_in_transaction_session_timeout: 10_000,
       options: `-c search_path=${schema}`,
       pipeline: true,
       types: { getTypeParser: pgTypeParser },
     } as import('pg').PoolConfig)
-    pool.on('error', () => undefined) // an idle connection broke: the next statement opens another
+    // A connection the server ends (a restart, pg_terminate_backend) says so as an 'error' event, idle in the pool or
+    // checked out between statements: the next statement on it fails, and another connection is opened.
+    pool.on('error', () => undefined)
+    pool.on('connect', (client) => void client.on('error', () => undefined))
     const storage = new PgStorage(pool, schema, where, connectionString)
     await storage.prepareSchema()
     return storage
@@ -2303,6 +2308,8 @@ export class Queue {
   /** Schedules whose fire times could not be computed here, said once in the worker's log. */
   private readonly unreadableSchedules = new Set<string>()
 
+  private readonly configs = new WeakMap<SqlSession, Promise<Config>>()
+  private readonly envs = new Map<string, string>()
   /** This process's copies of logs kept in the database (see readableLog). */
   private readonly logCopies = new Set<string>()
 
@@ -2514,8 +2521,7 @@ export class Queue {
         dependants: await relatives('SELECT j.id, j.state, d.required FROM deps d JOIN jobs j ON j.id = d.child WHERE d.parent = ? ORDER BY j.seq'),
       }
       if (options.env) {
-        const env = await sql.get<{ env: string }>('SELECT env FROM envs WHERE hash = ?', [row.env_hash])
-        detail.env = env ? JSON.parse(env.env) : {}
+        detail.env = await this.envOf(sql, row.env_hash)
       }
       return detail
     })
@@ -2853,8 +2859,27 @@ export class Queue {
     return Object.fromEntries(Object.entries(settings).map(([key, { text }]) => [key, text])) as Record<ConfigName, string>
   }
 
-  private async readConfig(sql: SqlSession): Promise<Config> {
-    return Object.fromEntries(Object.entries(await this.readSettings(sql)).map(([key, { value }]) => [key, value])) as Config
+  /** The configuration as this transaction sees it, read once in it (a claim and the ends beside it all need it). */
+  private readConfig(sql: SqlSession): Promise<Config> {
+    let config = this.configs.get(sql)
+    if (!config) {
+      config = this.readSettings(sql).then((settings) => Object.fromEntries(Object.entries(settings).map(([key, { value }]) => [key, value])) as Config)
+      this.configs.set(sql, config)
+    }
+    return config
+  }
+
+  /** A job's environment: stored once per content under its hash, so what was read once never changes. */
+  private async envOf(sql: SqlSession, hash: string | null): Promise<Record<string, string>> {
+    if (hash === null) return {}
+    let env = this.envs.get(hash)
+    if (!env) {
+      const row = await sql.get<{ env: string }>('SELECT env FROM envs WHERE hash = ?', [hash])
+      if (!row) return {}
+      if (this.envs.size >= 1_000) this.envs.clear()
+      this.envs.set(hash, (env = row.env))
+    }
+    return JSON.parse(env)
   }
 
   private async readSettings(sql: SqlSession): Promise<Record<ConfigName, { text: string; value: Config[ConfigName] }>> {
@@ -3010,10 +3035,10 @@ export class Queue {
     const claimed = await this.moveJob(sql, row, { state: 'processing', attempts: row.attempts + 1, runs: attempt, worker: workerId, started_at: now, finished_at: null, slot }, now)
     await sql.run('INSERT INTO attempts (job_id, attempt, worker, started_at) VALUES (?, ?, ?, ?)', [row.id, attempt, workerId, now])
     await sql.run('UPDATE workers SET heartbeat_at = ? WHERE id = ?', [now, workerId])
-    const env = await sql.get<{ env: string }>('SELECT env FROM envs WHERE hash = ?', [row.env_hash])
+    const env = await this.envOf(sql, row.env_hash)
     const config = await this.readConfig(sql)
     const output = this.storage.outputInDatabase ? await sql.get<{ end: number }>(OUTPUT_END, [row.id]) : undefined
-    return { job: toJob(claimed), attempt, env: env ? JSON.parse(env.env) : {}, timeout: row.timeout || config.job_timeout, slot, output_at: output?.end }
+    return { job: toJob(claimed), attempt, env, timeout: row.timeout || config.job_timeout, slot, output_at: output?.end }
   }
 
   /** The job's row while `workerId` still owns attempt `claim.attempt` of it; undefined once it was taken over. */
@@ -3427,10 +3452,10 @@ export class Queue {
       return undefined
     }
     await sql.run('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value', [hookTaking(row.id), `${workerId} ${now}`])
-    const env = await sql.get<{ env: string }>('SELECT env FROM envs WHERE hash = ?', [row.env_hash])
+    const env = await this.envOf(sql, row.env_hash)
     const attempt = await sql.get<{ signal: string | null; duration_ms: number | null }>('SELECT signal, duration_ms FROM attempts WHERE job_id = ? AND attempt = ?', [row.id, row.runs])
     return {
-      job: toJob(row), hooks, env: env ? JSON.parse(env.env) : {}, attempt: row.runs, signal: attempt?.signal ?? null,
+      job: toJob(row), hooks, env, attempt: row.runs, signal: attempt?.signal ?? null,
       duration_ms: attempt?.duration_ms ?? null, timeout: config.hook_timeout, taken_at: now, took_over: tookOver,
     }
   }
