@@ -1875,6 +1875,9 @@ export interface HookRun {
   /** when the worker it was taken from (gone) had taken it: its hook's process note says so */
   took_over?: number
 }
+/** Is a worker of another host idle (one with a free slot): a hint through the database would reach it. */
+const IDLE_ELSEWHERE = `SELECT 1 FROM workers w WHERE host <> ? AND note IS NULL
+  AND w.slots > (SELECT count(*) FROM jobs INDEXED BY jobs_worker WHERE worker = w.id) LIMIT 1`
 /** How far a job's output in the database goes, and its chunks past a byte, a few MiB at a time (outputInDatabase). */
 const OUTPUT_END = 'SELECT coalesce(max(pos + length(data)), 0) AS end FROM output WHERE job_id = ?'
 const OUTPUT_AFTER = 'SELECT pos, data FROM output WHERE job_id = ? AND pos + length(data) > ? ORDER BY pos LIMIT 4'
@@ -2970,11 +2973,13 @@ export class Queue {
    */
   async wakeWorker(except?: string): Promise<boolean> {
     let candidates: (WorkerRow & { free: number })[]
-    let startable = new Set<string>()
+    const startable = new Set<string>()
+    let idleElsewhere = false
     try {
       candidates = await this.storage.read(async (sql) => {
         const idle = (await sql.all<WorkerRow & { free: number }>(IDLE_WORKERS, [HOST, except ?? ''])).filter((w) => isProcessAlive(w.pid, w.proc_start || undefined))
-        if (idle.length === 0 && !this.storage.hint) return []
+        idleElsewhere = this.storage.hint !== undefined && (await sql.get(IDLE_ELSEWHERE, [HOST])) !== undefined
+        if (idle.length === 0 && !idleElsewhere) return []
         for (const { name } of await sql.all<{ name: string }>(SERVABLE_QUEUES)) if (await sql.get(HAS_READY, [name])) startable.add(name)
         return idle.filter((w) => (w.queues === null ? startable.size > 0 : w.queues.split(',').some((name) => startable.has(name))))
       })
@@ -2985,8 +2990,8 @@ export class Queue {
     const most = candidates.filter((w) => w.free === candidates[0].free)
     const first = Math.floor(Math.random() * most.length) // spread the pokes over equally idle workers
     if ([...most.slice(first), ...most.slice(0, first), ...candidates.slice(most.length)].some((w) => this.poke(w.id))) return true
-    // none here can take it: workers of other hosts hear of it through the database
-    if (startable.size > 0) this.storage.hint?.()
+    // none here can take it: idle workers of other hosts hear of it through the database
+    if (idleElsewhere && startable.size > 0) this.storage.hint?.()
     return false
   }
 
@@ -3003,11 +3008,12 @@ export class Queue {
 
   /**
    * Takes the next job of the ready set (see the head comment) for `workerId`'s slot `slot`, in one transaction
-   * under the lock: no two workers ever get the same attempt. Idle, it costs one read and no lock.
+   * under the lock: no two workers ever get the same attempt. Idle, it costs one read and no lock (`look: false`
+   * skips that read, for a worker that was told there is a job for it).
    */
-  async claimNextJob(workerId: string, slot = 0): Promise<ClaimedJob | undefined> {
+  async claimNextJob(workerId: string, slot = 0, options: { look?: boolean } = {}): Promise<ClaimedJob | undefined> {
     const queues = this.workerSlots.get(workerId)?.queues
-    if (!(await this.storage.read(async (sql) => (await sql.get(DUE_WAITING, [clockNow(), 1])) ?? (await this.pickReady(sql, queues, false))))) return undefined
+    if (options.look !== false && !(await this.storage.read(async (sql) => (await sql.get(DUE_WAITING, [clockNow(), 1])) ?? (await this.pickReady(sql, queues, false))))) return undefined
     return this.storage.write((sql) => this.claimIn(sql, workerId, slot))
   }
 
@@ -3879,6 +3885,7 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
   const running = new Map<number, { claim: ClaimedJob; run: RunningJob; cancelled?: true; output?: LogShipping }>()
   const ended: { claim: ClaimedJob; outcome: AttemptOutcome }[] = []
   let changed = true
+  let poked = false // by a poke meant for this worker: a job is there for it, so it claims without looking first
   let backoffUntil = 0 // no claims before this while the machine fails
   let faultBackoffMs = 0
   const mayClaim = () => !stopping && clockNow() >= backoffUntil
@@ -3925,6 +3932,7 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
       writeFileSync(path, '', { mode: 0o600 })
       watcher = watch(path, () => {
         changed = true
+        poked = true
         void carryOutKills().catch(() => undefined)
         if (mayClaim()) wake()
       })
@@ -4039,7 +4047,8 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
         if (mayClaim() && ended.length === 0) {
           changed = false
           for (const slot of freeSlots()) {
-            const claim = await queue.claimNextJob(workerId, slot)
+            const claim = await queue.claimNextJob(workerId, slot, { look: !poked })
+            poked = false
             if (!claim) break
             start(claim)
             moved = true
