@@ -2990,8 +2990,8 @@ export class Queue {
     const most = candidates.filter((w) => w.free === candidates[0].free)
     const first = Math.floor(Math.random() * most.length) // spread the pokes over equally idle workers
     if ([...most.slice(first), ...most.slice(0, first), ...candidates.slice(most.length)].some((w) => this.poke(w.id))) return true
-    // none here can take it: idle workers of other hosts hear of it through the database
-    if (idleElsewhere && startable.size > 0) this.storage.hint?.()
+    // none that a file reaches could take it: idle workers of other hosts (or homes) hear of it through the database
+    if (startable.size > 0 && (idleElsewhere || candidates.length > 0)) this.storage.hint?.()
     return false
   }
 

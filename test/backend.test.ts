@@ -2,7 +2,7 @@
 // only a shared database can show (output from another host's home, a newer schema refused).
 import { test, describe } from 'node:test'
 import assert from 'node:assert/strict'
-import { BACKEND, Home, waitForState } from './helpers.ts'
+import { BACKEND, Home, waitFor, waitForState } from './helpers.ts'
 
 const onPostgres = BACKEND === 'postgres' ? false : 'needs the PostgreSQL pass'
 
@@ -88,6 +88,27 @@ describe('storage backends', { concurrency: true }, () => {
     } finally {
       await client.end()
       await home.cleanup()
+    }
+  })
+})
+
+describe('wake-ups through the database', { skip: onPostgres }, () => {
+  test('an idle worker that no wake file reaches (another home) starts a new job at once: NOTIFY, not its poll', async () => {
+    const enqueuer = new Home()
+    const workerHome = new Home()
+    const env = { QUEUECTL_DB: enqueuer.env.QUEUECTL_DB, QUEUECTL_IDLE_POLL: '60' } // its poll would take a minute
+    const worker = workerHome.spawn(['worker', 'run'], { env })
+    try {
+      await waitFor('the worker to register', async () => (await enqueuer.json(['status'])).workers.length === 1)
+      for (const word of ['first', 'second']) {
+        const id = (await enqueuer.ok(['enqueue', '--', 'echo', word])).trim()
+        const job = await waitForState(enqueuer, id, 'completed', 10_000)
+        assert.ok(Date.parse(job.started_at) - Date.parse(job.created_at) < 5_000, `picked up in ${Date.parse(job.started_at) - Date.parse(job.created_at)} ms`)
+      }
+    } finally {
+      worker.kill('SIGTERM')
+      await enqueuer.cleanup()
+      await workerHome.cleanup()
     }
   })
 })
