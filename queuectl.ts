@@ -305,7 +305,7 @@ export type ConfigName = keyof typeof CONFIG_KEYS
 /** Each setting's value: a number (durations in seconds) or, for the global hooks, a command ('' = none). */
 export type Config = { [K in ConfigName]: NonNullable<ReturnType<(typeof CONFIG_KEYS)[K]['parse']>> }
 
-const VERSION = '0.2.0'
+const VERSION = '0.3.0'
 const SCHEMA_VERSION = 4 // 1: queuectl 0.1.0; 2: config values as text, attempts' outcome, workers' note; 3: queues, dependencies, unique keys, the ready set; 4: schedules and completion hooks
 const APPLICATION_ID = 0x51554555 // "QUEU": marks queue.db as ours, so a foreign SQLite file is never touched
 const JOURNAL_MAGIC = 'QCTLJRN1'
