@@ -4078,7 +4078,8 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
           break
         }
         if (changed && mayClaim() && freeSlots().length) continue
-        const next = await queue.nextRunAt()
+        // every slot busy: no job's due time matters here, only an end, a schedule's fire, a poke or the poll
+        const next = freeSlots().length ? await queue.nextRunAt() : schedulesDue
         const idleMs = Math.max(5, !stopping && !mayClaim() ? backoffUntil - clockNow() : Math.min(next ? next - clockNow() : IDLE_POLL_MS, IDLE_POLL_MS))
         await new Promise<void>((resolveWait) => {
           const timer = setTimeout(() => wake(), idleMs)
