@@ -1588,7 +1588,8 @@ export class PgStorage implements Storage {
     try {
       client = await this.pool.connect()
     } catch (error) {
-      throw this.failure(error)
+      const failure = this.failure(error) // a wrong password, no such database or role: said with where it was
+      throw failure === error ? new QueueError(`cannot open the queue at ${this.where}: ${(error as Error).message}`) : failure
     }
     let broken = false
     try {

@@ -46,6 +46,19 @@ describe('storage backends', { concurrency: true }, () => {
     }
   })
 
+  test('a database that does not exist: exit 1 and one line naming it', { skip: onPostgres }, async () => {
+    const home = new Home()
+    try {
+      const url = new URL(home.env.QUEUECTL_DB)
+      url.pathname = '/no_such_database'
+      const r = await home.run(['status'], { env: { QUEUECTL_DB: url.href } })
+      assert.equal(r.code, 1, r.stderr)
+      assert.match(oneLine(r.stderr), /cannot open the queue at .*\/no_such_database \(schema \w+\): database "no_such_database" does not exist/)
+    } finally {
+      await home.cleanup()
+    }
+  })
+
   test('output is in the database: a home that never ran the job shows its log, and purge removes it', { skip: onPostgres }, async () => {
     const host = new Home()
     const other = new Home()
