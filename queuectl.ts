@@ -666,6 +666,8 @@ export interface Storage {
   readonly claimLock: string
   /** Attempts' output is in the table `output` (a database that hosts share), not only in this host's log files. */
   readonly outputInDatabase?: boolean
+  /** A read costs less than a write (no lock): an idle worker looks whether a claim would find a job before it claims. */
+  readonly cheapReads?: boolean
   /** Where the queue is, for messages. */
   readonly where: string
   /** Tells idle workers on other hosts that there may be work (theirs are not poked through a file). */
@@ -914,6 +916,7 @@ const WRITING_OPCODES = new Set(['AutoCommit', 'Savepoint', 'Vacuum', 'JournalMo
  */
 export class SqlJsStorage implements Storage {
   readonly claimLock = ''
+  readonly cheapReads = true
   readonly where: string
   private db: Database | undefined
   private generation = 0
@@ -2313,6 +2316,7 @@ export class Queue {
   private readonly unreadableSchedules = new Set<string>()
 
   private readonly configs = new WeakMap<SqlSession, Promise<Config>>()
+  private readonly runningCounts = new WeakMap<SqlSession, Map<string, number>>()
   private readonly envs = new Map<string, string>()
   /** This process's copies of logs kept in the database (see readableLog). */
   private readonly logCopies = new Set<string>()
@@ -3009,12 +3013,13 @@ export class Queue {
 
   /**
    * Takes the next job of the ready set (see the head comment) for `workerId`'s slot `slot`, in one transaction
-   * under the lock: no two workers ever get the same attempt. Idle, it costs one read and no lock (`look: false`
-   * skips that read, for a worker that was told there is a job for it).
+   * under the lock: no two workers ever get the same attempt. Idle, it costs one read and no lock where reads are
+   * cheaper than writes (SQLite: a server database's read costs the round trips of the claim's own first ones), and
+   * `look: false` skips that read, for a worker that was told there is a job for it.
    */
   async claimNextJob(workerId: string, slot = 0, options: { look?: boolean } = {}): Promise<ClaimedJob | undefined> {
     const queues = this.workerSlots.get(workerId)?.queues
-    if (options.look !== false && !(await this.storage.read(async (sql) => (await sql.get(DUE_WAITING, [clockNow(), 1])) ?? (await this.pickReady(sql, queues, false))))) return undefined
+    if (options.look !== false && this.storage.cheapReads && !(await this.storage.read(async (sql) => (await sql.get(DUE_WAITING, [clockNow(), 1])) ?? (await this.pickReady(sql, queues, false))))) return undefined
     return this.storage.write((sql) => this.claimIn(sql, workerId, slot))
   }
 
@@ -3044,7 +3049,8 @@ export class Queue {
     await sql.run('UPDATE workers SET heartbeat_at = ? WHERE id = ?', [now, workerId])
     const env = await this.envOf(sql, row.env_hash)
     const config = await this.readConfig(sql)
-    const output = this.storage.outputInDatabase ? await sql.get<{ end: number }>(OUTPUT_END, [row.id]) : undefined
+    // a job's first run has no output before it (rm, purge and retention take a job's output with it)
+    const output = this.storage.outputInDatabase ? (row.runs === 0 ? { end: 0 } : await sql.get<{ end: number }>(OUTPUT_END, [row.id])) : undefined
     return { job: toJob(claimed), attempt, env, timeout: row.timeout || config.job_timeout, slot, output_at: output?.end }
   }
 
@@ -3195,11 +3201,10 @@ export class Queue {
   }
 
   /** Closes the attempt's history row with what it counted as. */
+  /** Ends the open attempt of a processing job; it started when the job did (claimIn sets both), so that is not read. */
   private async closeAttempt(sql: SqlSession, row: JobRow, outcome: AttemptOutcome, result: AttemptResult): Promise<void> {
-    const open = await sql.get<{ started_at: number }>('SELECT started_at FROM attempts WHERE job_id = ? AND attempt = ? AND finished_at IS NULL', [row.id, row.runs])
-    if (!open) return
-    await sql.run('UPDATE attempts SET finished_at = ?, exit_code = ?, signal = ?, error = ?, duration_ms = ?, outcome = ? WHERE job_id = ? AND attempt = ?',
-      [outcome.finished_at, outcome.exit_code, outcome.signal, outcome.error, outcome.finished_at - open.started_at, result, row.id, row.runs])
+    await sql.run('UPDATE attempts SET finished_at = ?, exit_code = ?, signal = ?, error = ?, duration_ms = ?, outcome = ? WHERE job_id = ? AND attempt = ? AND finished_at IS NULL',
+      [outcome.finished_at, outcome.exit_code, outcome.signal, outcome.error, outcome.finished_at - (row.started_at ?? outcome.finished_at), result, row.id, row.runs])
   }
 
   /** An attempt that counts: completed on exit 0; else cancelled if a kill was asked for, else failed until its retry, or dead. */
@@ -3235,8 +3240,12 @@ export class Queue {
       next.exit_code, next.last_error, next.worker, next.output_tail, next.cancel, next.slot, next.hook_due, next.id])
     const running = Number(next.state === 'processing') - Number(row.state === 'processing')
     if (running) {
-      const queue = await sql.get<{ running: number }>('SELECT running FROM queues WHERE name = ?', [row.queue])
-      await sql.run('UPDATE queues SET running = ? WHERE name = ?', [Math.max(0, (queue?.running ?? 0) + running), row.queue])
+      // read once per transaction and queue: every change of it in a transaction is this one
+      let counts = this.runningCounts.get(sql)
+      if (!counts) this.runningCounts.set(sql, (counts = new Map()))
+      const was = counts.get(row.queue) ?? (await sql.get<{ running: number }>('SELECT running FROM queues WHERE name = ?', [row.queue]))?.running ?? 0
+      counts.set(row.queue, Math.max(0, was + running))
+      await sql.run('UPDATE queues SET running = ? WHERE name = ?', [counts.get(row.queue)!, row.queue])
     }
     if (isTerminal(next.state) && !isTerminal(row.state)) await this.settleDependants(sql, next, now)
     return next
