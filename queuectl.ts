@@ -52,7 +52,7 @@
  * The home: `queue.db` (snapshot, generation = user_version), `queue.db.journal` (records since), `queue.db.lock`,
  * `logs/<id>.log` (every attempt's output between header and footer lines), `logs/<id>.pid` (a running attempt's
  * process group, for whoever recovers it), `logs/worker.log` (detached workers' messages), `wake/<worker id>`,
- * `dashboard.token`.
+ * `dashboard.token`; with PostgreSQL, `logs/copies/<pid>-<id>.log` (a process's copy of output kept there).
  *
  * The queue's logic is SQL with bound values behind `Storage` (read, write transaction): the same statements run
  * on both backends. PostgreSQL (`--db postgres://…`, PgStorage): the queue is a schema; a write is a transaction
