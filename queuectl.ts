@@ -3980,7 +3980,7 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
   const storeOutput = async () => {
     if (storing) return
     const parts = [...running.values()].flatMap(({ claim, output }) => {
-      if (!output) return []
+      if (!output || output.ended) return []
       const chunks = logChunks(claim, output, OUTPUT_STORE_MAX)
       return chunks.length ? [{ claim, output, chunks }] : []
     })
@@ -4001,7 +4001,7 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
   const start = (claim: ClaimedJob) => {
     if (stopping) return void ended.push({ claim, outcome: { exit_code: null, signal: null, error: null, output_tail: null, finished_at: clockNow(), forced: true, notStarted: true } })
     const path = queue.logPath(claim.job.id)
-    const output = queue.storage.outputInDatabase ? { path, from: fileSize(path), shipped: fileSize(path), storing: Promise.resolve() } : undefined
+    const output: LogShipping | undefined = queue.storage.outputInDatabase ? { path, from: fileSize(path), shipped: fileSize(path), storing: Promise.resolve() } : undefined
     const run = startCommand(claim, { log: path, note: queue.processNotePath(claim.job.id) }, workerId)
     const slot = { claim, run, output }
     running.set(claim.slot, slot)
@@ -4012,6 +4012,7 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
     }
     void run.done.then(async (outcome) => {
       if (output) {
+        output.ended = true // from here its output is stored only by this end (two stores from one position would skip bytes)
         await output.storing
         // a burst at the end goes in pieces, so that no transaction (nor this process) holds more than a few MiB of it
         while (!outcome.takenOver && fileSize(output.path) - output.shipped > OUTPUT_STORE_MAX) {
@@ -4130,6 +4131,8 @@ interface LogShipping {
   from: number
   shipped: number
   storing: Promise<void>
+  /** the attempt ended: what is left is stored with its end */
+  ended?: boolean
 }
 const OUTPUT_STORE_MS = 250
 const OUTPUT_STORE_MAX = 4 << 20

@@ -2,6 +2,8 @@
 // only a shared database can show (output from another host's home, a newer schema refused).
 import { test, describe } from 'node:test'
 import assert from 'node:assert/strict'
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { BACKEND, Home, waitFor, waitForState } from './helpers.ts'
 
 const onPostgres = BACKEND === 'postgres' ? false : 'needs the PostgreSQL pass'
@@ -76,6 +78,24 @@ describe('storage backends', { concurrency: true }, () => {
       const r = await other.run(['logs', id], { env })
       assert.equal(r.code, 1)
       assert.match(r.stderr, new RegExp(`no job with id "${id}"`))
+    } finally {
+      await host.cleanup()
+      await other.cleanup()
+    }
+  })
+
+  test('a burst of 40 MB as a job ends reaches the database whole: the log read from another home is the file, byte for byte', { skip: onPostgres, timeout: 120_000 }, async () => {
+    const host = new Home()
+    const other = new Home()
+    try {
+      const id = (await host.ok(['enqueue', '--', "head -c 40000000 /dev/zero | tr '\\0' x; echo; echo LAST-LINE"])).trim()
+      await host.ok(['worker', 'run', '--drain'], { timeoutMs: 100_000 })
+      await waitForState(host, id, 'completed')
+      const file = readFileSync(join(host.dir, 'logs', `${id}.log`))
+      const r = await other.run(['logs', id], { env: { QUEUECTL_DB: host.env.QUEUECTL_DB }, timeoutMs: 60_000 })
+      assert.equal(r.code, 0, r.stderr)
+      assert.ok(file.length > 40_000_000)
+      assert.ok(r.stdout === file.toString('utf8'), `the database's copy (${r.stdout.length} bytes) is the log file (${file.length} bytes)`)
     } finally {
       await host.cleanup()
       await other.cleanup()
