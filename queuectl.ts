@@ -1436,9 +1436,9 @@ export function parseDatabaseUrl(text: string): { connectionString: string; sche
 }
 
 /**
- * The queue's statements are written for SQLite; PostgreSQL spells three things differently: `$n` placeholders,
- * no index hints (its planner picks the partial index the predicate names), and a case-insensitive LIKE. Every
- * other statement is portable SQL as it stands. Translated once per text.
+ * The queue's statements are written for SQLite; PostgreSQL spells four things differently: `$n` placeholders, no
+ * index hints (its planner picks the partial index the predicate names), a case-insensitive LIKE, and `INSERT OR
+ * IGNORE` (ON CONFLICT DO NOTHING). Every other statement is portable SQL as it stands. Translated once per text.
  */
 function toPostgres(sql: string): string {
   let n = 0
