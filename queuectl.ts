@@ -6288,6 +6288,7 @@ const cli = define({
     'queuectl worker start --count 2',
     'queuectl status',
     'queuectl list --state dead',
+    'QUEUECTL_DB=postgres://queuectl@db.internal/jobs queuectl worker start   # one queue for workers on many hosts',
   ],
 })
 
