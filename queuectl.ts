@@ -3986,7 +3986,7 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
     })
     if (parts.length === 0) return
     const stored = queue.storeOutput(workerId, parts)
-    for (const part of parts) part.output.storing = stored.then(() => void (part.output.shipped += part.chunks.reduce((n, c) => n + c.data.length, 0)), () => undefined)
+    for (const part of parts) part.output.storing = stored.then(() => void (part.output.shipped += byteCount(part.chunks)), () => undefined)
     storing = true
     await stored.catch((error) => log(`cannot store the output of running jobs (${(error as Error).message}); trying again`))
     storing = false
@@ -4018,7 +4018,7 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
         while (!outcome.takenOver && fileSize(output.path) - output.shipped > OUTPUT_STORE_MAX) {
           const chunks = logChunks(claim, output, OUTPUT_STORE_MAX)
           if (!(await queue.storeOutput(workerId, [{ claim, chunks }]).then(() => true, () => false))) break
-          output.shipped += chunks.reduce((n, c) => n + c.data.length, 0)
+          output.shipped += byteCount(chunks)
         }
         outcome.output = logChunks(claim, output)
       }
@@ -4160,13 +4160,8 @@ function logChunks(claim: ClaimedJob, output: LogShipping, limit = Number.MAX_SA
   }
 }
 
-function fileSize(path: string): number {
-  try {
-    return statSync(path).size
-  } catch {
-    return 0
-  }
-}
+const byteCount = (chunks: OutputChunk[]) => chunks.reduce((n, chunk) => n + chunk.data.length, 0)
+const fileSize = (path: string) => statSync(path, { throwIfNoEntry: false })?.size ?? 0
 
 const takenOver = (claim: ClaimedJob) => `attempt ${claim.attempt} of job ${claim.job.id} was taken over (recovered as lost)`
 
