@@ -1879,16 +1879,13 @@ export interface HookRun {
   /** when the worker it was taken from (gone) had taken it: its hook's process note says so */
   took_over?: number
 }
-/** Is a worker of another host idle (one with a free slot): a hint through the database would reach it. */
-const IDLE_ELSEWHERE = `SELECT 1 FROM workers w WHERE host <> ? AND note IS NULL
-  AND w.slots > (SELECT count(*) FROM jobs INDEXED BY jobs_worker WHERE worker = w.id) LIMIT 1`
 /** How far a job's output in the database goes, and its chunks past a byte, a few MiB at a time (outputInDatabase). */
 const OUTPUT_END = 'SELECT coalesce(max(pos + length(data)), 0) AS end FROM output WHERE job_id = ?'
 const OUTPUT_AFTER = 'SELECT pos, data FROM output WHERE job_id = ? AND pos + length(data) > ? ORDER BY pos LIMIT 4'
 const HAS_READY = 'SELECT 1 FROM jobs INDEXED BY jobs_ready WHERE ready = 1 AND queue = ? LIMIT 1'
-/** This host's workers with free slots and no note (a note says why a worker holds back). Sorted in JS: a sort in SQL doubles its cost. */
+/** The workers with free slots and no note (a note says why a worker holds back), of every host. Sorted in JS: a sort in SQL doubles its cost. */
 const IDLE_WORKERS = `SELECT * FROM (SELECT w.*, w.slots - (SELECT count(*) FROM jobs INDEXED BY jobs_worker WHERE worker = w.id) AS free
-  FROM workers w WHERE host = ? AND id <> ? AND note IS NULL) AS idle WHERE free > 0`
+  FROM workers w WHERE id <> ? AND note IS NULL) AS idle WHERE free > 0`
 
 function toJob(row: JobRow): Job {
   return {
@@ -2982,8 +2979,9 @@ export class Queue {
     let idleElsewhere = false
     try {
       candidates = await this.storage.read(async (sql) => {
-        const idle = (await sql.all<WorkerRow & { free: number }>(IDLE_WORKERS, [HOST, except ?? ''])).filter((w) => isProcessAlive(w.pid, w.proc_start || undefined))
-        idleElsewhere = this.storage.hint !== undefined && (await sql.get(IDLE_ELSEWHERE, [HOST])) !== undefined
+        const all = await sql.all<WorkerRow & { free: number }>(IDLE_WORKERS, [except ?? ''])
+        const idle = all.filter((w) => w.host === HOST && isProcessAlive(w.pid, w.proc_start || undefined))
+        idleElsewhere = this.storage.hint !== undefined && all.some((w) => w.host !== HOST) // a hint through the database reaches those
         if (idle.length === 0 && !idleElsewhere) return []
         for (const { name } of await sql.all<{ name: string }>(SERVABLE_QUEUES)) if (await sql.get(HAS_READY, [name])) startable.add(name)
         return idle.filter((w) => (w.queues === null ? startable.size > 0 : w.queues.split(',').some((name) => startable.has(name))))
