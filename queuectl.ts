@@ -24,17 +24,18 @@
  * its generation moved, replay the journal records others appended) → BEGIN, statements → append the record +
  * fdatasync → COMMIT in memory (a failed append rolls back and cuts the journal back: memory never leads disk) →
  * after-commit work still under the lock (purge's log removal) → unlock. Readers catch up without the lock.
- * Only deterministic statements are journaled: rows are picked by a read and written by primary key, with every
- * value (ids, timestamps, counters) computed here, so replay gives the same rows under any SQLite version.
+ * Only deterministic statements are journaled: the rows a statement changes and the values it writes follow from
+ * the rows and its bound values alone (a pick of several is totally ordered; ids and timestamps are computed here),
+ * so replay gives the same rows under any SQLite version; a statement that changed no row is not journaled.
  * Past half the snapshot's size in journal (64–256 KiB) the writer compacts: a new snapshot of generation + 1, then an
  * empty journal.
  * A schema migration runs the same way but is written as a snapshot at once, so an older queuectl refuses it.
  *
  * The claim: the ready set. `jobs_ready (queue, priority DESC, seq) WHERE ready = 1` holds exactly the jobs a
  * claim may take; pending and failed jobs not yet due wait in `jobs_waiting (run_at)` and are promoted once, when
- * due, inside a claim's transaction. A claim reads the servable queues (not paused, `running` under `concurrency`)
- * and takes the best head of their ready indexes: blocked jobs, paused queues and full queues are in no index it
- * walks, so what waits never costs a claim anything. A queue's `running` is kept by moveJob in the same
+ * due, inside a claim's transaction. A claim reads, in one statement, the head of each servable queue's ready index
+ * (not paused, `running` under `concurrency`) and takes the best: blocked jobs, paused queues and full queues are in
+ * no index it walks, so what waits never costs a claim anything. A queue's `running` is kept by moveJob in the same
  * transaction, under the one lock: a limit is exact. Dependencies (`deps`) resolve in the parent's transaction.
  *
  * Leases and fencing: workers register in `workers` and beat every few seconds. One on this host is alive while
@@ -478,6 +479,12 @@ export function processStartTime(pid: number): string {
   return procStat(pid)?.[19] ?? ''
 }
 
+let startTimeOfThisProcess: string | undefined
+/** This process's start time, read once. */
+function ownStartTime(): string {
+  return (startTimeOfThisProcess ??= processStartTime(process.pid))
+}
+
 /** A zombie passes `kill(pid, 0)`, so /proc decides where it exists; a different start time means a reused pid. */
 export function isProcessAlive(pid: number, startTime?: string): boolean {
   try {
@@ -662,7 +669,7 @@ export interface Storage {
    * that a row written again under the same key cannot lose its new file.
    */
   write<T>(fn: (sql: SqlSession) => Promise<T>, afterCommit?: (result: T) => void): Promise<T>
-  /** Appended to the query that picks a job to claim (a server database adds `FOR UPDATE SKIP LOCKED`). */
+  /** Appended to the query that picks a job to claim (a server database locks the picked rows: `FOR UPDATE OF j SKIP LOCKED`). */
   readonly claimLock: string
   /** Attempts' output is in the table `output` (a database that hosts share), not only in this host's log files. */
   readonly outputInDatabase?: boolean
@@ -1078,6 +1085,8 @@ export class SqlJsStorage implements Storage {
       run: async (sql, params = []) => {
         if (!writable) throw new Error('write outside a write transaction')
         this.prepare(sql).run(params)
+        // what changed nothing here changes nothing where it is replayed (the same rows): a claim's promotion, mostly
+        if (this.database().getRowsModified() === 0 && /^\s*(UPDATE|DELETE|INSERT)\b/.test(sql)) return
         const last = this.pending[this.pending.length - 1]
         if (last && last[0] === sql) last.push(params)
         else this.pending.push([sql, params])
@@ -1465,7 +1474,7 @@ const PG_CONNECTION_ERRORS = /^(08|57P0|53300)|^(ECONNREFUSED|ECONNRESET|ENOTFOU
  * Time is the server's: this process's clock is moved by the difference, measured at open (clockNow).
  */
 export class PgStorage implements Storage {
-  readonly claimLock = ' FOR UPDATE SKIP LOCKED'
+  readonly claimLock = ' FOR UPDATE OF j SKIP LOCKED'
   readonly outputInDatabase = true
   private readonly translated = new Map<string, { name: string; text: string }>()
   private lockKey = 0
@@ -1784,6 +1793,8 @@ interface JobRow {
   on_failure: string | null
   on_finish: string | null
   hook_due: number
+  /** how many jobs wait for it: only in a row read by ownedRow */
+  dependants?: number
 }
 
 interface WorkerRow {
@@ -1844,6 +1855,8 @@ export interface AttemptOutcome {
 }
 
 const HOST = hostname()
+/** A job's row, with how many jobs wait for it (see settleDependants). */
+const OWNED_ROW = 'SELECT jobs.*, (SELECT count(*) FROM deps WHERE parent = jobs.id) AS dependants FROM jobs WHERE id = ?'
 /** Attempts that count: anything but released ones (a force stop, a job not started); unfinished ones have no outcome yet. */
 const COUNTED_ATTEMPT = "outcome IN ('completed', 'failed', 'lost', 'cancelled')"
 const COLUMNS = 'seq, id, command, cwd, env_hash, state, attempts, runs, max_retries, priority, run_at, timeout, created_at, updated_at, queue, ready, unique_key, after, after_any, finished_at, last_error, schedule, on_success, on_failure, on_finish, hook_due'
@@ -1852,11 +1865,15 @@ const INSERT_JOB = `INSERT INTO jobs (${COLUMNS}) VALUES (${COLUMNS.split(',').m
 const MOVE_JOB = 'UPDATE jobs SET state = ?, ready = ?, attempts = ?, runs = ?, run_at = ?, started_at = ?, finished_at = ?, updated_at = ?, exit_code = ?, last_error = ?, worker = ?, output_tail = ?, cancel = ?, slot = ?, hook_due = ? WHERE id = ?'
 const PROMOTE_BATCH = 1_000
 /** The pending and failed jobs that are due but not yet in the ready set, soonest first. */
-const DUE_WAITING = "SELECT id FROM jobs INDEXED BY jobs_waiting WHERE ready = 0 AND state IN ('pending', 'failed') AND run_at <= ? ORDER BY run_at LIMIT ?"
-const SERVABLE_QUEUES = 'SELECT name FROM queues WHERE paused = 0 AND (concurrency IS NULL OR running < concurrency) ORDER BY name'
+const DUE_WAITING = "SELECT id FROM jobs INDEXED BY jobs_waiting WHERE ready = 0 AND state IN ('pending', 'failed') AND run_at <= ? ORDER BY run_at, seq LIMIT ?"
+/** Moves those (up to a batch) into the ready set: one statement, no read. */
+const PROMOTE_DUE = `UPDATE jobs SET ready = 1 WHERE id IN (${DUE_WAITING})`
+/** A queue may start a job now: not paused, under its limit. */
+const SERVABLE = 'q.paused = 0 AND (q.concurrency IS NULL OR q.running < q.concurrency)'
 /** The next time a schedule fires, after `now` (one that is due but cannot fire here must not keep a worker awake). */
 const NEXT_FIRE = 'SELECT min(next_at) AS t FROM schedules WHERE paused = 0 AND next_at > ?'
-const PICK_READY = 'SELECT * FROM jobs INDEXED BY jobs_ready WHERE ready = 1 AND queue = ? ORDER BY priority DESC, seq LIMIT 1'
+/** The head of each servable queue's ready index, in one read (the claim takes the best of those its worker serves). */
+const READY_HEADS = `SELECT j.* FROM queues q JOIN jobs j ON j.id = (SELECT id FROM jobs INDEXED BY jobs_ready WHERE ready = 1 AND queue = q.name ORDER BY priority DESC, seq LIMIT 1) WHERE ${SERVABLE}`
 /** The ended job whose completion hooks have waited longest (see takeHooks). */
 const HOOKS_DUE = 'SELECT * FROM jobs INDEXED BY jobs_hooks WHERE hook_due = 1 ORDER BY finished_at LIMIT 1'
 /** Who runs which job's hooks: the meta rows `hook <job id>`, a range of its primary key. */
@@ -1882,7 +1899,8 @@ export interface HookRun {
 /** How far a job's output in the database goes, and its chunks past a byte, a few MiB at a time (outputInDatabase). */
 const OUTPUT_END = 'SELECT coalesce(max(pos + length(data)), 0) AS end FROM output WHERE job_id = ?'
 const OUTPUT_AFTER = 'SELECT pos, data FROM output WHERE job_id = ? AND pos + length(data) > ? ORDER BY pos LIMIT 4'
-const HAS_READY = 'SELECT 1 FROM jobs INDEXED BY jobs_ready WHERE ready = 1 AND queue = ? LIMIT 1'
+/** The servable queues with a ready job. */
+const STARTABLE_QUEUES = `SELECT q.name FROM queues q WHERE ${SERVABLE} AND EXISTS (SELECT 1 FROM jobs INDEXED BY jobs_ready WHERE ready = 1 AND queue = q.name)`
 /** The workers with free slots and no note (a note says why a worker holds back), of every host. Sorted in JS: a sort in SQL doubles its cost. */
 const IDLE_WORKERS = `SELECT * FROM (SELECT w.*, w.slots - (SELECT count(*) FROM jobs INDEXED BY jobs_worker WHERE worker = w.id) AS free
   FROM workers w WHERE id <> ? AND note IS NULL) AS idle WHERE free > 0`
@@ -2313,7 +2331,6 @@ export class Queue {
   private readonly unreadableSchedules = new Set<string>()
 
   private readonly configs = new WeakMap<SqlSession, Promise<Config>>()
-  private readonly runningCounts = new WeakMap<SqlSession, Map<string, number>>()
   private readonly envs = new Map<string, string>()
   /** This process's copies of logs kept in the database (see readableLog). */
   private readonly logCopies = new Set<string>()
@@ -2869,6 +2886,7 @@ export class Queue {
     let config = this.configs.get(sql)
     if (!config) {
       config = this.readSettings(sql).then((settings) => Object.fromEntries(Object.entries(settings).map(([key, { value }]) => [key, value])) as Config)
+      config.catch(() => undefined) // read ahead of need (claimIn, finishAttempts): a failure is the awaiting statement's
       this.configs.set(sql, config)
     }
     return config
@@ -2920,17 +2938,17 @@ export class Queue {
   async registerWorker(options: WorkerSlots = {}): Promise<string> {
     const id = `w${process.pid}-${randomBytes(2).toString('hex')}`
     this.workerSlots.set(id, options)
-    await this.storage.write((sql) => this.insertWorker(sql, id))
+    await this.storage.write((sql) => this.touchWorker(sql, id, clockNow()))
     return id
   }
 
   private readonly workerSlots = new Map<string, WorkerSlots>()
 
-  private async insertWorker(sql: SqlSession, id: string): Promise<void> {
-    const now = clockNow()
+  /** The worker's row with a heartbeat of `now`: registered if it is not (new, or judged lost and removed). */
+  private async touchWorker(sql: SqlSession, id: string, now: number): Promise<void> {
     const { slots = 1, queues } = this.workerSlots.get(id) ?? {}
-    await sql.run('INSERT INTO workers (id, pid, host, proc_start, started_at, heartbeat_at, slots, queues) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
-      [id, process.pid, HOST, processStartTime(process.pid), now, now, slots, queues ? queues.join(',') : null])
+    await sql.run('INSERT INTO workers (id, pid, host, proc_start, started_at, heartbeat_at, slots, queues) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at',
+      [id, process.pid, HOST, ownStartTime(), now, now, slots, queues ? queues.join(',') : null])
   }
 
   /**
@@ -2940,11 +2958,9 @@ export class Queue {
    */
   async heartbeat(workerId: string, running: ClaimedJob[] = []): Promise<ClaimedJob[]> {
     return this.storage.write(async (sql) => {
-      const lost: ClaimedJob[] = []
-      for (const claim of running) if (!(await this.ownedRow(sql, claim, workerId))) lost.push(claim)
-      if (lost.length) return lost
-      if (await sql.get('SELECT 1 FROM workers WHERE id = ?', [workerId])) await sql.run('UPDATE workers SET heartbeat_at = ? WHERE id = ?', [clockNow(), workerId])
-      else await this.insertWorker(sql, workerId)
+      const owned = await Promise.all(running.map((claim) => this.ownedRow(sql, claim, workerId)))
+      const lost = running.filter((_, i) => !owned[i])
+      if (lost.length === 0) await this.touchWorker(sql, workerId, clockNow())
       return lost
     })
   }
@@ -2983,7 +2999,7 @@ export class Queue {
         const idle = all.filter((w) => w.host === HOST && isProcessAlive(w.pid, w.proc_start || undefined))
         idleElsewhere = this.storage.hint !== undefined && all.some((w) => w.host !== HOST) // a hint through the database reaches those
         if (idle.length === 0 && !idleElsewhere) return []
-        for (const { name } of await sql.all<{ name: string }>(SERVABLE_QUEUES)) if (await sql.get(HAS_READY, [name])) startable.add(name)
+        for (const { name } of await sql.all<{ name: string }>(STARTABLE_QUEUES)) startable.add(name)
         return idle.filter((w) => (w.queues === null ? startable.size > 0 : w.queues.split(',').some((name) => startable.has(name))))
       })
     } catch {
@@ -3021,53 +3037,58 @@ export class Queue {
     return this.storage.write((sql) => this.claimIn(sql, workerId, slot))
   }
 
-  /** The best ready job of the queues that may start one now (not paused, under their limit, served by the worker). */
-  /** The best head of the servable queues' ready indexes; `lock`ed (on a server database) when it is to be claimed. */
+  /** The best head of the servable queues' ready indexes that the worker serves; `lock`ed (on a server database) when it is to be claimed. */
   private async pickReady(sql: SqlSession, queues: string[] | undefined, lock = true): Promise<JobRow | undefined> {
     let best: JobRow | undefined
-    for (const { name } of await sql.all<{ name: string }>(SERVABLE_QUEUES)) {
-      if (queues && !queues.includes(name)) continue
-      const row = await sql.get<JobRow>(lock ? PICK_READY + this.storage.claimLock : PICK_READY, [name])
-      if (row && (!best || row.priority > best.priority || (row.priority === best.priority && row.seq < best.seq))) best = row
+    for (const row of await sql.all<JobRow>(lock ? READY_HEADS + this.storage.claimLock : READY_HEADS)) {
+      if (queues && !queues.includes(row.queue)) continue
+      if (!best || row.priority > best.priority || (row.priority === best.priority && row.seq < best.seq)) best = row
     }
     return best
   }
 
+  // On a server database a transaction waits once per read, so a claim reads once (the config comes with the pick)
+  // and writes the rest without reading it first: the promotion, the worker's row, its queue's count.
   private async claimIn(sql: SqlSession, workerId: string, slot: number): Promise<ClaimedJob | undefined> {
     const now = clockNow()
     // Promote what has become due: each waiting job enters the ready set once, so a claim never walks past it.
-    for (const { id } of await sql.all<{ id: string }>(DUE_WAITING, [now, PROMOTE_BATCH])) await sql.run('UPDATE jobs SET ready = 1 WHERE id = ?', [id])
+    await sql.run(PROMOTE_DUE, [now, PROMOTE_BATCH])
+    const config = this.readConfig(sql)
     const row = await this.pickReady(sql, this.workerSlots.get(workerId)?.queues)
     if (!row) return undefined
-    // a job claimed by a worker that is not registered (judged lost, then back) would be recovered at once
-    if (!(await sql.get('SELECT 1 FROM workers WHERE id = ?', [workerId]))) await this.insertWorker(sql, workerId)
+    // registered again if it was not (judged lost, then back): a job claimed by an unknown worker would be recovered at once
+    await this.touchWorker(sql, workerId, now)
     const attempt = row.runs + 1
     const claimed = await this.moveJob(sql, row, { state: 'processing', attempts: row.attempts + 1, runs: attempt, worker: workerId, started_at: now, finished_at: null, slot }, now)
     await sql.run('INSERT INTO attempts (job_id, attempt, worker, started_at) VALUES (?, ?, ?, ?)', [row.id, attempt, workerId, now])
-    await sql.run('UPDATE workers SET heartbeat_at = ? WHERE id = ?', [now, workerId])
     const env = await this.envOf(sql, row.env_hash)
-    const config = await this.readConfig(sql)
     // a job's first run has no output before it (rm, purge and retention take a job's output with it)
     const output = this.storage.outputInDatabase ? (row.runs === 0 ? { end: 0 } : await sql.get<{ end: number }>(OUTPUT_END, [row.id])) : undefined
-    return { job: toJob(claimed), attempt, env, timeout: row.timeout || config.job_timeout, slot, output_at: output?.end }
+    return { job: toJob(claimed), attempt, env, timeout: row.timeout || (await config).job_timeout, slot, output_at: output?.end }
   }
 
-  /** The job's row while `workerId` still owns attempt `claim.attempt` of it; undefined once it was taken over. */
+  /**
+   * The job's row while `workerId` still owns attempt `claim.attempt` of it; undefined once it was taken over. It
+   * counts the jobs that wait for it, so that an end with none reads no dependants.
+   */
   private async ownedRow(sql: SqlSession, claim: ClaimedJob, workerId: string): Promise<JobRow | undefined> {
-    const row = await sql.get<JobRow>('SELECT * FROM jobs WHERE id = ?', [claim.job.id])
+    const row = await sql.get<JobRow>(OWNED_ROW, [claim.job.id])
     return row && row.state === 'processing' && row.worker === workerId && row.runs === claim.attempt ? row : undefined
   }
 
   /**
    * Records how attempts ended: completed, failed with its retry time, dead once out of retries, or cancelled if a
-   * kill was asked for; nothing for an attempt no longer this worker's (its job is then undefined). `claimFor` names the slots to claim a next job for in the same transaction: one fsync for
-   * all the slots that finished together.
+   * kill was asked for; nothing for an attempt no longer this worker's (its job is then undefined). `claimFor` names
+   * the slots to claim a next job for in the same transaction: one fsync for all the slots that finished together.
+   * The rows and the config are read at once (one wait on a server database).
    */
   async finishAttempts(workerId: string, ends: { claim: ClaimedJob; outcome: AttemptOutcome }[], claimFor: number[] = []): Promise<{ jobs: (Job | undefined)[]; next: ClaimedJob[] }> {
     return this.storage.write(async (sql) => {
+      void this.readConfig(sql)
+      const rows = await Promise.all(ends.map(({ claim }) => this.ownedRow(sql, claim, workerId)))
       const jobs: (Job | undefined)[] = []
-      for (const { claim, outcome } of ends) {
-        const row = await this.ownedRow(sql, claim, workerId)
+      for (const [i, { outcome }] of ends.entries()) {
+        const row = rows[i]
         if (row) await this.insertOutput(sql, row.id, outcome.output)
         jobs.push(row ? toJob(await this.endAttempt(sql, row, outcome)) : undefined)
       }
@@ -3237,20 +3258,14 @@ export class Queue {
     await sql.run(MOVE_JOB, [next.state, next.ready, next.attempts, next.runs, next.run_at, next.started_at, next.finished_at, now,
       next.exit_code, next.last_error, next.worker, next.output_tail, next.cancel, next.slot, next.hook_due, next.id])
     const running = Number(next.state === 'processing') - Number(row.state === 'processing')
-    if (running) {
-      // read once per transaction and queue: every change of it in a transaction is this one
-      let counts = this.runningCounts.get(sql)
-      if (!counts) this.runningCounts.set(sql, (counts = new Map()))
-      const was = counts.get(row.queue) ?? (await sql.get<{ running: number }>('SELECT running FROM queues WHERE name = ?', [row.queue]))?.running ?? 0
-      counts.set(row.queue, Math.max(0, was + running))
-      await sql.run('UPDATE queues SET running = ? WHERE name = ?', [counts.get(row.queue)!, row.queue])
-    }
+    if (running) await sql.run('UPDATE queues SET running = CASE WHEN running + ? > 0 THEN running + ? ELSE 0 END WHERE name = ?', [running, running, row.queue])
     if (isTerminal(next.state) && !isTerminal(row.state)) await this.settleDependants(sql, next, now)
     return next
   }
 
   /** A parent ended: each blocked dependant becomes pending once nothing holds it, or skipped if it required this one. */
   private async settleDependants(sql: SqlSession, parent: JobRow, now: number): Promise<void> {
+    if (parent.dependants === 0) return
     const children = await sql.all<{ id: string; required: number }>('SELECT child AS id, required FROM deps WHERE parent = ? ORDER BY child', [parent.id])
     for (const { id, required } of children) {
       const child = await sql.get<JobRow>("SELECT * FROM jobs WHERE id = ? AND state = 'blocked'", [id]) // read now: a cascade may have moved it
