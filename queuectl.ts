@@ -3968,8 +3968,9 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
   // where a worker that was judged lost learns that its attempts were taken over.
   let beating = true
   let beat: NodeJS.Timeout | undefined
+  let beatInFlight: Promise<void> | undefined // awaited at the stop: a late beat would register the worker again
   const scheduleHeartbeat = (leaseSeconds: number) => {
-    if (beating) (beat = setTimeout(() => void heartbeat(), Math.min(HEARTBEAT_MS, (leaseSeconds * 1000) / 3))).unref()
+    if (beating) (beat = setTimeout(() => void (beatInFlight = heartbeat()), Math.min(HEARTBEAT_MS, (leaseSeconds * 1000) / 3))).unref()
   }
   const heartbeat = async () => {
     let lease = CONFIG_KEYS.lease.default
@@ -4126,6 +4127,7 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
   } finally {
     beating = false
     clearTimeout(beat)
+    await beatInFlight
     clearInterval(outputTimer)
     watcher?.close()
     rmQuiet(queue.wakePath(workerId))
