@@ -2409,29 +2409,35 @@ export class Queue {
       const text = JSON.stringify(Object.fromEntries(Object.entries(job.env).sort(([a], [b]) => (a < b ? -1 : 1))))
       envText.set(job.env, [createHash('sha1').update(text).digest('hex'), text])
     }
+    const envs = [...new Map(envText.values())]
+    const parents = [...new Set(jobs.flatMap((job) => [...job.after, ...job.after_any]))].filter((id) => !named.has(id))
+    const queueNames = [...new Set(jobs.map((job) => job.queue))]
     return async (sql) => {
-      for (const id of named.keys()) {
-        if (await sql.get('SELECT 1 FROM jobs WHERE id = ?', [id])) {
-          throw new UsageError(`a job with id "${id}" already exists: choose another id (the existing job was left as it is)`)
-        }
-      }
+      // Every read that does not depend on another goes at once: one wait on a server database, not one per read.
+      const has = (table: string, key: string, values: string[]) => Promise.all(values.map((value) => sql.get(`SELECT 1 FROM ${table} WHERE ${key} = ?`, [value]).then(Boolean)))
+      const [taken, knownParents, config, storedEnvs, last, fresh, knownQueues] = await Promise.all([
+        has('jobs', 'id', [...named.keys()]),
+        has('jobs', 'id', parents),
+        this.readConfig(sql),
+        has('envs', 'hash', envs.map(([hash]) => hash)),
+        sql.get<{ seq: number | null }>('SELECT max(seq) AS seq FROM jobs'),
+        this.freshIds(sql, jobs.filter((job) => job.id === undefined).length, named),
+        has('queues', 'name', queueNames),
+      ])
+      const takenId = [...named.keys()].find((_, i) => taken[i])
+      if (takenId !== undefined) throw new UsageError(`a job with id "${takenId}" already exists: choose another id (the existing job was left as it is)`)
+      const unknown = new Set(parents.filter((_, i) => !knownParents[i]))
       for (const job of jobs) {
-        for (const parent of [...job.after, ...job.after_any]) {
-          if (!named.has(parent) && !(await sql.get('SELECT 1 FROM jobs WHERE id = ?', [parent]))) {
-            throw new UsageError(`unknown parent job "${parent}"${job.id ? ` of job "${job.id}"` : ''}: enqueue the parent first, or in the same --file`)
-          }
-        }
+        const parent = [...job.after, ...job.after_any].find((id) => unknown.has(id))
+        if (parent !== undefined) throw new UsageError(`unknown parent job "${parent}"${job.id ? ` of job "${job.id}"` : ''}: enqueue the parent first, or in the same --file`)
       }
-      const config = await this.readConfig(sql)
-      for (const [hash, text] of new Map(envText.values())) {
-        if (!(await sql.get('SELECT 1 FROM envs WHERE hash = ?', [hash]))) await sql.run('INSERT INTO envs (hash, env) VALUES (?, ?)', [hash, text])
-      }
-      let seq = Number((await sql.get<{ seq: number | null }>('SELECT max(seq) AS seq FROM jobs'))?.seq ?? 0)
+      for (const [i, [hash, text]] of envs.entries()) if (!storedEnvs[i]) await sql.run('INSERT INTO envs (hash, env) VALUES (?, ?)', [hash, text])
+      const seq = Number(last?.seq ?? 0)
       const results: EnqueuedJob[] = new Array(jobs.length)
       const rows = new Map<string, JobRow>() // this batch's jobs by id, as inserted so far
       const holders = new Map<string, JobRow>() // this batch's unique keys
-      const queues = new Set<string>() // made sure to exist
-      const generated = (await this.freshIds(sql, jobs.filter((job) => job.id === undefined).length, named)).reverse()
+      const queues = new Set(queueNames.filter((_, i) => knownQueues[i])) // made sure to exist
+      const generated = fresh.reverse()
       for (const i of order) {
         const job = jobs[i]
         if (job.unique_key !== null) {
@@ -2995,11 +3001,15 @@ export class Queue {
     let idleElsewhere = false
     try {
       candidates = await this.storage.read(async (sql) => {
-        const all = await sql.all<WorkerRow & { free: number }>(IDLE_WORKERS, [except ?? ''])
+        // where a read costs a round trip, which queues can start a job is asked together with who is idle
+        const [all, ready] = await Promise.all([
+          sql.all<WorkerRow & { free: number }>(IDLE_WORKERS, [except ?? '']),
+          this.storage.cheapReads ? undefined : sql.all<{ name: string }>(STARTABLE_QUEUES),
+        ])
         const idle = all.filter((w) => w.host === HOST && isProcessAlive(w.pid, w.proc_start || undefined))
         idleElsewhere = this.storage.hint !== undefined && all.some((w) => w.host !== HOST) // a hint through the database reaches those
         if (idle.length === 0 && !idleElsewhere) return []
-        for (const { name } of await sql.all<{ name: string }>(STARTABLE_QUEUES)) startable.add(name)
+        for (const { name } of ready ?? (await sql.all<{ name: string }>(STARTABLE_QUEUES))) startable.add(name)
         return idle.filter((w) => (w.queues === null ? startable.size > 0 : w.queues.split(',').some((name) => startable.has(name))))
       })
     } catch {
