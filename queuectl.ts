@@ -2941,9 +2941,11 @@ export class Queue {
   // a worker makes to a job it claimed is conditional on still owning that attempt (ownedRow): a worker judged lost
   // by mistake, whose job was recovered and claimed again, records nothing over the new owner's state.
 
-  async registerWorker(options: WorkerSlots = {}): Promise<string> {
+  /** Registers a worker of this process; `beforeRegistering` prepares what must exist once others can see it. */
+  async registerWorker(options: WorkerSlots = {}, beforeRegistering?: (id: string) => void): Promise<string> {
     const id = `w${process.pid}-${randomBytes(2).toString('hex')}`
     this.workerSlots.set(id, options)
+    beforeRegistering?.(id)
     await this.storage.write((sql) => this.touchWorker(sql, id, clockNow()))
     return id
   }
@@ -3911,7 +3913,19 @@ export interface WorkerOptions {
 export async function runWorker(queue: Queue, options: WorkerOptions = {}): Promise<void> {
   const log = options.log ?? ((message: string) => process.stderr.write(`${iso(clockNow())} ${message}\n`))
   const slots = options.concurrency ?? (await queue.getConfig()).worker_concurrency
-  const workerId = await queue.registerWorker({ slots, queues: options.queues })
+  // its wake file exists before it is registered, so whoever sees the worker can poke it (the watch comes below)
+  let wakeFile: string | undefined
+  const workerId = await queue.registerWorker({ slots, queues: options.queues }, (id) => {
+    try {
+      makeDirectory(join(queue.home, 'wake'))
+      writeFileSync((wakeFile = queue.wakePath(id)), '', { mode: 0o600 })
+    } catch {
+      // no wake file (no space, say): watchWakeFile tries again, and the worker polls meanwhile
+    }
+  }).catch((error) => {
+    if (wakeFile) rmQuiet(wakeFile)
+    throw error
+  })
   log(`worker ${workerId} (pid ${process.pid}) started on ${queue.storage.where}${slots > 1 ? ` with ${slots} slots` : ''}${options.queues ? ` for ${options.queues.join(', ')}` : ''}`)
   let stopping: false | 'graceful' | 'force' = false
   /** `output`: how far its log file is in the database (outputInDatabase), and the store under way */
@@ -3962,7 +3976,7 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
     watcher = undefined
     try {
       makeDirectory(dirname(path))
-      writeFileSync(path, '', { mode: 0o600 })
+      if (!existsSync(path)) writeFileSync(path, '', { mode: 0o600 })
       watcher = watch(path, () => {
         changed = true
         poked = true
