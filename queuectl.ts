@@ -931,6 +931,7 @@ export class SqlJsStorage implements Storage {
   private applied = 0 // bytes of the journal already in memory
   private readonly statements = new Map<string, Statement>()
   private readonly readOnlySql = new Set<string>()
+  private readonly changesNothingAtTimes = new Map<string, boolean>()
   private readonly lock: FileLock
   private readonly dbPath: string
   private readonly journalPath: string
@@ -1086,12 +1087,19 @@ export class SqlJsStorage implements Storage {
         if (!writable) throw new Error('write outside a write transaction')
         this.prepare(sql).run(params)
         // what changed nothing here changes nothing where it is replayed (the same rows): a claim's promotion, mostly
-        if (this.database().getRowsModified() === 0 && /^\s*(UPDATE|DELETE|INSERT)\b/.test(sql)) return
+        if (this.mayChangeNothing(sql) && this.database().getRowsModified() === 0) return
         const last = this.pending[this.pending.length - 1]
         if (last && last[0] === sql) last.push(params)
         else this.pending.push([sql, params])
       },
     }
+  }
+
+  /** An UPDATE, DELETE or INSERT OR IGNORE can change no row; an INSERT (or upsert) changes one or fails. */
+  private mayChangeNothing(sql: string): boolean {
+    let may = this.changesNothingAtTimes.get(sql)
+    if (may === undefined) this.changesNothingAtTimes.set(sql, (may = /^\s*(UPDATE|DELETE|INSERT OR IGNORE)\b/.test(sql)))
+    return may
   }
 
   /**
@@ -1901,9 +1909,12 @@ const OUTPUT_END = 'SELECT coalesce(max(pos + length(data)), 0) AS end FROM outp
 const OUTPUT_AFTER = 'SELECT pos, data FROM output WHERE job_id = ? AND pos + length(data) > ? ORDER BY pos LIMIT 4'
 /** The servable queues with a ready job. */
 const STARTABLE_QUEUES = `SELECT q.name FROM queues q WHERE ${SERVABLE} AND EXISTS (SELECT 1 FROM jobs INDEXED BY jobs_ready WHERE ready = 1 AND queue = q.name)`
-/** The workers with free slots and no note (a note says why a worker holds back), of every host. Sorted in JS: a sort in SQL doubles its cost. */
-const IDLE_WORKERS = `SELECT * FROM (SELECT w.*, w.slots - (SELECT count(*) FROM jobs INDEXED BY jobs_worker WHERE worker = w.id) AS free
-  FROM workers w WHERE id <> ? AND note IS NULL) AS idle WHERE free > 0`
+/**
+ * The workers without a note (a note says why a worker holds back), of every host, with their free slots. Those with
+ * none are dropped, and the rest sorted, in JS: either in SQL costs more than the query (its first run, a CLI's, most).
+ */
+const IDLE_WORKERS = 'SELECT id, pid, host, proc_start, queues, slots - (SELECT count(*) FROM jobs INDEXED BY jobs_worker WHERE worker = w.id) AS free FROM workers w WHERE id <> ? AND note IS NULL'
+type IdleWorker = Pick<WorkerRow, 'id' | 'pid' | 'host' | 'proc_start' | 'queues'> & { free: number }
 
 function toJob(row: JobRow): Job {
   return {
@@ -2998,14 +3009,14 @@ export class Queue {
    * the answer is only whether some worker was poked.
    */
   async wakeWorker(except?: string): Promise<boolean> {
-    let candidates: (WorkerRow & { free: number })[]
+    let candidates: IdleWorker[]
     const startable = new Set<string>()
     let idleElsewhere = false
     try {
       candidates = await this.storage.read(async (sql) => {
         // where a read costs a round trip, which queues can start a job is asked together with who is idle
         const [all, ready] = await Promise.all([
-          sql.all<WorkerRow & { free: number }>(IDLE_WORKERS, [except ?? '']),
+          sql.all<IdleWorker>(IDLE_WORKERS, [except ?? '']).then((workers) => workers.filter((w) => w.free > 0)),
           this.storage.cheapReads ? undefined : sql.all<{ name: string }>(STARTABLE_QUEUES),
         ])
         const idle = all.filter((w) => w.host === HOST && isProcessAlive(w.pid, w.proc_start || undefined))
