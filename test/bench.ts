@@ -1142,6 +1142,14 @@ async function benchPgClaim() {
       note: size !== sizes[0] ? undefined : `claimNextJob + finishAttempt, ${ops} per home after 20 warm-up, with the stated number more pending behind them (bulk-enqueued with enqueueMany); one process per backend and size, all four interleaved in chunks of 50`,
     })
   }
+  const floors: number[] = []
+  for (let r = 0; r < opts.runs; r++) floors.push(await pgTransactionFloor(pgServer!.url, ops))
+  const floor = median(floors)
+  addRow({
+    case: 'pg-claim', name: '(for reference) node-postgres alone: two transactions shaped as claim + complete', value: floor, unit: 'ms/pair', also: `${fmt(1000 / floor)}/s`,
+    baseline: null, baselineUnit: '', baselineLabel: '', target: '', runs: floors,
+    note: 'BEGIN + advisory lock + a read by primary key, then 3 writes + COMMIT, pipelined as PgStorage sends them, twice per pair, on a temp table: the floor under any claim + complete of this design (two transactions, each waiting for one read and its commit)',
+  })
   const [first, last] = [sizes[0], sizes[sizes.length - 1]]
   const judged = last === 100_000
   addRow({
@@ -1149,6 +1157,31 @@ async function benchPgClaim() {
     baseline: median(flat.sqlite), baselineUnit: '×', baselineLabel: 'SQLite, the same', ratio: null,
     target: judged ? '≤ 1.2' : '(≤ 1.2 from 1k to 100k; not judged)', pass: judged ? median(flat.pg) <= 1.2 : null, runs: flat.pg,
   })
+}
+
+// The floor of this design on this server: node-postgres alone running two transactions shaped as a claim and a
+// complete are (BEGIN + the advisory lock and a read by primary key sent together, a wait for the read, three
+// writes and COMMIT sent together, a wait for the commit), on a temp table. Nothing of queuectl runs.
+async function pgTransactionFloor(url: string, pairs: number): Promise<number> {
+  const pool = new pg.Pool({ connectionString: url, max: 1, pipeline: true } as pg.PoolConfig)
+  pool.on('error', () => {})
+  const client = await pool.connect()
+  try {
+    await client.query('CREATE TEMP TABLE floor (id int PRIMARY KEY, v int); INSERT INTO floor VALUES (1, 0)')
+    const transaction = async () => {
+      const sent = [client.query('BEGIN; SELECT pg_advisory_xact_lock(1, 2)')]
+      await client.query({ name: 'read', text: 'SELECT * FROM floor WHERE id = $1', values: [1] })
+      for (let i = 0; i < 3; i++) sent.push(client.query({ name: 'write', text: 'UPDATE floor SET v = v + 1 WHERE id = $1', values: [1] }))
+      await Promise.all([...sent, client.query('COMMIT')])
+    }
+    for (let i = 0; i < 100; i++) await transaction()
+    const t = now()
+    for (let i = 0; i < pairs * 2; i++) await transaction()
+    return (now() - t) / pairs
+  } finally {
+    client.release()
+    await pool.end()
+  }
 }
 
 async function benchPgPickup() {
