@@ -3110,8 +3110,10 @@ export class Queue {
       void this.readConfig(sql)
       const rows = await Promise.all(ends.map(({ claim }) => this.ownedRow(sql, claim, workerId)))
       const jobs: (Job | undefined)[] = []
-      for (const [i, { outcome }] of ends.entries()) {
-        const row = rows[i]
+      const ended = new Set<string>() // an end given twice is recorded once, as a read after the first would say
+      for (const [i, { claim, outcome }] of ends.entries()) {
+        const row = ended.has(claim.job.id) ? undefined : rows[i]
+        ended.add(claim.job.id)
         if (row) await this.insertOutput(sql, row.id, outcome.output)
         jobs.push(row ? toJob(await this.endAttempt(sql, row, outcome)) : undefined)
       }
@@ -4003,9 +4005,10 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
   // where a worker that was judged lost learns that its attempts were taken over.
   let beating = true
   let beat: NodeJS.Timeout | undefined
-  let beatInFlight: Promise<void> | undefined // awaited at the stop: a late beat would register the worker again
+  let beatsInFlight: Promise<unknown> = Promise.resolve() // awaited at the stop: a late beat would register the worker again
+  const track = (beat: Promise<unknown>) => void (beatsInFlight = Promise.all([beatsInFlight, beat]))
   const scheduleHeartbeat = (leaseSeconds: number) => {
-    if (beating) (beat = setTimeout(() => void (beatInFlight = heartbeat()), Math.min(HEARTBEAT_MS, (leaseSeconds * 1000) / 3))).unref()
+    if (beating) (beat = setTimeout(() => track(heartbeat()), Math.min(HEARTBEAT_MS, (leaseSeconds * 1000) / 3))).unref()
   }
   const heartbeat = async () => {
     let lease = CONFIG_KEYS.lease.default
@@ -4074,7 +4077,7 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
       running.delete(claim.slot)
       if (outcome.takenOver) {
         log(`${takenOver(claim)}: killed it`)
-        void queue.heartbeat(workerId).catch(() => undefined) // registers again
+        track(queue.heartbeat(workerId).catch(() => undefined)) // registers again
       } else ended.push({ claim, outcome })
       wake()
     })
@@ -4162,7 +4165,7 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
   } finally {
     beating = false
     clearTimeout(beat)
-    await beatInFlight
+    await beatsInFlight
     clearInterval(outputTimer)
     watcher?.close()
     rmQuiet(queue.wakePath(workerId))
