@@ -2431,7 +2431,7 @@ export class Queue {
         has('jobs', 'id', parents),
         this.readConfig(sql),
         has('envs', 'hash', envs.map(([hash]) => hash)),
-        sql.get<{ seq: number | null }>('SELECT max(seq) AS seq FROM jobs'),
+        sql.get<{ seq: number }>('SELECT seq FROM jobs ORDER BY seq DESC LIMIT 1'), // not max(): its first run costs a CLI call twice as much
         this.freshIds(sql, jobs.filter((job) => job.id === undefined).length, named),
         has('queues', 'name', queueNames),
       ])
