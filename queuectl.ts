@@ -333,6 +333,7 @@ const ID_PATTERN = /^[A-Za-z0-9_:][A-Za-z0-9_.:-]{0,127}$/
 const HOOK_FIELDS = ['on_success', 'on_failure', 'on_finish'] as const
 type HookName = (typeof HOOK_FIELDS)[number]
 const JOB_FIELDS = ['id', 'command', 'max_retries', 'priority', 'run_at', 'delay', 'timeout', 'cwd', 'queue', 'after', 'after_any', 'unique_key', 'unique_for', ...HOOK_FIELDS] as const
+const JOB_FIELD_SET: ReadonlySet<string> = new Set(JOB_FIELDS)
 const QUEUE_PATTERN = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$/
 const MAX_PARENTS = 1_000
 const CRON_NICKNAMES = ['@hourly', '@daily', '@weekly', '@monthly', '@yearly']
@@ -2063,9 +2064,12 @@ export function validateJobSpec(input: unknown, now = clockNow(), defaultEnv?: R
   if (typeof input !== 'object' || input === null || Array.isArray(input)) {
     throw new UsageError(`a job must be a JSON object such as {"command":"echo hi"}, not ${describeValue(input)}`)
   }
-  const spec = Object.fromEntries(Object.entries(input).map(([key, value]) => [key.replace(/-/g, '_'), value])) // max-retries = max_retries
+  const given = Object.keys(input)
+  const spec: Record<string, unknown> = given.some((key) => key.includes('-')) // max-retries = max_retries
+    ? Object.fromEntries(Object.entries(input).map(([key, value]) => [key.replace(/-/g, '_'), value]))
+    : { ...input }
   for (const key of Object.keys(spec)) {
-    if (!(JOB_FIELDS as readonly string[]).includes(key) && key !== 'env') {
+    if (!JOB_FIELD_SET.has(key) && key !== 'env') {
       throw new UsageError(`unknown field "${key}" in the job: valid fields are ${JOB_FIELDS.join(', ')}`)
     }
   }
