@@ -2064,10 +2064,9 @@ export function validateJobSpec(input: unknown, now = clockNow(), defaultEnv?: R
   if (typeof input !== 'object' || input === null || Array.isArray(input)) {
     throw new UsageError(`a job must be a JSON object such as {"command":"echo hi"}, not ${describeValue(input)}`)
   }
-  const given = Object.keys(input)
-  const spec: Record<string, unknown> = given.some((key) => key.includes('-')) // max-retries = max_retries
+  const spec: Record<string, unknown> = Object.keys(input).some((key) => key.includes('-')) // max-retries = max_retries
     ? Object.fromEntries(Object.entries(input).map(([key, value]) => [key.replace(/-/g, '_'), value]))
-    : { ...input }
+    : (input as Record<string, unknown>)
   for (const key of Object.keys(spec)) {
     if (!JOB_FIELD_SET.has(key) && key !== 'env') {
       throw new UsageError(`unknown field "${key}" in the job: valid fields are ${JOB_FIELDS.join(', ')}`)

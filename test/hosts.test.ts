@@ -257,6 +257,18 @@ function hostsTest(name: string, options: { timeout: number }, body: (t: TestCon
   })
 }
 
+/** A lease of 3 s; host A takes 4 jobs whose attempt 1 lasts a minute (a retry 0.3 s), then host B joins. */
+async function aRunsFourThenB(t: TestContext, name: string, prefix: string) {
+  const s = await scenario(t, name, '3s')
+  s.a.start()
+  const aWorkers = await s.a.registered(s.observer)
+  const ids = await s.enqueue(prefix, 4, 60, 0.3)
+  await waitFor('host A to run all 4', () => startsOn(s.marks(), 'hostA').length === 4, 20_000)
+  s.b.start()
+  const bWorkers = await s.b.registered(s.observer)
+  return { s, ids, aWorkers, bWorkers }
+}
+
 async function scenario(t: TestContext, name: string, lease?: string): Promise<Scenario> {
   const schema = `hosts_${name}_${RUN}`
   const dir = join(top!, name)
@@ -406,14 +418,8 @@ describe('many hosts, for real: PostgreSQL on a veth address, hosts A and B in n
   })
 
   hostsTest('SIGSTOP of host A past the lease, then SIGCONT: its stale attempts are killed by its own workers and nothing is recorded over host B\'s', { timeout: 90_000 }, async (t) => {
-    const s = await scenario(t, 'stop', '3s')
-    s.a.start()
-    const aWorkers = await s.a.registered(s.observer)
     // attempt 1 outlasts the pause by far: it can only end by being killed; a retry takes 0.3 s
-    const ids = await s.enqueue('s', 4, 60, 0.3)
-    await waitFor('host A to run all 4', () => startsOn(s.marks(), 'hostA').length === 4, 20_000)
-    s.b.start()
-    const bWorkers = await s.b.registered(s.observer)
+    const { s, ids, aWorkers, bWorkers } = await aRunsFourThenB(t, 'stop', 's')
 
     // Host A stops answering: every process of it freezes, as on a paused machine. Never while a session of A is in
     // a transaction, which may hold the queue's write lock and so stop every host (another story): then thaw it
@@ -467,13 +473,7 @@ describe('many hosts, for real: PostgreSQL on a veth address, hosts A and B in n
   })
 
   hostsTest('host A\'s link cut (ip link set down) past the lease, then restored: B completes its jobs; A reconnects, kills its stale attempts and serves again', { timeout: 120_000 }, async (t) => {
-    const s = await scenario(t, 'cut', '3s')
-    s.a.start()
-    const aWorkers = await s.a.registered(s.observer)
-    const ids = await s.enqueue('c', 4, 60, 0.3)
-    await waitFor('host A to run all 4', () => startsOn(s.marks(), 'hostA').length === 4, 20_000)
-    s.b.start()
-    const bWorkers = await s.b.registered(s.observer)
+    const { s, ids, aWorkers, bWorkers } = await aRunsFourThenB(t, 'cut', 'c')
 
     const link = s.a.link
     const setLink = (state: 'up' | 'down') => sh('ip', ['-n', link.ns, 'link', 'set', link.nic, state])
