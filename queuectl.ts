@@ -931,6 +931,7 @@ export class SqlJsStorage implements Storage {
   private schemaVersion = 0
   private applied = 0 // bytes of the journal already in memory
   private readonly statements = new Map<string, Statement>()
+  private readonly columnNames = new WeakMap<Statement, string[]>() // sql.js's getAsObject asks for them again per row
   private readonly readOnlySql = new Set<string>()
   private readonly changesNothingAtTimes = new Map<string, boolean>()
   private readonly lock: FileLock
@@ -1075,7 +1076,14 @@ export class SqlJsStorage implements Storage {
       try {
         statement.bind(params)
         const rows: T[] = []
-        while (statement.step()) rows.push(statement.getAsObject() as T)
+        let names = this.columnNames.get(statement)
+        if (!names) this.columnNames.set(statement, (names = statement.getColumnNames()))
+        while (statement.step()) {
+          const values = statement.get()
+          const row: Record<string, SqlValue> = {}
+          for (let i = 0; i < names.length; i++) row[names[i]] = values[i]
+          rows.push(row as T)
+        }
         return rows
       } finally {
         statement.reset()
