@@ -33,10 +33,12 @@
  *
  * The claim: the ready set. `jobs_ready (queue, priority DESC, seq) WHERE ready = 1` holds exactly the jobs a
  * claim may take; pending and failed jobs not yet due wait in `jobs_waiting (run_at)` and are promoted once, when
- * due, inside a claim's transaction. A claim reads, in one statement, the head of each servable queue's ready index
- * (not paused, `running` under `concurrency`) and takes the best: blocked jobs, paused queues and full queues are in
- * no index it walks, so what waits never costs a claim anything. A queue's `running` is kept by moveJob in the same
- * transaction, under the one lock: a limit is exact. Dependencies (`deps`) resolve in the parent's transaction.
+ * due, inside a claim's transaction (on SQLite after a look for one: the UPDATE is dearer than the read even when
+ * nothing is due; on PostgreSQL sent blind, a read being a round trip). A claim then reads, in one statement, the head
+ * of each servable queue's ready index (not paused, `running` under `concurrency`) and takes the best: blocked jobs,
+ * paused queues and full queues are in no index it walks, so what waits never costs a claim anything. A queue's
+ * `running` is kept by moveJob in the same transaction, under the one lock: a limit is exact. Dependencies (`deps`)
+ * resolve in the parent's transaction.
  *
  * Leases and fencing: workers register in `workers` and beat every few seconds. One on this host is alive while
  * its pid (with its start time) is; one elsewhere while its heartbeat moves within the `lease`. Whoever notices a
