@@ -935,7 +935,7 @@ export class SqlJsStorage implements Storage {
   private readonly statements = new Map<string, Statement>()
   private readonly columnNames = new WeakMap<Statement, string[]>() // sql.js's getAsObject asks for them again per row
   private readonly readOnlySql = new Set<string>()
-  private readonly changesNothingAtTimes = new Map<string, boolean>()
+  private readonly mayChangeNoRow = new Map<string, boolean>() // by statement text: see mayChangeNothing
   private readonly lock: FileLock
   private readonly dbPath: string
   private readonly journalPath: string
@@ -1108,8 +1108,8 @@ export class SqlJsStorage implements Storage {
 
   /** An UPDATE, DELETE or INSERT OR IGNORE can change no row; an INSERT (or upsert) changes one or fails. */
   private mayChangeNothing(sql: string): boolean {
-    let may = this.changesNothingAtTimes.get(sql)
-    if (may === undefined) this.changesNothingAtTimes.set(sql, (may = /^\s*(UPDATE|DELETE|INSERT OR IGNORE)\b/.test(sql)))
+    let may = this.mayChangeNoRow.get(sql)
+    if (may === undefined) this.mayChangeNoRow.set(sql, (may = /^\s*(UPDATE|DELETE|INSERT OR IGNORE)\b/.test(sql)))
     return may
   }
 
