@@ -54,7 +54,7 @@
  *
  * The home: `queue.db` (snapshot, generation = user_version), `queue.db.journal` (records since), `queue.db.lock`,
  * `logs/<id>.log` (every attempt's output between header and footer lines), `logs/<id>.pid` (a running attempt's
- * process group, for whoever recovers it), `logs/worker.log` (detached workers' messages), `wake/<worker id>`,
+ * process group, for whoever recovers it; the command waits until it is written), `logs/worker.log` (detached workers' messages), `wake/<worker id>`,
  * `dashboard.token`; with PostgreSQL, `logs/copies/<pid>-<id>.log` (a process's copy of output kept there).
  *
  * The queue's logic is SQL with bound values behind `Storage` (read, write transaction): the same statements run
@@ -77,6 +77,7 @@ import nodeModule, { createRequire } from 'node:module'
 import { constants as osConstants, hostname } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { StringDecoder } from 'node:string_decoder'
+import type { Writable } from 'node:stream'
 import { fileURLToPath } from 'node:url'
 import { setFlagsFromString } from 'node:v8'
 import * as zlib from 'node:zlib'
@@ -3660,6 +3661,28 @@ export function killOrphanedAttempt(notePath: string, attempt: number): void {
   signalGroup(note.pid, 'SIGKILL')
 }
 
+/**
+ * The shell a command runs in waits for a line on fd 3 before it runs the command, and exits 125 unrun on end of
+ * file; `set --` gives the command the empty argument list that `sh -c` would.
+ */
+const AFTER_NOTE = 'read -r _ <&3 || exit 125; exec 3<&-; eval "set --; $1"'
+
+/**
+ * Starts `command` under /bin/sh in a process group of its own and lets it run only once its process note is
+ * written: a worker killed between the spawn and the note must not leave a command running that no note names,
+ * which no recovery could stop. Its end of fd 3 closes with this process, so then the shell never runs it.
+ */
+function spawnNoted(command: string, options: { cwd: string; env: NodeJS.ProcessEnv; output: number | 'ignore' }, notePath: string, attempt: number): ChildProcess {
+  const child = spawn('/bin/sh', ['-c', AFTER_NOTE, 'sh', command], {
+    cwd: options.cwd, env: options.env, detached: true, stdio: ['ignore', options.output, options.output, 'pipe'],
+  })
+  const gate = child.stdio[3] as Writable | null
+  if (child.pid) writeProcessNote(notePath, { pid: child.pid, startTime: processStartTime(child.pid), attempt, host: HOST })
+  gate?.on('error', () => {}) // a shell that could not start has closed its end
+  gate?.end('\n')
+  return child
+}
+
 /** Errors of spawn that say the machine is short of processes, descriptors or memory, not that the job is wrong. */
 const MACHINE_SPAWN_ERRORS = new Set(['EAGAIN', 'EMFILE', 'ENFILE', 'ENOMEM'])
 
@@ -3695,13 +3718,8 @@ export function startCommand(claim: ClaimedJob, paths: { log: string; note: stri
   }
   try {
     if (!statSync(job.cwd, { throwIfNoEntry: false })?.isDirectory()) throw new Error(`the directory ${job.cwd} does not exist`)
-    child = spawn('/bin/sh', ['-c', job.command], {
-      cwd: job.cwd,
-      env: { ...claim.env, QUEUECTL_JOB_ID: job.id, QUEUECTL_ATTEMPT: String(attempt), QUEUECTL_QUEUE: job.queue, QUEUECTL_SLOT: String(claim.slot) },
-      detached: true,
-      stdio: ['ignore', log, log],
-    })
-    if (child.pid) writeProcessNote(paths.note, { pid: child.pid, startTime: processStartTime(child.pid), attempt, host: HOST })
+    const env = { ...claim.env, QUEUECTL_JOB_ID: job.id, QUEUECTL_ATTEMPT: String(attempt), QUEUECTL_QUEUE: job.queue, QUEUECTL_SLOT: String(claim.slot) }
+    child = spawnNoted(job.command, { cwd: job.cwd, env, output: log }, paths.note, attempt)
   } catch (error) {
     child = undefined
     cannotStart(error as Error)
@@ -3821,10 +3839,7 @@ export function startHook(queue: Queue, run: HookRun, hook: Hook, workerId: stri
   let startError = ''
   try {
     const cwd = own && statSync(job.cwd, { throwIfNoEntry: false })?.isDirectory() ? job.cwd : queue.home
-    child = spawn('/bin/sh', ['-c', hook.command], {
-      cwd, env: { ...(own ? run.env : process.env), ...facts }, detached: true, stdio: ['ignore', log ?? 'ignore', log ?? 'ignore'],
-    })
-    if (child.pid) writeProcessNote(notePath, { pid: child.pid, startTime: processStartTime(child.pid), attempt: run.taken_at, host: HOST })
+    child = spawnNoted(hook.command, { cwd, env: { ...(own ? run.env : process.env), ...facts }, output: log ?? 'ignore' }, notePath, run.taken_at)
   } catch (error) {
     child = undefined
     startError = `cannot start: ${(error as Error).message}`

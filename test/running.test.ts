@@ -236,6 +236,22 @@ describe('running jobs well (issue 3)', { concurrency: true }, () => {
     }
   })
 
+  test('a command runs as under sh -c: no arguments, $0 is sh, $$ leads its group, and the gate\'s fd 3 is closed', async () => {
+    const { home, work } = makeHome()
+    try {
+      const id = await enqueue(home, work, [], 'echo "args=$# zero=$0 group=$(cut -d" " -f5 /proc/$$/stat) self=$$"; [ -e /proc/self/fd/3 ] && echo fd3-open; exit 4')
+      await drain(home)
+      const job = await home.job(id)
+      assert.equal(job.exit_code, 4, 'the command\'s own exit code')
+      const line = (await home.ok(['logs', id])).split('\n')[1]
+      const match = /^args=0 zero=sh group=(\d+) self=(\d+)$/.exec(line)
+      assert.ok(match, `the command saw ${JSON.stringify(line)}`)
+      assert.equal(match[1], match[2], 'the shell that runs the command leads its process group')
+    } finally {
+      await finish(home)
+    }
+  })
+
   test('a worker killed after its job\'s main process exited but not its background child: recovery kills the whole group', async () => {
     const { home, work } = makeHome()
     let worker: Spawned | undefined
