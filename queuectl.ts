@@ -52,10 +52,14 @@
  * free slot, the job's queue, no note); a worker that claims or ends jobs pokes the next, so a bulk enqueue wakes
  * them one after the other. A lost poke (its worker died or hangs) costs at most the idle poll, IDLE_POLL_MS.
  *
- * The home: `queue.db` (snapshot, generation = user_version), `queue.db.journal` (records since), `queue.db.lock`,
- * `logs/<id>.log` (every attempt's output between header and footer lines), `logs/<id>.pid` (a running attempt's
- * process group, for whoever recovers it; the command waits until it is written), `logs/worker.log` (detached workers' messages), `wake/<worker id>`,
- * `dashboard.token`; with PostgreSQL, `logs/copies/<pid>-<id>.log` (a process's copy of output kept there).
+ * The home: `queue.db` (snapshot, generation = user_version), `queue.db.journal` (records since), `queue.db.lock`
+ * and `queue.db.lock.<pid>.<starttime>.<host>` (each process's file that becomes the lock), `logs/<id>.log` (every
+ * attempt's output between header and footer lines), `logs/worker.log` (detached workers' messages),
+ * `wake/<worker id>` (what pokes it) and `wake/<worker id>.<slot>.pid` (the process group that slot runs, for whoever
+ * recovers its job; the command waits until it is written), `logs/<id>.hook.pid` (the same for a running hook),
+ * `dashboard.token`; with PostgreSQL, `logs/copies/<pid>-<id>.log` (a process's copy of output kept there). A job
+ * makes one file, its log: creating and deleting a file per job grows slow on ext4, where a new inode skips the
+ * recently deleted ones.
  *
  * The queue's logic is SQL with bound values behind `Storage` (read, write transaction): the same statements run
  * on both backends. PostgreSQL (`--db postgres://…`, PgStorage): the queue is a schema; a write is a transaction
@@ -75,7 +79,7 @@ import {
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import nodeModule, { createRequire } from 'node:module'
 import { constants as osConstants, hostname } from 'node:os'
-import { dirname, join, resolve } from 'node:path'
+import { basename, dirname, join, resolve } from 'node:path'
 import { StringDecoder } from 'node:string_decoder'
 import type { Writable } from 'node:stream'
 import { fileURLToPath } from 'node:url'
@@ -507,11 +511,20 @@ export function isProcessAlive(pid: number, startTime?: string): boolean {
 const LOCK_FIRST_BACKOFF_MS = 0.05
 const LOCK_MAX_BACKOFF_MS = 32
 
+/** The lock files (see FileLock) this process has made, removed when it exits. */
+const OWN_LOCK_FILES = new Set<string>()
+process.on('exit', () => {
+  for (const path of OWN_LOCK_FILES) rmQuiet(path)
+})
+
 /**
  * `queue.db.lock` holds `pid starttime token host`, with a new token for every acquisition. It is created by link()
- * from a complete temp file, so nobody ever reads a half-written lock. It is held for one transaction, about a
- * millisecond; the longest is a compaction, which writes the whole database once (~0.1 s at 100k jobs, growing
- * with the file): never near REMOTE_LEASE_MS.
+ * from a complete file, so nobody ever reads a half-written lock. That file is the process's own,
+ * `queue.db.lock.<pid>.<starttime>.<host>`, rewritten for each acquisition and kept until the process ends: the
+ * lock costs no new inode (on ext4, creating files while many were just deleted grows slow), and the process that
+ * next opens the lock sweeps the files of processes of this host that are gone. It is held for one transaction,
+ * about a millisecond; the longest is a compaction, which writes the whole database once (~0.1 s at 100k jobs,
+ * growing with the file): never near REMOTE_LEASE_MS.
  *
  * A lock is stale, and removed, when its holder on this host is dead (or a zombie, or a reused pid), or when it is
  * from another host (whose pids mean nothing here) and its file is older than REMOTE_LEASE_MS: no live holder keeps
@@ -524,28 +537,43 @@ export class FileLock {
   private readonly owner = `${process.pid} ${processStartTime(process.pid)}`
   private readonly host = hostname()
   private content: string | undefined // while held: what this acquisition wrote into the lock
+  private own: { path: string; fd: number } | undefined // the file that link() makes the lock
 
   constructor(readonly path: string, private readonly timeoutMs = envNumber('QUEUECTL_LOCK_TIMEOUT', 30) * 1000) {}
 
   acquire(): void {
     const content = `${this.owner} ${randomBytes(6).toString('hex')} ${this.host}\n`
-    const tmp = `${this.path}.${process.pid}.${randomBytes(4).toString('hex')}`
-    let fd: number | undefined
+    let own = this.own
     try {
-      fd = openSync(tmp, 'wx', 0o600)
-      writeSync(fd, content)
+      own ??= this.createOwnFile()
+      writeSync(own.fd, content, 0) // every content of this process has the same length
     } catch (error) {
-      if (fd !== undefined) closeSync(fd)
-      rmQuiet(tmp)
       throw new QueueError(`cannot create the lock file in ${dirname(this.path)}: ${(error as Error).message} (is the disk full or the folder read-only?)`)
     }
-    try {
-      this.waitToLink(tmp, fd)
-    } finally {
-      closeSync(fd)
-      rmQuiet(tmp)
-    }
+    this.waitToLink(own.path, own.fd)
     this.content = content
+  }
+
+  /** Removes this process's own file; the lock can be taken again after, with a new one. */
+  close(): void {
+    if (!this.own) return
+    closeSync(this.own.fd)
+    rmQuiet(this.own.path)
+    OWN_LOCK_FILES.delete(this.own.path)
+    this.own = undefined
+  }
+
+  private createOwnFile(): { path: string; fd: number } {
+    const prefix = `${basename(this.path)}.`
+    const folder = dirname(this.path)
+    for (const name of readdirSync(folder)) {
+      const [pid, startTime, host] = name.startsWith(prefix) ? name.slice(prefix.length).split('.', 3) : []
+      if (host === this.host.replaceAll('.', '_') && /^\d+$/.test(pid) && !isProcessAlive(Number(pid), startTime)) rmQuiet(join(folder, name))
+    }
+    const path = `${this.path}.${this.owner.replace(' ', '.')}.${this.host.replaceAll('.', '_')}`
+    const fd = openSync(path, 'w', 0o600)
+    OWN_LOCK_FILES.add(path)
+    return (this.own = { path, fd })
   }
 
   release(): void {
@@ -1008,6 +1036,7 @@ export class SqlJsStorage implements Storage {
     this.freeStatements()
     this.db?.close()
     this.db = undefined
+    this.lock.close()
   }
 
   /**
@@ -2371,9 +2400,24 @@ export class Queue {
     return join(this.home, 'logs', `${id}.log`)
   }
 
-  /** Where a running attempt notes its process group (see killOrphanedAttempt). */
-  processNotePath(id: string): string {
-    return join(this.home, 'logs', `${id}.pid`)
+  /**
+   * Where a worker's slot notes the process group of the attempt it runs (see killOrphanedAttempt): one file per
+   * slot, rewritten for each job, not one per job, which would create and delete a file for each.
+   */
+  slotNotePath(workerId: string, slot: number): string {
+    return join(this.home, 'wake', `${workerId}.${slot}.pid`)
+  }
+
+  /** Removes a worker's wake file and its slots' notes, once it has stopped or is known to be gone. */
+  removeWorkerFiles(workerId: string): void {
+    const folder = join(this.home, 'wake')
+    let names: string[] = []
+    try {
+      names = readdirSync(folder)
+    } catch {
+      return // no folder, no files
+    }
+    for (const name of names) if (name === workerId || name.startsWith(`${workerId}.`)) rmQuiet(join(folder, name))
   }
 
   /** Where a running completion hook of the job notes its process group (see takeHooks). */
@@ -2897,7 +2941,7 @@ export class Queue {
   private removeLogs(ids: string[]): void {
     for (const id of ids) {
       rmQuiet(this.logPath(id))
-      rmQuiet(this.processNotePath(id))
+      rmQuiet(join(this.home, 'logs', `${id}.pid`)) // a process note as 0.3 and earlier kept it
     }
   }
 
@@ -3217,11 +3261,11 @@ export class Queue {
   async recoverLostJobs(): Promise<number> {
     const [orphans, anyGone] = await this.storage.read(async (sql) => {
       const { alive, gone } = await this.judgeWorkers(sql)
-      const processing = await sql.all<{ id: string; worker: string | null; runs: number }>("SELECT id, worker, runs FROM jobs WHERE state = 'processing'")
+      const processing = await sql.all<{ id: string; worker: string | null; slot: number | null; runs: number }>("SELECT id, worker, slot, runs FROM jobs WHERE state = 'processing'")
       return [processing.filter((j) => !j.worker || !alive.has(j.worker)), gone.length > 0] as const
     })
     if (orphans.length === 0 && !anyGone) return 0
-    for (const job of orphans) killOrphanedAttempt(this.processNotePath(job.id), job.runs)
+    for (const job of orphans) if (job.worker) killOrphanedAttempt(this.slotNotePath(job.worker, job.slot ?? 0), job.id, job.runs)
     const removed: string[] = []
     const recovered = await this.storage.write(async (sql) => {
       const { alive, gone } = await this.judgeWorkers(sql) // again under the lock: a heartbeat may have come meanwhile
@@ -3238,7 +3282,7 @@ export class Queue {
       }
       return recovered
     })
-    for (const id of removed) rmQuiet(this.wakePath(id))
+    for (const id of removed) this.removeWorkerFiles(id)
     if (recovered) await this.wakeWorker()
     return recovered
   }
@@ -3619,13 +3663,14 @@ interface JobProcessNote {
   startTime: string
   attempt: number
   host: string
+  jobId: string
 }
 
 function writeProcessNote(path: string, note: JobProcessNote): void {
   try {
     const fd = openSync(path, 'w', 0o600)
     try {
-      writeSync(fd, `${note.pid} ${note.startTime} ${note.attempt} ${note.host}\n`)
+      writeSync(fd, `${note.pid} ${note.startTime} ${note.attempt} ${note.host} ${note.jobId}\n`)
     } finally {
       closeSync(fd)
     }
@@ -3636,8 +3681,8 @@ function writeProcessNote(path: string, note: JobProcessNote): void {
 
 function readProcessNote(path: string): JobProcessNote | undefined {
   try {
-    const [pid, startTime, attempt, host] = readFileSync(path, 'utf8').trim().split(' ')
-    return { pid: Number(pid), startTime: startTime ?? '', attempt: Number(attempt), host: host ?? '' }
+    const [pid, startTime, attempt, host, jobId] = readFileSync(path, 'utf8').trim().split(' ')
+    return { pid: Number(pid), startTime: startTime ?? '', attempt: Number(attempt), host: host ?? '', jobId: jobId ?? '' }
   } catch {
     return undefined
   }
@@ -3654,9 +3699,9 @@ function removeProcessNote(path: string, attempt: number): void {
  * or not (a group's id cannot be reused while any member lives); a leader alive with another start time is a reused
  * pid, which means the group is long gone.
  */
-export function killOrphanedAttempt(notePath: string, attempt: number): void {
+export function killOrphanedAttempt(notePath: string, jobId: string, attempt: number): void {
   const note = readProcessNote(notePath)
-  if (!note || note.attempt !== attempt || note.host !== HOST || !(note.pid > 0)) return
+  if (!note || note.jobId !== jobId || note.attempt !== attempt || note.host !== HOST || !(note.pid > 0)) return
   if (isProcessAlive(note.pid) && !isProcessAlive(note.pid, note.startTime || undefined)) return
   signalGroup(note.pid, 'SIGKILL')
 }
@@ -3672,12 +3717,12 @@ const AFTER_NOTE = 'read -r _ <&3 || exit 125; exec 3<&-; eval "set --; $1"'
  * written: a worker killed between the spawn and the note must not leave a command running that no note names,
  * which no recovery could stop. Its end of fd 3 closes with this process, so then the shell never runs it.
  */
-function spawnNoted(command: string, options: { cwd: string; env: NodeJS.ProcessEnv; output: number | 'ignore' }, notePath: string, attempt: number): ChildProcess {
+function spawnNoted(command: string, options: { cwd: string; env: NodeJS.ProcessEnv; output: number | 'ignore' }, notePath: string, jobId: string, attempt: number): ChildProcess {
   const child = spawn('/bin/sh', ['-c', AFTER_NOTE, 'sh', command], {
     cwd: options.cwd, env: options.env, detached: true, stdio: ['ignore', options.output, options.output, 'pipe'],
   })
   const gate = child.stdio[3] as Writable | null
-  if (child.pid) writeProcessNote(notePath, { pid: child.pid, startTime: processStartTime(child.pid), attempt, host: HOST })
+  if (child.pid) writeProcessNote(notePath, { pid: child.pid, startTime: processStartTime(child.pid), attempt, host: HOST, jobId })
   gate?.on('error', () => {}) // a shell that could not start has closed its end
   gate?.end('\n')
   return child
@@ -3719,7 +3764,7 @@ export function startCommand(claim: ClaimedJob, paths: { log: string; note: stri
   try {
     if (!statSync(job.cwd, { throwIfNoEntry: false })?.isDirectory()) throw new Error(`the directory ${job.cwd} does not exist`)
     const env = { ...claim.env, QUEUECTL_JOB_ID: job.id, QUEUECTL_ATTEMPT: String(attempt), QUEUECTL_QUEUE: job.queue, QUEUECTL_SLOT: String(claim.slot) }
-    child = spawnNoted(job.command, { cwd: job.cwd, env, output: log }, paths.note, attempt)
+    child = spawnNoted(job.command, { cwd: job.cwd, env, output: log }, paths.note, job.id, attempt)
   } catch (error) {
     child = undefined
     cannotStart(error as Error)
@@ -3746,8 +3791,7 @@ export function startCommand(claim: ClaimedJob, paths: { log: string; note: stri
       } catch {
         // the outcome matters more than the log's footer (a full disk must not lose it)
       } finally {
-        closeSync(log)
-        removeProcessNote(paths.note, attempt)
+        closeSync(log) // the slot's note stays until its next job: rewriting one file is cheaper than a new one
       }
       resolvePromise({ exit_code: exitCode, signal, error, output_tail: tail.length ? tail.toString('utf8') : null, finished_at: finished, forced, machineFault, takenOver })
     }
@@ -3839,7 +3883,7 @@ export function startHook(queue: Queue, run: HookRun, hook: Hook, workerId: stri
   let startError = ''
   try {
     const cwd = own && statSync(job.cwd, { throwIfNoEntry: false })?.isDirectory() ? job.cwd : queue.home
-    child = spawnNoted(hook.command, { cwd, env: { ...(own ? run.env : process.env), ...facts }, output: log ?? 'ignore' }, notePath, run.taken_at)
+    child = spawnNoted(hook.command, { cwd, env: { ...(own ? run.env : process.env), ...facts }, output: log ?? 'ignore' }, notePath, job.id, run.taken_at)
   } catch (error) {
     child = undefined
     startError = `cannot start: ${(error as Error).message}`
@@ -3899,7 +3943,7 @@ function hookRunner(queue: Queue, workerId: string, log: (message: string) => vo
     for (let run; !stopping && (run = await queue.takeHooks(workerId)); ) {
       if (run.took_over !== undefined) {
         log(`running the hooks of job ${run.job.id} again: the worker that ran them is gone`)
-        killOrphanedAttempt(queue.hookNotePath(run.job.id), run.took_over)
+        killOrphanedAttempt(queue.hookNotePath(run.job.id), run.job.id, run.took_over)
       }
       for (const hook of run.hooks) {
         if (forced()) return
@@ -4088,7 +4132,7 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
     if (stopping) return void ended.push({ claim, outcome: { exit_code: null, signal: null, error: null, output_tail: null, finished_at: clockNow(), forced: true, notStarted: true } })
     const path = queue.logPath(claim.job.id)
     const output: LogShipping | undefined = queue.storage.outputInDatabase ? { path, from: fileSize(path), shipped: fileSize(path), storing: Promise.resolve() } : undefined
-    const run = startCommand(claim, { log: path, note: queue.processNotePath(claim.job.id) }, workerId)
+    const run = startCommand(claim, { log: path, note: queue.slotNotePath(workerId, claim.slot) }, workerId)
     const slot = { claim, run, output }
     running.set(claim.slot, slot)
     if (faultBackoffMs && run.pid !== undefined) {
@@ -4202,7 +4246,7 @@ export async function runWorker(queue: Queue, options: WorkerOptions = {}): Prom
     await beatsInFlight
     clearInterval(outputTimer)
     watcher?.close()
-    rmQuiet(queue.wakePath(workerId))
+    queue.removeWorkerFiles(workerId)
     for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.off(signal, onStop)
     process.off('SIGUSR2', onForce)
     await hooks.settle()

@@ -7,7 +7,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, renameSync, rmSync, truncateSync, unlinkSync, utimesSync, watch, writeFileSync, writeSync } from 'node:fs'
 import { randomBytes } from 'node:crypto'
-import { tmpdir } from 'node:os'
+import { hostname, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { crc32 } from 'node:zlib'
@@ -350,7 +350,7 @@ test('lock: a waiter makes one temp file however long it waits', { skip: sqliteO
     let barrier = false
     const watcher = watch(home.dir, (_event, file) => {
       if (file === 'barrier') barrier = true
-      else if (file && /^queue\.db\.lock\.\d+\.[0-9a-f]+$/.test(file)) temps.add(file)
+      else if (file && /^queue\.db\.lock\.\d+\./.test(file)) temps.add(file)
     })
     try {
       writeFileSync(lock, `${process.pid} ${startTime(process.pid)} ${randomBytes(6).toString('hex')}\n`) // a live holder: us
@@ -363,6 +363,54 @@ test('lock: a waiter makes one temp file however long it waits', { skip: sqliteO
     }
     assert.equal(temps.size, 1, `one temp file for the whole wait, not one per retry: ${temps.size}`)
     assert.deepEqual(readdirSync(home.dir).filter((f) => f.startsWith('queue.db.lock.')), [], 'and it was removed')
+  } finally {
+    await home.cleanup()
+  }
+})
+
+test('lock: a worker makes one file for its lock and one note per slot, not one per job; the next process sweeps those of dead ones', { skip: sqliteOnly, timeout: 60_000 }, async () => {
+  // Creating a file per job on ext4, where many were just deleted, costs more and more: a worker rewrites its own.
+  const home = new Home()
+  const host = hostname().replaceAll('.', '_')
+  try {
+    await home.ok(['enqueue', '--id', 'first', '--', 'true'])
+    const dead = sleeper()
+    const deadStart = startTime(dead.pid!)
+    dead.kill('SIGKILL')
+    await once(dead, 'exit')
+    const deadFile = join(home.dir, `queue.db.lock.${dead.pid}.${deadStart}.${host}`)
+    const liveFile = join(home.dir, `queue.db.lock.${process.pid}.${startTime(process.pid)}.${host}`)
+    const otherHost = join(home.dir, `queue.db.lock.${dead.pid}.${deadStart}.elsewhere`)
+    for (const file of [deadFile, liveFile, otherHost]) writeFileSync(file, '')
+    await home.ok(['enqueue', '--id', 'second', '--', 'true'])
+    assert.equal(existsSync(deadFile), false, 'the file of a dead process of this host was swept')
+    assert.equal(existsSync(liveFile), true, 'a live process keeps its file')
+    assert.equal(existsSync(otherHost), true, 'another host\'s pids mean nothing here')
+    for (const file of [liveFile, otherHost]) rmSync(file)
+
+    const jobs = Array.from({ length: 30 }, (_, i) => JSON.stringify({ id: `j${i}`, command: 'true' })).join('\n')
+    writeFileSync(join(home.dir, 'jobs.jsonl'), `${jobs}\n`)
+    await home.ok(['enqueue', '--file', join(home.dir, 'jobs.jsonl')])
+    for (const folder of ['wake', 'logs']) mkdirSync(join(home.dir, folder), { recursive: true })
+    const seen = { lock: new Set<string>(), notes: new Set<string>(), jobNotes: new Set<string>() }
+    const watchers = [
+      watch(home.dir, (_event, file) => file && /^queue\.db\.lock\.\d+\./.test(file) && seen.lock.add(file)),
+      watch(join(home.dir, 'wake'), (_event, file) => file?.endsWith('.pid') && seen.notes.add(file)),
+      watch(join(home.dir, 'logs'), (_event, file) => file?.endsWith('.pid') && seen.jobNotes.add(file)),
+    ]
+    try {
+      await home.ok(['worker', 'run', '--drain', '--concurrency', '2'])
+      writeFileSync(join(home.dir, 'barrier'), '') // inotify reports in order: once this is seen, so is all before it
+      await waitFor('the watcher to catch up', () => existsSync(join(home.dir, 'barrier')) && seen.lock.size > 0)
+    } finally {
+      for (const watcher of watchers) watcher.close()
+    }
+    assert.equal((await listJobs(home)).filter((j) => j.state === 'completed').length, 32, 'every job ran')
+    assert.equal(seen.lock.size, 1, `one lock file for the worker's whole run: ${[...seen.lock].join(', ')}`)
+    assert.ok(seen.notes.size >= 1 && seen.notes.size <= 2, `a note per slot: ${[...seen.notes].join(', ')}`)
+    assert.deepEqual([...seen.jobNotes], [], 'no note per job')
+    assert.deepEqual(readdirSync(home.dir).filter((f) => f.startsWith('queue.db.lock')), [], 'the worker removed its lock file when it stopped')
+    assert.deepEqual(readdirSync(join(home.dir, 'wake')), [], 'and its wake file and notes')
   } finally {
     await home.cleanup()
   }

@@ -3,7 +3,7 @@
 import { describe, test } from 'node:test'
 import assert from 'node:assert/strict'
 import type { ChildProcess } from 'node:child_process'
-import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Home, groupMembers, isAlive, waitFor } from './helpers.ts'
 
@@ -265,8 +265,10 @@ describe('running jobs well (issue 3)', { concurrency: true }, () => {
       worker = spawnCli(home, ['worker', 'run'])
       const [pgid] = await waitFor('the job to start', () => (readPids(pgFile).length ? readPids(pgFile) : undefined), 15_000)
       child = readPids(childFile)[0]
-      // what recovery goes by; on a loaded machine the job can get this far before its worker has written it
-      await waitFor('the worker to note the job\'s process group', () => existsSync(join(home.dir, 'logs', `${id}.pid`)), 10_000)
+      // what recovery goes by: the command runs only once its slot's note names it, so no wait is needed here
+      const notes = readdirSync(join(home.dir, 'wake')).filter((f) => f.endsWith('.pid')).map((f) => readFileSync(join(home.dir, 'wake', f), 'utf8'))
+      assert.deepEqual(notes.map((note) => note.trim().split(' ').at(-1)), [id], 'the slot\'s note names the job')
+      assert.equal(Number(notes[0].split(' ')[0]), pgid, 'and its process group')
       worker.proc.kill('SIGKILL')
       await worker.exited
       // no queuectl process runs now, so nobody can recover the job before its main process has exited
