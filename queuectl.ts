@@ -550,7 +550,13 @@ export class FileLock {
     } catch (error) {
       throw new QueueError(`cannot create the lock file in ${dirname(this.path)}: ${(error as Error).message} (is the disk full or the folder read-only?)`)
     }
-    this.waitToLink(own.path, own.fd)
+    try {
+      this.waitToLink(own.path, own.fd)
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT' || !existsSync(dirname(this.path))) throw error
+      this.close() // someone removed it, taking it for a leftover: make it again
+      return this.acquire()
+    }
     this.content = content
   }
 
@@ -566,11 +572,12 @@ export class FileLock {
   private createOwnFile(): { path: string; fd: number } {
     const prefix = `${basename(this.path)}.`
     const folder = dirname(this.path)
+    const host = this.host.replaceAll('.', '_')
     for (const name of readdirSync(folder)) {
-      const [pid, startTime, host] = name.startsWith(prefix) ? name.slice(prefix.length).split('.', 3) : []
-      if (host === this.host.replaceAll('.', '_') && /^\d+$/.test(pid) && !isProcessAlive(Number(pid), startTime)) rmQuiet(join(folder, name))
+      const [pid, startTime, itsHost] = name.startsWith(prefix) ? name.slice(prefix.length).split('.', 3) : []
+      if (itsHost === host && /^\d+$/.test(pid) && !isProcessAlive(Number(pid), startTime)) rmQuiet(join(folder, name))
     }
-    const path = `${this.path}.${this.owner.replace(' ', '.')}.${this.host.replaceAll('.', '_')}`
+    const path = `${this.path}.${this.owner.replace(' ', '.')}.${host}`
     const fd = openSync(path, 'w', 0o600)
     OWN_LOCK_FILES.add(path)
     return (this.own = { path, fd })

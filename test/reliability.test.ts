@@ -416,6 +416,22 @@ test('lock: a worker makes one file for its lock and one note per slot, not one 
   }
 })
 
+test('lock: a worker whose lock file was removed under it, taken for a leftover, makes it again and goes on', { skip: sqliteOnly, timeout: 60_000 }, async () => {
+  const home = new Home()
+  try {
+    const [pid] = (await home.ok(['worker', 'start'])).trim().split('\n').map(Number)
+    const own = () => readdirSync(home.dir).filter((f) => f.startsWith(`queue.db.lock.${pid}.`))
+    await waitFor('the worker to make its lock file', () => own().length === 1)
+    for (const file of own()) unlinkSync(join(home.dir, file))
+    const id = (await home.ok(['enqueue', 'true'])).trim()
+    await waitForState(home, id, 'completed')
+    assert.equal(own().length, 1, 'it made its file again')
+    assert.doesNotMatch(readFileSync(join(home.dir, 'logs', 'worker.log'), 'utf8'), /error/)
+  } finally {
+    await home.cleanup()
+  }
+})
+
 test('lock: while one live holder keeps the lock, a waiter\'s retries slow down (tens of link() calls in 2 s, not thousands)', { skip: sqliteOnly, timeout: 60_000 }, async (t) => {
   if (spawnSync('strace', ['--seccomp-bpf', '-f', '-qq', '-o', '/dev/null', 'true']).status !== 0) return t.skip('needs strace (and ptrace) to count system calls')
   const home = new Home()
