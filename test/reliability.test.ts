@@ -393,15 +393,23 @@ test('lock: a worker makes one file for its lock and one note per slot, not one 
     await home.ok(['enqueue', '--file', join(home.dir, 'jobs.jsonl')])
     for (const folder of ['wake', 'logs']) mkdirSync(join(home.dir, folder), { recursive: true })
     const seen = { lock: new Set<string>(), notes: new Set<string>(), jobNotes: new Set<string>() }
+    const barriers = new Set<string>()
+    const watching = (folder: string, onFile: (file: string) => unknown) => watch(folder, (_event, file) => {
+      if (file === 'barrier') barriers.add(folder)
+      else if (file) onFile(file)
+    })
+    const folders = [home.dir, join(home.dir, 'wake'), join(home.dir, 'logs')]
     const watchers = [
-      watch(home.dir, (_event, file) => file && /^queue\.db\.lock\.\d+\./.test(file) && seen.lock.add(file)),
-      watch(join(home.dir, 'wake'), (_event, file) => file?.endsWith('.pid') && seen.notes.add(file)),
-      watch(join(home.dir, 'logs'), (_event, file) => file?.endsWith('.pid') && seen.jobNotes.add(file)),
+      watching(folders[0], (file) => /^queue\.db\.lock\.\d+\./.test(file) && seen.lock.add(file)),
+      watching(folders[1], (file) => file.endsWith('.pid') && seen.notes.add(file)),
+      watching(folders[2], (file) => file.endsWith('.pid') && seen.jobNotes.add(file)),
     ]
     try {
       await home.ok(['worker', 'run', '--drain', '--concurrency', '2'])
-      writeFileSync(join(home.dir, 'barrier'), '') // inotify reports in order: once this is seen, so is all before it
-      await waitFor('the watcher to catch up', () => existsSync(join(home.dir, 'barrier')) && seen.lock.size > 0)
+      // inotify reports in order: once a folder's barrier is seen, so is all before it there
+      for (const folder of folders) writeFileSync(join(folder, 'barrier'), '')
+      await waitFor('the watchers to catch up', () => barriers.size === folders.length)
+      for (const folder of folders) rmSync(join(folder, 'barrier'))
     } finally {
       for (const watcher of watchers) watcher.close()
     }

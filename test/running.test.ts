@@ -247,6 +247,7 @@ describe('running jobs well (issue 3)', { concurrency: true }, () => {
       const match = /^args=0 zero=sh group=(\d+) self=(\d+)$/.exec(line)
       assert.ok(match, `the command saw ${JSON.stringify(line)}`)
       assert.equal(match[1], match[2], 'the shell that runs the command leads its process group')
+      assert.doesNotMatch(await home.ok(['logs', id]), /fd3-open/, 'the gate\'s pipe is closed before the command runs')
     } finally {
       await finish(home)
     }
