@@ -1150,6 +1150,14 @@ async function benchPgClaim() {
     baseline: null, baselineUnit: '', baselineLabel: '', target: '', runs: floors,
     note: 'BEGIN + advisory lock + a read by primary key, then 3 writes + COMMIT, pipelined as PgStorage sends them, twice per pair, on a temp table: the floor under any claim + complete of this design (two transactions, each waiting for one read and its commit)',
   })
+  const leasts: number[] = []
+  for (let r = 0; r < opts.runs; r++) leasts.push(await pgLeastPair(pgServer!.url, ops))
+  const least = median(leasts)
+  addRow({
+    case: 'pg-claim', name: '(for reference) the least any claim + complete costs here: two one-statement transactions', value: least, unit: 'ms/pair', also: `${fmt(1000 / least)}/s`,
+    baseline: null, baselineUnit: '', baselineLabel: '', target: '', runs: leasts,
+    note: 'BEGIN + one UPDATE … RETURNING + COMMIT sent together, twice per pair (take the oldest pending row FOR UPDATE SKIP LOCKED; mark it done), on a 5-column table with one partial index: no attempt history, queue counts, worker row or fencing, so no queue that has them can be faster on this server',
+  })
   const [first, last] = [sizes[0], sizes[sizes.length - 1]]
   const judged = last === 100_000
   addRow({
@@ -1179,6 +1187,35 @@ async function pgTransactionFloor(url: string, pairs: number): Promise<number> {
     for (let i = 0; i < pairs * 2; i++) await transaction()
     return (now() - t) / pairs
   } finally {
+    client.release()
+    await pool.end()
+  }
+}
+
+// Below every design: a claim and a complete that are one statement each, each in a transaction of its own (a job
+// runs between them), all of a transaction sent at once, so each costs one wait. A table in a schema of its own, not
+// a temp table: the queue's tables are logged, and a temp table's writes are not.
+async function pgLeastPair(url: string, pairs: number): Promise<number> {
+  const schema = `bench_least_${process.pid}`
+  const pool = new pg.Pool({ connectionString: url, max: 1, pipeline: true } as pg.PoolConfig)
+  pool.on('error', () => {})
+  const client = await pool.connect()
+  try {
+    await client.query(`CREATE SCHEMA ${schema}; SET search_path TO ${schema};
+      CREATE TABLE jobs (id serial PRIMARY KEY, state text NOT NULL, worker text, started_at bigint, finished_at bigint);
+      CREATE INDEX jobs_pending ON jobs (id) WHERE state = 'pending';
+      INSERT INTO jobs (state) SELECT 'pending' FROM generate_series(1, ${pairs + 200})`)
+    const inTransaction = async (query: pg.QueryConfig) => (await Promise.all([client.query('BEGIN'), client.query(query), client.query('COMMIT')]))[1].rows[0]
+    const pair = async () => {
+      const { id } = await inTransaction({ name: 'claim', text: "UPDATE jobs SET state = 'processing', worker = $1, started_at = $2 WHERE id = (SELECT id FROM jobs WHERE state = 'pending' ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING id", values: ['w', Date.now()] })
+      await inTransaction({ name: 'complete', text: "UPDATE jobs SET state = 'completed', finished_at = $2 WHERE id = $1 AND state = 'processing' AND worker = 'w' RETURNING id", values: [id, Date.now()] })
+    }
+    for (let i = 0; i < 100; i++) await pair()
+    const t = now()
+    for (let i = 0; i < pairs; i++) await pair()
+    return (now() - t) / pairs
+  } finally {
+    await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`).catch(() => undefined)
     client.release()
     await pool.end()
   }
