@@ -4,10 +4,10 @@ import { describe, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { appendFileSync, createReadStream, existsSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs'
+import { appendFileSync, createReadStream, existsSync, readdirSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
-import { CLI, Home, isAlive, runProgram, sqliteOnly, waitFor } from './helpers.ts'
+import { CLI, Home, isAlive, runProgram, sqliteOnly, waitFor, waitForState } from './helpers.ts'
 
 // A sparse run of NUL bytes: no disk to speak of, but as much to read as real output. Reading the whole log
 // into memory, as `logs` once did, peaked above 450 MB of resident memory on it; streaming stays near the
@@ -222,6 +222,37 @@ describe('logs of any size (review item 10)', { concurrency: true }, () => {
       assert.ok(r.stdout.includes('red:\\x1b[31mX\\x1b[0m\\r'), `escape sequences and the carriage return are shown, not run: ${JSON.stringify(r.stdout.slice(0, 300))}`)
       assert.ok(!r.stdout.includes('\ufffd'), 'no character was split into replacement characters')
       assert.equal(r.stdout.split('€').length - 1, 1_000_000, 'every character arrived whole')
+    } finally {
+      await home.cleanup()
+    }
+  })
+})
+
+describe('logs made ahead', () => {
+  test('a worker links each new log from a spare it made ahead, appends a retry to its log, and a killed worker\'s spares go with its other files', { timeout: 90_000 }, async () => {
+    const home = new Home()
+    try {
+      await home.ok(['config', 'set', 'backoff_base', '1'])
+      const [pid] = (await home.ok(['worker', 'start', '--concurrency', '2'])).trim().split('\n').map(Number)
+      const { workers } = JSON.parse(await home.ok(['status', '--json']))
+      const spares = () => readdirSync(join(home.dir, 'wake')).filter((f) => f.startsWith(`${workers[0].id}.spare.`))
+      await waitFor('the worker to make its spares', () => spares().length === 2)
+      const id = (await home.ok(['enqueue', 'echo out'])).trim()
+      await home.ok(['enqueue', '--id', 'flaky', '--max-retries', '1', '--', 'echo try $QUEUECTL_ATTEMPT; exit 1'])
+      await waitForState(home, id, 'completed')
+      await waitForState(home, 'flaky', 'dead', 30_000)
+      const log = statSync(logFile(home, id))
+      assert.equal(log.nlink, 1, 'the spare\'s own name is gone')
+      assert.equal(log.mode & 0o777, 0o600)
+      assert.match(readFileSync(logFile(home, id), 'utf8'), /^=== attempt 1 · started .*\nout\n=== attempt 1 · exit code 0 /)
+      assert.match(readFileSync(logFile(home, 'flaky'), 'utf8'), /\ntry 1\n[^]*\ntry 2\n/, 'the retry appended to the log of the first attempt')
+      await waitFor('the spares to be made again', () => spares().length === 2)
+      process.kill(pid, 'SIGKILL')
+      await waitFor('the killed worker to be gone', () => !isAlive(pid))
+      await home.ok(['worker', 'start'])
+      await waitFor('its spares to be removed with its other files', () => readdirSync(join(home.dir, 'wake')).every((f) => !f.startsWith(`${workers[0].id}.`)), 45_000)
+      await home.ok(['worker', 'stop'])
+      assert.deepEqual(readdirSync(join(home.dir, 'wake')), [], 'a stopped worker leaves no spare behind')
     } finally {
       await home.cleanup()
     }
