@@ -382,7 +382,8 @@ describe('waking idle workers', { concurrency: true }, () => {
     try {
       await home.ok(['worker', 'start', '--count', '8'], { env: { QUEUECTL_IDLE_POLL: '3600' } })
       const ids = (await status(home)).workers.map((w: any) => w.id).sort()
-      assert.deepEqual(readdirSync(join(home.dir, 'wake')).sort(), ids, 'each worker waits on a wake file of its own')
+      // beside its wake file, a worker keeps its spare logs and its slots' notes there: `<worker id>.…`
+      assert.deepEqual(readdirSync(join(home.dir, 'wake')).filter((f) => !f.includes('.')).sort(), ids, 'each worker waits on a wake file of its own')
       // The enqueue pokes one worker; each one that claims a job pokes the next while jobs are left.
       const jobs = Array.from({ length: 10 }, (_, i) => JSON.stringify({ id: `g${i}`, command: `while [ ! -e ${shq(gate)} ]; do sleep 0.05; done` }))
       await home.ok(['enqueue', '--file', '-'], { input: jobs.join('\n') })
