@@ -237,11 +237,13 @@ describe('logs made ahead', () => {
       const { workers } = JSON.parse(await home.ok(['status', '--json']))
       const spares = () => readdirSync(join(home.dir, 'wake')).filter((f) => f.startsWith(`${workers[0].id}.spare.`))
       await waitFor('the worker to make its spares', () => spares().length === 2)
+      const first = statSync(join(home.dir, 'wake', `${workers[0].id}.spare.0`)).ino
       const id = (await home.ok(['enqueue', 'echo out'])).trim()
       await home.ok(['enqueue', '--id', 'flaky', '--max-retries', '1', '--', 'echo try $QUEUECTL_ATTEMPT; exit 1'])
       await waitForState(home, id, 'completed')
       await waitForState(home, 'flaky', 'dead', 30_000)
       const log = statSync(logFile(home, id))
+      assert.equal(log.ino, first, 'the first job\'s log is the first spare')
       assert.equal(log.nlink, 1, 'the spare\'s own name is gone')
       assert.equal(log.mode & 0o777, 0o600)
       assert.match(readFileSync(logFile(home, id), 'utf8'), /^=== attempt 1 · started .*\nout\n=== attempt 1 · exit code 0 /)
