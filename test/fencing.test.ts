@@ -60,6 +60,10 @@ test('fencing: a worker on another host stopped past its lease finds its attempt
     assert.ok(bInfo, 'host B is registered with its own hostname')
     assert.equal(bInfo.job_id, 'J')
     bPid = bInfo.pid as number
+    // With PostgreSQL, output reaches the database every 250 ms: a host frozen before that leaves no trace of the
+    // attempt in `logs` (what it wrote stays in its own file, logs/J.log), so B freezes once its header is there.
+    await waitFor("attempt 1's header to be in the log", async () =>
+      (await home.json(['logs', 'J'])).some((s: any) => s.attempt === 1), 10_000, 50)
 
     // Host B stops answering: the worker and its job freeze, as on a paused machine. Never while B holds the
     // queue's lock (that would stop everyone, which is another story): then let it go on and try again.
