@@ -4424,9 +4424,12 @@ function localWorkers(queue: Queue): Promise<WorkerRow[]> {
   return queue.storage.read((sql) => sql.all<WorkerRow>('SELECT * FROM workers WHERE host = ?', [HOST]))
 }
 
-/** Starts `count` detached `worker run` processes and waits until each has registered. Returns their pids. */
+/**
+ * Starts `count` detached `worker run` processes and waits until each has registered. Returns their pids. The wait
+ * grows with the count: the workers start at once, sharing the machine's cores.
+ */
 export async function startWorkers(queue: Queue, count: number, options: { concurrency?: number; queues?: string[]; timeoutMs?: number } = {}): Promise<number[]> {
-  const { timeoutMs = 15_000 } = options
+  const { timeoutMs = 15_000 + 2_000 * count } = options
   const flags = [...(options.concurrency ? ['--concurrency', String(options.concurrency)] : []), ...(options.queues ? ['--queue', options.queues.join(',')] : [])]
   makeDirectory(join(queue.home, 'logs'))
   const out = openSync(join(queue.home, 'logs', 'worker.log'), 'a', 0o600)

@@ -89,7 +89,7 @@ describe('named queues, limits and pause', { concurrency: true }, () => {
       const [q] = (await home.json(['queue', 'ls'])).filter((x: any) => x.name === 'q')
       assert.equal(q.paused, true, 'the pause is stored with the queue')
       // Nothing of q starts: a worker that claims finds only the paused queue; `wait` says why it waits.
-      const waited = await home.run(['wait', 'later0', '--timeout', '2s'], { env: { QUEUECTL_STALL_SECONDS: '0.5' } })
+      const waited = await home.run(['wait', 'later0', '--timeout', '5s'], { env: { QUEUECTL_STALL_SECONDS: '0.5' } })
       assert.equal(waited.code, 124, waited.stderr)
       assert.match(waited.stderr, /queue q is paused/)
       for (const id of ['later0', 'later1', 'later2', 'later3', 'late']) assert.equal((await home.job(id)).state, 'pending')

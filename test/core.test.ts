@@ -6,7 +6,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { randomBytes } from 'node:crypto'
 import { join } from 'node:path'
-import { CLI, Home, ROOT, isAlive, runProgram, sqliteOnly, waitFor, waitForState } from './helpers.ts'
+import { CLI, Home, ROOT, holdsQueue, isAlive, runProgram, sqliteOnly, waitFor, waitForState } from './helpers.ts'
 
 // ---------- local helpers ----------
 
@@ -414,10 +414,9 @@ describe('waking idle workers', { concurrency: true }, () => {
       const idOf = new Map<number, string>((await status(home)).workers.map((w: any) => [w.pid, w.id]))
       // Stopped outside a transaction (holding the lock, it would stall every other process), it is alive and has
       // the most free slots once the other is dead: every poke goes to it, and is lost.
-      await waitFor('the worker to be stopped outside a transaction', () => {
+      await waitFor('the worker to be stopped outside a transaction', async () => {
         process.kill(stopped!, 'SIGSTOP')
-        const held = () => existsSync(join(home.dir, 'queue.db.lock')) && readFileSync(join(home.dir, 'queue.db.lock'), 'utf8').startsWith(`${stopped} `)
-        if (procState(stopped!) === 'T' && !held()) return true
+        if (procState(stopped!) === 'T' && !(await holdsQueue(home, stopped!))) return true
         process.kill(stopped!, 'SIGCONT')
         return false
       })

@@ -571,7 +571,8 @@ describe('dashboard API: queues, pause, kill, retry and dependencies', () => {
     })
     const worker = home.spawn(['worker', 'run', '--queue', 'slow'])
     try {
-      await waitFor('the job to start', () => /started/.test(readFileSync(join(home.dir, 'logs', 'running.log'), 'utf8')))
+      // its own line, which comes after its trap: the log's header (`… · started …`) is written before the shell runs
+      await waitFor('the job to set its trap', () => /^started$/m.test(readFileSync(join(home.dir, 'logs', 'running.log'), 'utf8')))
       const kill = await post('/api/jobs/running/kill', JSON.stringify({ signal: 'SIGINT', grace: 10 }))
       assert.equal(kill.status, 200)
       assert.deepEqual(await kill.json(), { cancelled: [], signalled: ['running'], finished: [] })

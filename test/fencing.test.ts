@@ -6,7 +6,7 @@ import assert from 'node:assert/strict'
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { CLI, Home, groupMembers, isAlive, waitFor } from './helpers.ts'
+import { CLI, Home, groupMembers, holdsQueue, isAlive, waitFor } from './helpers.ts'
 
 const unshareWorks = () => spawnSync('unshare', ['--uts', '--fork', 'true'], { stdio: 'ignore' }).status === 0
 
@@ -71,13 +71,7 @@ test('fencing: a worker on another host stopped past its lease finds its attempt
       process.kill(bPid!, 'SIGSTOP')
       process.kill(-stalePgid!, 'SIGSTOP')
       await waitFor('the SIGSTOP to take hold', () => processState(bPid!) === 'T', 5_000, 5)
-      let holder = ''
-      try {
-        holder = readFileSync(join(home.dir, 'queue.db.lock'), 'utf8').split(' ')[0]
-      } catch {
-        // no lock held
-      }
-      if (holder !== String(bPid)) return true
+      if (!(await holdsQueue(home, bPid!))) return true
       process.kill(-stalePgid!, 'SIGCONT')
       process.kill(bPid!, 'SIGCONT')
       return false

@@ -173,6 +173,34 @@ export function waitForState(home: Home, id: string, state: string | string[], t
   }, timeoutMs)
 }
 
+/**
+ * Whether process `pid` may hold the queue's write lock, so that freezing it would stall every other process: on
+ * SQLite, the lockfile names it; on PostgreSQL, one of its sessions has a transaction open or a statement running
+ * (asked twice, so that a statement already on its way when it froze is seen by the second look).
+ */
+export async function holdsQueue(home: Home, pid: number): Promise<boolean> {
+  if (!POSTGRES) {
+    try {
+      return readFileSync(join(home.dir, 'queue.db.lock'), 'utf8').startsWith(`${pid} `)
+    } catch {
+      return false // no lock held
+    }
+  }
+  const { default: pg } = await import('pg')
+  const client = new pg.Client({ connectionString: POSTGRES, connectionTimeoutMillis: 10_000 })
+  client.on('error', () => {})
+  try {
+    await client.connect()
+    for (let look = 0; look < 2; look++) {
+      const { rows } = await client.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE $1 AND state <> 'idle'", [`queuectl % ${pid}`])
+      if (rows[0].n > 0) return true
+    }
+    return false
+  } finally {
+    await client.end().catch(() => {})
+  }
+}
+
 /** True while `pid` is a live process (a zombie counts as dead). */
 export function isAlive(pid: number): boolean {
   try {

@@ -933,7 +933,8 @@ async function gracefulStop(signal: NodeJS.Signals): Promise<void> {
     assert.equal(job.state, 'completed', `the running job completed after ${signal}`)
     assert.equal(job.exit_code, 0)
     assert.equal(job.attempts, 1)
-    assert.ok(Date.parse(job.finished_at) >= signalledAt - 50, 'the job finished after the signal: the worker waited for it')
+    // the worker's clock is the database's, measured to within half a round trip on PostgreSQL: hence the slack
+    assert.ok(Date.parse(job.finished_at) >= signalledAt - 500, 'the job finished after the signal: the worker waited for it')
     assert.equal(readFileSync(marker, 'utf8').trim(), 'done')
     const next = await home.job('next')
     assert.equal(next.state, 'pending', 'the stopping worker took no new job')
