@@ -554,10 +554,9 @@ describe('cli', { concurrency: true }, () => {
   test('worker start returns at once, prints pids, workers are alive and listed in status', async () => {
     const home = new Home()
     try {
-      const t0 = Date.now()
-      // runCli resolves only when every holder of its stdout/stderr pipes is gone: detached workers must not keep them
-      const out = await home.ok(['worker', 'start', '--count', '2'], { timeoutMs: 20_000 })
-      assert.ok(Date.now() - t0 < 10_000, `worker start took ${Date.now() - t0} ms`)
+      // runCli resolves only when every holder of its stdout/stderr pipes is gone: it returns while the workers live
+      // (asserted below) only if the detached workers keep none of them. Not timed: a loaded machine starts Node slowly.
+      const out = await home.ok(['worker', 'start', '--count', '2'], { timeoutMs: 40_000 })
       const pids = lines(out).map(Number)
       assert.equal(pids.length, 2)
       for (const pid of pids) {
