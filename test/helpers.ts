@@ -106,15 +106,24 @@ export class Home {
 
 /** Drops a home's schema; a process of the test that still holds a lock in it fails the cleanup after 10 s. */
 async function dropSchema(url: string, schema: string): Promise<void> {
+  try {
+    await withPostgres(url, async (client) => {
+      await client.query("SET lock_timeout = '10s'")
+      await client.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`)
+    })
+  } catch (error) {
+    throw new Error(`could not drop schema ${schema} of a test home: ${(error as Error).message}`)
+  }
+}
+
+/** Runs `use` with a client of its own on the server at `url` (the test's own look, beside queuectl's), then ends it. */
+export async function withPostgres<T>(url: string, use: (client: import('pg').Client) => Promise<T>): Promise<T> {
   const { default: pg } = await import('pg')
   const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 10_000 })
   client.on('error', () => {})
   try {
     await client.connect()
-    await client.query("SET lock_timeout = '10s'")
-    await client.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`)
-  } catch (error) {
-    throw new Error(`could not drop schema ${schema} of a test home: ${(error as Error).message}`)
+    return await use(client)
   } finally {
     await client.end().catch(() => {})
   }
@@ -186,19 +195,13 @@ export async function holdsQueue(home: Home, pid: number): Promise<boolean> {
       return false // no lock held
     }
   }
-  const { default: pg } = await import('pg')
-  const client = new pg.Client({ connectionString: POSTGRES, connectionTimeoutMillis: 10_000 })
-  client.on('error', () => {})
-  try {
-    await client.connect()
+  return withPostgres(POSTGRES, async (client) => {
     for (let look = 0; look < 2; look++) {
       const { rows } = await client.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE $1 AND state <> 'idle'", [`queuectl % ${pid}`])
       if (rows[0].n > 0) return true
     }
     return false
-  } finally {
-    await client.end().catch(() => {})
-  }
+  })
 }
 
 /** True while `pid` is a live process (a zombie counts as dead). */

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict'
 import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { BACKEND, Home, runCli, schemaOf, type RunResult } from './helpers.ts'
+import { BACKEND, Home, runCli, schemaOf, withPostgres, type RunResult } from './helpers.ts'
 
 interface Case {
   name: string
@@ -237,21 +237,15 @@ function sameBytes(a: Record<string, Buffer | null>, b: Record<string, Buffer | 
  * A digest of every row of every table in the template's schema (PostgreSQL): as the files' bytes on SQLite, the
  * same digest means the same data, read with one query each instead of three CLI processes per case.
  */
-async function storedDigest(schema = schemaOf(template.dir)): Promise<string> {
-  const { default: pg } = await import('pg')
-  const client = new pg.Client({ connectionString: process.env.QUEUECTL_TEST_POSTGRES, connectionTimeoutMillis: 10_000 })
-  client.on('error', () => {})
-  try {
-    await client.connect()
+function storedDigest(schema = schemaOf(template.dir)): Promise<string> {
+  return withPostgres(process.env.QUEUECTL_TEST_POSTGRES!, async (client) => {
     const { rows: tables } = await client.query('SELECT table_name FROM information_schema.tables WHERE table_schema = $1 ORDER BY table_name', [schema])
     const digests = await Promise.all(tables.map(async ({ table_name: table }) => {
       const { rows } = await client.query(`SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) AS d FROM "${schema}"."${table}" t`)
       return `${table}:${rows[0].d}`
     }))
     return digests.join(' ')
-  } finally {
-    await client.end().catch(() => {})
-  }
+  })
 }
 
 async function assertUnchanged(home: string): Promise<void> {
