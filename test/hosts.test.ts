@@ -480,14 +480,22 @@ describe('many hosts, for real: PostgreSQL on a veth address, hosts A and B in n
 
     const link = s.a.link
     const setLink = (state: 'up' | 'down') => sh('ip', ['-n', link.ns, 'link', 'set', link.nic, state])
-    // as with the SIGSTOP: not while a session of A is in a transaction (the server would keep its locks for A)
+    t.after(() => void (linkUp(link) || setLink('up'))) // a failure below must not leave the next test without host A
+    // as with the SIGSTOP: not while a session of A is in a transaction (the server would keep its locks for A). And
+    // only once A's sessions are quiet with the link up: a statement held up by an earlier try goes on when its
+    // packets get through, and cutting again meanwhile holds it up longer (TCP backs off its retransmissions), long
+    // enough, on a loaded machine, for A to be judged lost before the cut.
+    let tries = 0
     await waitFor("host A's link to be cut outside a transaction", async () => {
+      if (!(await quiet(link.address))) return false
+      tries++
       setLink('down')
       if (await quiet(link.address)) return true
       setLink('up')
       return false
     }, 15_000, 50)
     const cutAt = Date.now()
+    t.diagnostic(`the link was cut at try ${tries}`)
     await waitFor('host B to complete attempt 2 of all 4', () => s.marks().filter((m) => m.what === 'end' && m.host === 'hostB' && m.attempt === 2).length === 4, 30_000, 100)
     await waitFor('every job to be completed', async () => (await s.observer.json(['status'])).counts.completed === 4, 10_000, 200)
     const stale = s.marks().filter((m) => m.host === 'hostA')
