@@ -85,12 +85,16 @@ async function postgresServer(): Promise<{ url: string; what: string; stop?: () 
 
 const results: string[] = []
 let exitCode = 0
-const settle = (label: string, code: number) => {
-  results.push(`${label} ${code === 0 ? 'passed' : `FAILED (exit ${code})`}`)
+const settle = (label: string, code: number, startedAt = Date.now()) => {
+  const took = Math.round((Date.now() - startedAt) / 1000)
+  results.push(`${label} ${code === 0 ? 'passed' : `FAILED (exit ${code})`}${took ? ` in ${Math.floor(took / 60)}m${String(took % 60).padStart(2, '0')}s` : ''}`)
   if (code !== 0 && exitCode === 0) exitCode = code
 }
 
-if (backends.includes('sqlite')) settle('SQLite', await runPass('SQLite', { QUEUECTL_TEST_BACKEND: 'sqlite', QUEUECTL_TEST_POSTGRES: undefined }))
+if (backends.includes('sqlite')) {
+  const startedAt = Date.now()
+  settle('SQLite', await runPass('SQLite', { QUEUECTL_TEST_BACKEND: 'sqlite', QUEUECTL_TEST_POSTGRES: undefined }), startedAt)
+}
 
 if (backends.includes('postgres') && !interrupted) {
   let server: Awaited<ReturnType<typeof postgresServer>> | undefined
@@ -108,13 +112,14 @@ if (backends.includes('postgres') && !interrupted) {
   }
   if (server) {
     try {
-      if (!interrupted) settle('PostgreSQL', await runPass(server.what, { QUEUECTL_TEST_BACKEND: 'postgres', QUEUECTL_TEST_POSTGRES: server.url }))
+      const startedAt = Date.now()
+      if (!interrupted) settle('PostgreSQL', await runPass(server.what, { QUEUECTL_TEST_BACKEND: 'postgres', QUEUECTL_TEST_POSTGRES: server.url }), startedAt)
     } finally {
       await server.stop?.()
     }
   }
 }
 
-if (results.length > 1) console.log(`\n${results.join(' · ')}`)
+if (results.length > 0) console.log(`\n${results.join(' · ')}`)
 if (interrupted) process.exit(interrupted === 'SIGINT' ? 130 : 143)
 process.exit(exitCode)
